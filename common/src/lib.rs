@@ -1,0 +1,17 @@
+//! WaveSync's core: everything that is logic and no I/O.
+//!
+//! Sans-I/O throughout: no sockets, devices, threads or sleeps. Functions and state machines
+//! take the current time and bytes and return decisions; the daemons in `receiver/`, `sender/`
+//! and `pw-module/` only move bytes and time in and out. Times are `i64` nanoseconds, see
+//! [`time`].
+
+pub mod clock;
+pub mod format;
+pub mod jitter;
+pub mod packetizer;
+pub mod playout;
+pub mod resample;
+pub mod resend;
+pub mod sample;
+pub mod time;
+pub mod wire;

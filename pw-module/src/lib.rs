@@ -1,0 +1,1 @@
+//! The WaveSync PipeWire module (being written).

@@ -1,0 +1,1 @@
+//! sender library (being written).
