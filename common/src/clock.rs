@@ -1,1 +1,585 @@
-//! Placeholder: being written.
+//! The receiver's model of the master's clock: `timeline = a + b * local`.
+//!
+//! Each time query gives four timestamps ([`Exchange`]): T1 (local send), T2 (master receive),
+//! T3 (master send) and T4 (local receive). From them, an offset sample
+//! `θ = ((T2 - T1) + (T3 - T4)) / 2` (timeline minus local) valid at the local midpoint
+//! `(T1 + T4) / 2`, and a round trip `δ = (T4 - T1) - (T3 - T2)`. Whatever the queueing, the
+//! true offset lies within `θ ± δ/2`; an exchange with a small round trip therefore carries a
+//! small error, and only its *excess* over the smallest round trip seen says how much.
+//!
+//! [`ClockModel`] keeps the last [`ClockConfig::window`] samples in a fixed ring (no allocation
+//! per exchange) and fits offset and rate by weighted least squares, each sample weighted by
+//! `1 / σ²` with `σ = noise_floor + (δ - δ_min) / 2`: the low-round-trip exchanges dominate, the
+//! queued ones barely count. A weak prior on the rate (`1 ± max_rate_ppm`) keeps the fit
+//! defined with one sample or a burst only milliseconds wide. All absolute times stay `i64`
+//! nanoseconds; the fit works in `f64` on differences from a reference point (the newest
+//! sample), so offsets of days keep nanosecond precision.
+//!
+//! An exchange that disagrees with the prediction by more than its own round trip, the model's
+//! possible bias and [`ClockConfig::step_sigmas`] standard errors allow is a *suspect*: it is
+//! rejected, and a second suspect agreeing with it confirms a step (master restarted, a clock
+//! jumped): the window is emptied and re-seeded from the two, so the estimate jumps at once
+//! instead of slewing. A lone outlier is forgotten as soon as a consistent exchange arrives.
+//!
+//! Limit that no filter can lift: a constant asymmetry between the two directions biases the
+//! offset by half the asymmetry (at most half the smallest round trip). See `docs/timing.md`.
+
+use crate::time::{LocalNs, TimelineNs};
+
+/// Most samples a [`ClockModel`] can hold; [`ClockConfig::window`] is clamped to this.
+pub const WINDOW_CAPACITY: usize = 128;
+
+/// The four timestamps of one time query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    /// Local send time of the request.
+    pub t1: LocalNs,
+    /// Master's receive time of the request (timeline).
+    pub t2: TimelineNs,
+    /// Master's send time of the response (timeline).
+    pub t3: TimelineNs,
+    /// Local receive time of the response.
+    pub t4: LocalNs,
+}
+
+impl Exchange {
+    /// Offset sample `((t2 - t1) + (t3 - t4)) / 2` (timeline minus local), saturated to `i64`.
+    pub fn offset_ns(&self) -> i64 {
+        let o = ((self.t2 as i128 - self.t1 as i128) + (self.t3 as i128 - self.t4 as i128)) / 2;
+        o.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    }
+
+    /// Round trip `(t4 - t1) - (t3 - t2)` spent on the network, saturated to `i64`.
+    pub fn round_trip_ns(&self) -> i64 {
+        let d = (self.t4 as i128 - self.t1 as i128) - (self.t3 as i128 - self.t2 as i128);
+        d.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    }
+
+    /// Local midpoint `(t1 + t4) / 2`, the instant the offset sample refers to.
+    pub fn local_mid(&self) -> LocalNs {
+        ((self.t1 as i128 + self.t4 as i128) / 2) as i64
+    }
+}
+
+/// The model's current answer: `timeline = ref_timeline + rate * (local - ref_local)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockEstimate {
+    /// Local reference instant (the newest sample's midpoint).
+    pub ref_local: LocalNs,
+    /// The timeline instant estimated for `ref_local`.
+    pub ref_timeline: TimelineNs,
+    /// Timeline nanoseconds per local nanosecond (about 1.0).
+    pub rate: f64,
+    /// One standard error of the offset at `ref_local`, in ns (statistical only: it does not
+    /// include the path-asymmetry bias, see [`ClockModel::min_rtt_ns`]). It grows away from
+    /// `ref_local` by the rate's own error, which this figure does not show.
+    pub uncertainty_ns: i64,
+}
+
+fn sat_i64(v: i128) -> i64 {
+    v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
+impl ClockEstimate {
+    /// Maps a local instant to the timeline.
+    pub fn to_timeline(&self, l: LocalNs) -> TimelineNs {
+        let d = l as i128 - self.ref_local as i128;
+        let drift = (d as f64 * (self.rate - 1.0)).round() as i128;
+        sat_i64(self.ref_timeline as i128 + d + drift)
+    }
+
+    /// Maps a timeline instant to the local clock (inverse of [`Self::to_timeline`]).
+    pub fn to_local(&self, t: TimelineNs) -> LocalNs {
+        let d = t as i128 - self.ref_timeline as i128;
+        let drift = (d as f64 * (self.rate - 1.0) / self.rate).round() as i128;
+        sat_i64(self.ref_local as i128 + d - drift)
+    }
+
+    /// Rate error of the local clock against the timeline, in parts per million.
+    pub fn rate_ppm(&self) -> f64 {
+        (self.rate - 1.0) * 1e6
+    }
+
+    /// Offset `timeline - local` at the reference instant.
+    pub fn offset_ns(&self) -> i64 {
+        sat_i64(self.ref_timeline as i128 - self.ref_local as i128)
+    }
+}
+
+/// What one exchange did to the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockEvent {
+    /// The exchange was taken into the fit.
+    Updated,
+    /// The exchange was taken into the fit and the model became locked (once per lock).
+    Locked,
+    /// A step of the master's clock was confirmed: the model was emptied and re-seeded from
+    /// the exchanges that saw the step. `step_ns` is the jump of the offset (new minus old).
+    /// Whoever plays by this clock must resynchronise, not slew.
+    StepDetected {
+        /// The jump of `timeline - local`, in ns.
+        step_ns: i64,
+    },
+    /// The exchange was not used: invalid, an outlier round trip, or a step suspect waiting
+    /// for confirmation.
+    Rejected,
+}
+
+/// Tuning of a [`ClockModel`]. `Default` suits a LAN or Wi-Fi polled about once a second.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockConfig {
+    /// Samples kept for the fit (clamped to 2..=[`WINDOW_CAPACITY`]). Default 64.
+    pub window: usize,
+    /// Exchanges needed before the model may lock. Default 4.
+    pub lock_min_exchanges: usize,
+    /// The model locks once its uncertainty is at most this. Default 200 µs.
+    pub lock_uncertainty_ns: i64,
+    /// Error assumed for an exchange with the smallest round trip (σ floor). Default 5 µs.
+    pub noise_floor_ns: i64,
+    /// Exchanges with a longer round trip (or a negative one) are rejected. Default 500 ms.
+    pub max_rtt_ns: i64,
+    /// Smallest disagreement treated as a step, on top of round trips and standard errors.
+    /// Default 500 µs.
+    pub step_min_ns: i64,
+    /// Standard errors of the prediction allowed before an exchange is a step suspect.
+    /// Default 5.
+    pub step_sigmas: f64,
+    /// Suspects in a row that force a reset even if they do not agree with each other.
+    /// Default 6.
+    pub max_suspects: u32,
+    /// Standard deviation of the prior on the rate, in ppm, around 1.0 (or around the rate
+    /// measured before a step). Default 500 ppm.
+    pub max_rate_ppm: f64,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig {
+            window: 64,
+            lock_min_exchanges: 4,
+            lock_uncertainty_ns: 200_000,
+            noise_floor_ns: 5_000,
+            max_rtt_ns: 500_000_000,
+            step_min_ns: 500_000,
+            step_sigmas: 5.0,
+            max_suspects: 6,
+            max_rate_ppm: 500.0,
+        }
+    }
+}
+
+/// One offset sample: midpoint, offset, round trip.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Sample {
+    mid: LocalNs,
+    theta: i64,
+    rtt: i64,
+}
+
+/// The fitted line and what is needed to predict with error bars.
+#[derive(Clone, Copy, Debug)]
+struct Fit {
+    est: ClockEstimate,
+    /// Weighted mean of x (ns relative to `est.ref_local`).
+    mean_x: f64,
+    /// Sum of weights (1/ns²).
+    sum_w: f64,
+    /// Centred weighted sum of squares of x plus the rate prior's weight.
+    sxx: f64,
+    /// Residual variance factor (>= 1).
+    scale: f64,
+    /// Smallest round trip in the window.
+    min_rtt: i64,
+}
+
+impl Fit {
+    /// Predicted offset at local `mid` and its standard error.
+    fn predict(&self, mid: LocalNs) -> (i64, f64) {
+        let theta = self.est.to_timeline(mid).wrapping_sub(mid);
+        let x = (mid as i128 - self.est.ref_local as i128) as f64;
+        let dx = x - self.mean_x;
+        let var = self.scale * (1.0 / self.sum_w + dx * dx / self.sxx);
+        (theta, var.sqrt())
+    }
+}
+
+/// The receiver's model of the master's clock (see the module documentation).
+#[derive(Clone, Debug)]
+pub struct ClockModel {
+    cfg: ClockConfig,
+    ring: [Sample; WINDOW_CAPACITY],
+    /// Index of the oldest sample.
+    head: usize,
+    len: usize,
+    fit: Option<Fit>,
+    locked: bool,
+    suspect: Option<Sample>,
+    suspects_in_row: u32,
+    /// Centre of the rate prior.
+    rate_prior: f64,
+}
+
+impl ClockModel {
+    /// An empty model.
+    pub fn new(cfg: ClockConfig) -> Self {
+        let mut cfg = cfg;
+        cfg.window = cfg.window.clamp(2, WINDOW_CAPACITY);
+        cfg.noise_floor_ns = cfg.noise_floor_ns.max(1);
+        cfg.max_rate_ppm = if cfg.max_rate_ppm > 0.0 {
+            cfg.max_rate_ppm
+        } else {
+            500.0
+        };
+        ClockModel {
+            cfg,
+            ring: [Sample::default(); WINDOW_CAPACITY],
+            head: 0,
+            len: 0,
+            fit: None,
+            locked: false,
+            suspect: None,
+            suspects_in_row: 0,
+            rate_prior: 1.0,
+        }
+    }
+
+    /// The configuration in use (after clamping).
+    pub fn config(&self) -> &ClockConfig {
+        &self.cfg
+    }
+
+    /// Feeds one exchange; returns what it did.
+    pub fn add_exchange(&mut self, e: Exchange) -> ClockEvent {
+        let rtt = e.round_trip_ns();
+        if e.t4 < e.t1 || e.t3 < e.t2 || rtt < 0 || rtt > self.cfg.max_rtt_ns {
+            return ClockEvent::Rejected;
+        }
+        let s = Sample {
+            mid: e.local_mid(),
+            theta: e.offset_ns(),
+            rtt,
+        };
+        if let Some(fit) = self.fit {
+            let (pred, sigma) = fit.predict(s.mid);
+            let residual = s.theta.saturating_sub(pred);
+            let allowed = (s.rtt / 2 + fit.min_rtt / 2 + self.cfg.step_min_ns) as f64
+                + self.cfg.step_sigmas * sigma;
+            if (residual as f64).abs() > allowed {
+                return self.on_suspect(s, residual, &fit);
+            }
+        }
+        self.suspect = None;
+        self.suspects_in_row = 0;
+        self.push(s);
+        self.refit();
+        self.lock_event()
+    }
+
+    /// A step suspect: keep it, or confirm a step with the one kept before.
+    fn on_suspect(&mut self, s: Sample, residual: i64, fit: &Fit) -> ClockEvent {
+        self.suspects_in_row += 1;
+        if let Some(prev) = self.suspect {
+            let (prev_pred, _) = fit.predict(prev.mid);
+            let prev_residual = prev.theta.saturating_sub(prev_pred);
+            let agree = (s.rtt / 2 + prev.rtt / 2 + self.cfg.step_min_ns) as i128;
+            if (residual as i128 - prev_residual as i128).abs() <= agree {
+                // Use the sharper of the two to say how far the clock jumped.
+                let step_ns = if s.rtt <= prev.rtt {
+                    residual
+                } else {
+                    prev_residual
+                };
+                self.reseed(&[prev, s], fit.est.rate);
+                return ClockEvent::StepDetected { step_ns };
+            }
+        }
+        if self.suspects_in_row >= self.cfg.max_suspects {
+            self.reseed(&[s], fit.est.rate);
+            return ClockEvent::StepDetected { step_ns: residual };
+        }
+        self.suspect = Some(s);
+        ClockEvent::Rejected
+    }
+
+    /// Empties the model and starts again from `samples`, keeping the rate as prior centre.
+    fn reseed(&mut self, samples: &[Sample], rate: f64) {
+        self.reset();
+        self.rate_prior = rate;
+        for s in samples {
+            self.push(*s);
+        }
+        self.refit();
+    }
+
+    fn lock_event(&mut self) -> ClockEvent {
+        if self.locked {
+            return ClockEvent::Updated;
+        }
+        match self.fit {
+            Some(f)
+                if self.len >= self.cfg.lock_min_exchanges
+                    && f.est.uncertainty_ns <= self.cfg.lock_uncertainty_ns =>
+            {
+                self.locked = true;
+                ClockEvent::Locked
+            }
+            _ => ClockEvent::Updated,
+        }
+    }
+
+    fn push(&mut self, s: Sample) {
+        if self.len == self.cfg.window {
+            self.head = (self.head + 1) % WINDOW_CAPACITY;
+            self.len -= 1;
+        }
+        let at = (self.head + self.len) % WINDOW_CAPACITY;
+        self.ring[at] = s;
+        self.len += 1;
+    }
+
+    fn samples(&self) -> impl Iterator<Item = &Sample> + '_ {
+        (0..self.len).map(move |i| &self.ring[(self.head + i) % WINDOW_CAPACITY])
+    }
+
+    /// Weighted least squares of offset against local time over the window.
+    fn refit(&mut self) {
+        let newest = match self.len {
+            0 => {
+                self.fit = None;
+                return;
+            }
+            n => self.ring[(self.head + n - 1) % WINDOW_CAPACITY],
+        };
+        let min_rtt = self.samples().map(|s| s.rtt).min().unwrap_or(0);
+        let floor = self.cfg.noise_floor_ns as f64;
+        let weight = |s: &Sample| {
+            let sigma = floor + (s.rtt - min_rtt) as f64 / 2.0;
+            1.0 / (sigma * sigma)
+        };
+        // x: ns since the newest midpoint; y: offset minus the newest offset.
+        let xy = |s: &Sample| {
+            (
+                (s.mid as i128 - newest.mid as i128) as f64,
+                (s.theta as i128 - newest.theta as i128) as f64,
+            )
+        };
+        let (mut sw, mut swx, mut swy) = (0.0, 0.0, 0.0);
+        for s in self.samples() {
+            let (w, (x, y)) = (weight(s), xy(s));
+            sw += w;
+            swx += w * x;
+            swy += w * y;
+        }
+        let (mx, my) = (swx / sw, swy / sw);
+        let (mut sxx, mut sxy) = (0.0, 0.0);
+        for s in self.samples() {
+            let (w, (x, y)) = (weight(s), xy(s));
+            sxx += w * (x - mx) * (x - mx);
+            sxy += w * (x - mx) * (y - my);
+        }
+        let prior_sd = self.cfg.max_rate_ppm * 1e-6;
+        let lambda = 1.0 / (prior_sd * prior_sd);
+        let slope = (sxy + lambda * (self.rate_prior - 1.0)) / (sxx + lambda);
+        let sxx = sxx + lambda;
+        let n = self.len;
+        let scale = if n > 2 {
+            let chi2: f64 = self
+                .samples()
+                .map(|s| {
+                    let (x, y) = xy(s);
+                    let r = y - (my + slope * (x - mx));
+                    weight(s) * r * r
+                })
+                .sum();
+            (chi2 / (n - 2) as f64).max(1.0)
+        } else {
+            1.0
+        };
+        let offset_at_ref = my + slope * (0.0 - mx);
+        let var = scale * (1.0 / sw + mx * mx / sxx);
+        let ref_timeline =
+            newest.mid as i128 + newest.theta as i128 + offset_at_ref.round() as i128;
+        self.fit = Some(Fit {
+            est: ClockEstimate {
+                ref_local: newest.mid,
+                ref_timeline: sat_i64(ref_timeline),
+                rate: 1.0 + slope,
+                uncertainty_ns: var.sqrt().ceil() as i64,
+            },
+            mean_x: mx,
+            sum_w: sw,
+            sxx,
+            scale,
+            min_rtt,
+        });
+    }
+
+    /// The current estimate (`None` until the first accepted exchange).
+    pub fn estimate(&self) -> Option<ClockEstimate> {
+        self.fit.map(|f| f.est)
+    }
+
+    /// True once enough exchanges agree within [`ClockConfig::lock_uncertainty_ns`]; false
+    /// again only after a reset or a step.
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+
+    /// Forgets every exchange (after a step, or when the stream's clock changed).
+    pub fn reset(&mut self) {
+        self.head = 0;
+        self.len = 0;
+        self.fit = None;
+        self.locked = false;
+        self.suspect = None;
+        self.suspects_in_row = 0;
+        self.rate_prior = 1.0;
+    }
+
+    /// Exchanges in the window.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the window holds no exchange.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Smallest round trip in the window: half of it bounds the bias a path asymmetry can put
+    /// on the offset, which no filter can see.
+    pub fn min_rtt_ns(&self) -> Option<i64> {
+        self.fit.map(|f| f.min_rtt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L0: i64 = 3 * 3600 * 1_000_000_000;
+    const M0: i64 = 17 * 86_400 * 1_000_000_000;
+
+    /// A symmetric exchange at local `t1` against a master at `M0 + rate * (l - L0)`.
+    fn exchange(t1: i64, rtt: i64, rate: f64, extra: i64) -> Exchange {
+        let master = |l: i64| M0 + ((l - L0) as f64 * rate).round() as i64 + extra;
+        let t2 = master(t1 + rtt / 2);
+        Exchange {
+            t1,
+            t2,
+            t3: t2 + 10_000,
+            t4: t1 + rtt + ((10_000.0 / rate).round() as i64),
+        }
+    }
+
+    #[test]
+    fn exchange_arithmetic() {
+        let e = Exchange {
+            t1: 100,
+            t2: 1_000_150,
+            t3: 1_000_160,
+            t4: 310,
+        };
+        assert_eq!(e.round_trip_ns(), 200);
+        assert_eq!(e.offset_ns(), 999_950);
+        assert_eq!(e.local_mid(), 205);
+        let wild = Exchange {
+            t1: i64::MIN,
+            t2: i64::MAX,
+            t3: i64::MIN,
+            t4: i64::MAX,
+        };
+        // Saturates instead of overflowing.
+        let _ = (wild.offset_ns(), wild.round_trip_ns(), wild.local_mid());
+    }
+
+    #[test]
+    fn estimate_maps_both_ways_with_hours_of_offset() {
+        let est = ClockEstimate {
+            ref_local: L0,
+            ref_timeline: M0,
+            rate: 1.0 + 150e-6,
+            uncertainty_ns: 1,
+        };
+        let l = L0 + 3_600_000_000_000;
+        let t = est.to_timeline(l);
+        assert_eq!(t, M0 + 3_600_000_000_000 + 540_000_000);
+        assert_eq!(est.to_local(t), l);
+        assert_eq!(est.offset_ns(), M0 - L0);
+        assert!((est.rate_ppm() - 150.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn fits_offset_and_rate_exactly_without_noise() {
+        let rate = 1.0 - 180e-6;
+        let mut m = ClockModel::new(ClockConfig::default());
+        let mut locked_at = None;
+        for i in 0..20 {
+            let ev = m.add_exchange(exchange(L0 + i * 1_000_000_000, 300_000, rate, 0));
+            if ev == ClockEvent::Locked {
+                locked_at = Some(i);
+            }
+        }
+        assert_eq!(locked_at, Some(3));
+        let est = m.estimate().unwrap();
+        assert!((est.rate - rate).abs() < 1e-9, "rate {}", est.rate);
+        let l = L0 + 25_000_000_000;
+        let truth = M0 + ((l - L0) as f64 * rate).round() as i64;
+        assert!((est.to_timeline(l) - truth).abs() < 100);
+        assert!(m.is_locked());
+    }
+
+    #[test]
+    fn rejects_invalid_and_huge_rtt() {
+        let mut m = ClockModel::new(ClockConfig::default());
+        let mut e = exchange(L0, 300_000, 1.0, 0);
+        e.t4 = e.t1 - 1;
+        assert_eq!(m.add_exchange(e), ClockEvent::Rejected);
+        let e = exchange(L0, 2_000_000_000, 1.0, 0);
+        assert_eq!(m.add_exchange(e), ClockEvent::Rejected);
+        assert!(m.is_empty());
+        assert!(m.estimate().is_none());
+    }
+
+    #[test]
+    fn single_outlier_does_not_reset_and_step_is_confirmed_by_two() {
+        let mut m = ClockModel::new(ClockConfig::default());
+        for i in 0..10 {
+            m.add_exchange(exchange(L0 + i * 1_000_000_000, 300_000, 1.0, 0));
+        }
+        let before = m.estimate().unwrap();
+        let outlier = exchange(L0 + 10_000_000_000, 300_000, 1.0, 50_000_000);
+        assert_eq!(m.add_exchange(outlier), ClockEvent::Rejected);
+        assert_eq!(m.estimate(), Some(before));
+        let ok = exchange(L0 + 11_000_000_000, 300_000, 1.0, 0);
+        assert_eq!(m.add_exchange(ok), ClockEvent::Updated);
+        assert_eq!(m.len(), 11);
+        // Now a real step: two agreeing suspects.
+        let a = exchange(L0 + 12_000_000_000, 300_000, 1.0, -300_000_000);
+        assert_eq!(m.add_exchange(a), ClockEvent::Rejected);
+        let b = exchange(L0 + 12_050_000_000, 300_000, 1.0, -300_000_000);
+        match m.add_exchange(b) {
+            ClockEvent::StepDetected { step_ns } => assert!((step_ns + 300_000_000).abs() < 1000),
+            other => panic!("expected a step, got {other:?}"),
+        }
+        assert_eq!(m.len(), 2);
+        assert!(!m.is_locked());
+        let est = m.estimate().unwrap();
+        assert!((est.offset_ns() - (M0 - L0 - 300_000_000)).abs() < 1000);
+    }
+
+    #[test]
+    fn window_is_bounded() {
+        let cfg = ClockConfig {
+            window: 8,
+            ..ClockConfig::default()
+        };
+        let mut m = ClockModel::new(cfg);
+        for i in 0..100 {
+            m.add_exchange(exchange(L0 + i * 1_000_000_000, 300_000, 1.0, 0));
+        }
+        assert_eq!(m.len(), 8);
+        m.reset();
+        assert!(m.is_empty() && !m.is_locked() && m.estimate().is_none());
+    }
+}
