@@ -53,3 +53,119 @@ pub(crate) fn be_u32(b: &[u8], at: usize) -> u32 {
 pub(crate) fn be_u64(b: &[u8], at: usize) -> u64 {
     ((be_u32(b, at) as u64) << 32) | be_u32(b, at + 4) as u64
 }
+
+/// Why a message could not be encoded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The output buffer is smaller than the message.
+    #[error("buffer too small: needed {needed} bytes, got {got}")]
+    BufferTooSmall { needed: usize, got: usize },
+    /// A field's value cannot be represented on the wire.
+    #[error("{field} out of range: {value}")]
+    OutOfRange { field: &'static str, value: i64 },
+    /// The message would carry nothing (e.g. a NACK without lost sequence numbers).
+    #[error("nothing to encode: {0}")]
+    Empty(&'static str),
+}
+
+/// Returns `Err(BufferTooSmall)` unless `out` has room for `needed` bytes.
+pub(crate) fn room(out: &[u8], needed: usize) -> Result<(), EncodeError> {
+    if out.len() < needed {
+        Err(EncodeError::BufferTooSmall {
+            needed,
+            got: out.len(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// What a datagram is, judged from its first bytes only (for demultiplexing; the message's own
+/// decoder still validates everything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// An audio packet ([`rtp::AudioPacket`]): RTP version 2 with payload type 96 or 97.
+    Audio,
+    /// A status message ([`status::Status`]): RTCP APP (PT 204).
+    Status,
+    /// A NACK ([`nack::Nack`]): RTCP RTPFB (PT 205).
+    Nack,
+    /// An NTP packet ([`ntp::NtpPacket`]): at least 48 bytes, NTP version 3 or 4.
+    Ntp,
+    /// Anything else.
+    Unknown,
+}
+
+/// Classifies a datagram by its first bytes (RTP/RTCP multiplexing as in RFC 5761: a second
+/// byte in 192..=223 is RTCP). Never panics; any input gives some [`Kind`].
+pub fn classify(buf: &[u8]) -> Kind {
+    if buf.len() >= 12 && buf[0] >> 6 == 2 {
+        match buf[1] {
+            204 => return Kind::Status,
+            205 => return Kind::Nack,
+            192..=223 => return Kind::Unknown,
+            b if rtp::AudioPacket::is_audio_payload_type(b & 0x7f) => return Kind::Audio,
+            _ => {}
+        }
+    }
+    if buf.len() >= ntp::NtpPacket::LEN && (3..=4).contains(&((buf[0] >> 3) & 7)) {
+        return Kind::Ntp;
+    }
+    Kind::Unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{ClockDomain, SampleFormat, StreamFormat};
+    use proptest::prelude::*;
+
+    #[test]
+    fn classify_every_message() {
+        let mut buf = [0u8; 512];
+        let audio = rtp::AudioPacket {
+            marker: true,
+            format: SampleFormat::L24,
+            seq: 1,
+            timestamp: 2,
+            ssrc: 3,
+            play_time: 4,
+            payload: &[0; 6],
+        };
+        let n = audio.encode(&mut buf).unwrap();
+        assert_eq!(classify(&buf[..n]), Kind::Audio);
+        let status = status::Status {
+            ssrc: 1,
+            format: StreamFormat::DEFAULT,
+            clock_domain: ClockDomain::Master,
+            frames_per_packet: 361,
+            time_port: 45301,
+            latency_ns: 0,
+            packets_sent: 0,
+            flags: 0,
+            name: status::StatusName::truncated("x"),
+        };
+        let n = status.encode(&mut buf).unwrap();
+        assert_eq!(classify(&buf[..n]), Kind::Status);
+        let n = nack::encode(1, 2, &[3], &mut buf).unwrap().len;
+        assert_eq!(classify(&buf[..n]), Kind::Nack);
+        let req = ntp::NtpPacket::client_request(5).encode();
+        assert_eq!(classify(&req), Kind::Ntp);
+        // SNTP clients often send LI=3 (unsynchronised): 0xE3.
+        let mut unsync = req;
+        unsync[0] = 0xE3;
+        assert_eq!(classify(&unsync), Kind::Ntp);
+        assert_eq!(classify(&[]), Kind::Unknown);
+        assert_eq!(classify(&req[..47]), Kind::Unknown);
+        let mut rtcp_sr = [0u8; 28];
+        rtcp_sr[..2].copy_from_slice(&[0x80, 200]);
+        assert_eq!(classify(&rtcp_sr), Kind::Unknown);
+    }
+
+    proptest! {
+        #[test]
+        fn classify_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = classify(&bytes);
+        }
+    }
+}

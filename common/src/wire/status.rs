@@ -1,1 +1,341 @@
-//! Placeholder: being written.
+//! The stream's status/config message: RTCP APP (RFC 3550 section 6.7), PT 204, subtype 0,
+//! name "WSYN". Sent by the master about once a second and on every change, on the stream's
+//! port, so a receiver learns everything it needs (format, latency, time service) from it.
+//!
+//! ```text
+//! 0 0x80  1 204  2..4 length (32-bit words - 1)  4..8 SSRC  8..12 "WSYN"
+//! 12 version (1)  13 sample format code  14 channels  15 clock domain code
+//! 16..20 rate  20..22 frames per packet  22..24 time service port
+//! 24..28 latency in us  28..36 packets sent  36..40 flags (bit 0: authenticated)
+//! 40 name length  41.. name (UTF-8, <= 64 bytes), zero padding to a 4-byte boundary
+//! ```
+
+use super::{be_u16, be_u32, be_u64, need, room, DecodeError, EncodeError};
+use crate::format::{ClockDomain, SampleFormat, StreamFormat};
+
+/// RTCP packet type of an APP message.
+pub const PT_APP: u8 = 204;
+/// The APP name of WaveSync's status message.
+pub const APP_NAME: [u8; 4] = *b"WSYN";
+/// Version of the status message layout this crate writes and reads.
+pub const VERSION: u8 = 1;
+/// Flags bit: every packet of the stream is authenticated with the pre-shared key.
+pub const FLAG_AUTHENTICATED: u32 = 1;
+/// Longest encoded status message (a 64-byte name).
+pub const MAX_LEN: usize = 41 + StatusName::MAX + 3;
+
+const FIXED_LEN: usize = 41;
+
+/// A sender name of at most 64 bytes of UTF-8, stored inline (no allocation).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StatusName {
+    bytes: [u8; StatusName::MAX],
+    len: u8,
+}
+
+impl StatusName {
+    /// Longest name in bytes.
+    pub const MAX: usize = 64;
+
+    /// The name `s`, cut at the last character boundary that fits in [`StatusName::MAX`] bytes.
+    pub fn truncated(s: &str) -> Self {
+        let mut len = s.len().min(Self::MAX);
+        while !s.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0u8; Self::MAX];
+        bytes[..len].copy_from_slice(&s.as_bytes()[..len]);
+        StatusName {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Only ever built from a `&str` cut at a char boundary or from validated UTF-8.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl Default for StatusName {
+    fn default() -> Self {
+        StatusName::truncated("")
+    }
+}
+
+impl std::fmt::Debug for StatusName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// The status/config of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// Stream id (the SSRC of its audio packets).
+    pub ssrc: u32,
+    /// Rate, channels and sample format.
+    pub format: StreamFormat,
+    /// Which clock the play times are measured on.
+    pub clock_domain: ClockDomain,
+    /// Frames in a full audio packet.
+    pub frames_per_packet: u16,
+    /// UDP port of the master's time service (and NACK destination).
+    pub time_port: u16,
+    /// Configured latency (capture to DAC), ns; travels in whole microseconds.
+    pub latency_ns: i64,
+    /// Audio packets sent so far in this stream (resends not counted).
+    pub packets_sent: u64,
+    /// Flags, see [`FLAG_AUTHENTICATED`].
+    pub flags: u32,
+    /// The sender's human-readable name.
+    pub name: StatusName,
+}
+
+impl Status {
+    /// Bytes [`Status::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        (FIXED_LEN + self.name.len as usize).next_multiple_of(4)
+    }
+
+    /// Writes the message to `out`; returns the bytes written. The latency is rounded down to
+    /// whole microseconds; it must be in 0..=u32::MAX us.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        let len = self.encoded_len();
+        room(out, len)?;
+        let latency_us = self.latency_ns / 1000;
+        let latency_us = u32::try_from(latency_us).map_err(|_| EncodeError::OutOfRange {
+            field: "latency",
+            value: self.latency_ns,
+        })?;
+        let out = &mut out[..len];
+        out[0] = 0x80;
+        out[1] = PT_APP;
+        out[2..4].copy_from_slice(&((len / 4 - 1) as u16).to_be_bytes());
+        out[4..8].copy_from_slice(&self.ssrc.to_be_bytes());
+        out[8..12].copy_from_slice(&APP_NAME);
+        out[12] = VERSION;
+        out[13] = self.format.sample.code();
+        out[14] = self.format.channels;
+        out[15] = self.clock_domain.code();
+        out[16..20].copy_from_slice(&self.format.rate.to_be_bytes());
+        out[20..22].copy_from_slice(&self.frames_per_packet.to_be_bytes());
+        out[22..24].copy_from_slice(&self.time_port.to_be_bytes());
+        out[24..28].copy_from_slice(&latency_us.to_be_bytes());
+        out[28..36].copy_from_slice(&self.packets_sent.to_be_bytes());
+        out[36..40].copy_from_slice(&self.flags.to_be_bytes());
+        let name = self.name.as_str().as_bytes();
+        out[40] = name.len() as u8;
+        out[41..41 + name.len()].copy_from_slice(name);
+        out[41 + name.len()..].fill(0);
+        Ok(len)
+    }
+
+    /// Decodes a status message (bytes after its RTCP length, e.g. a compound packet's next
+    /// part, are ignored).
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        need(buf, 4)?;
+        let version = buf[0] >> 6;
+        if version != 2 {
+            return Err(DecodeError::BadVersion(version));
+        }
+        if buf[1] != PT_APP {
+            return Err(DecodeError::Unsupported {
+                field: "RTCP packet type",
+                value: buf[1] as u32,
+            });
+        }
+        if buf[0] & 0x3f != 0 {
+            return Err(DecodeError::Unsupported {
+                field: "APP subtype/padding",
+                value: (buf[0] & 0x3f) as u32,
+            });
+        }
+        let len = (be_u16(buf, 2) as usize + 1) * 4;
+        need(buf, len)?;
+        if len < FIXED_LEN {
+            return Err(DecodeError::Malformed("status shorter than its fixed part"));
+        }
+        let buf = &buf[..len];
+        if buf[8..12] != APP_NAME {
+            return Err(DecodeError::Malformed("APP name is not WSYN"));
+        }
+        if buf[12] != VERSION {
+            return Err(DecodeError::Unsupported {
+                field: "status version",
+                value: buf[12] as u32,
+            });
+        }
+        let sample = SampleFormat::from_code(buf[13]).ok_or(DecodeError::Unsupported {
+            field: "sample format",
+            value: buf[13] as u32,
+        })?;
+        let clock_domain = ClockDomain::from_code(buf[15]).ok_or(DecodeError::Unsupported {
+            field: "clock domain",
+            value: buf[15] as u32,
+        })?;
+        let channels = buf[14];
+        let rate = be_u32(buf, 16);
+        if channels == 0 || rate == 0 {
+            return Err(DecodeError::Malformed("zero channels or rate"));
+        }
+        let name_len = buf[40] as usize;
+        if name_len > StatusName::MAX || FIXED_LEN + name_len > len {
+            return Err(DecodeError::Malformed("name length"));
+        }
+        let name = std::str::from_utf8(&buf[FIXED_LEN..FIXED_LEN + name_len])
+            .map_err(|_| DecodeError::Malformed("name is not UTF-8"))?;
+        Ok(Status {
+            ssrc: be_u32(buf, 4),
+            format: StreamFormat {
+                rate,
+                channels,
+                sample,
+            },
+            clock_domain,
+            frames_per_packet: be_u16(buf, 20),
+            time_port: be_u16(buf, 22),
+            latency_ns: be_u32(buf, 24) as i64 * 1000,
+            packets_sent: be_u64(buf, 28),
+            flags: be_u32(buf, 36),
+            name: StatusName::truncated(name),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn example() -> Status {
+        Status {
+            ssrc: 0xCAFE_F00D,
+            format: StreamFormat::DEFAULT,
+            clock_domain: ClockDomain::Master,
+            frames_per_packet: 361,
+            time_port: 45301,
+            latency_ns: 150_000_000,
+            packets_sent: 0x0102_0304_0506_0708,
+            flags: FLAG_AUTHENTICATED,
+            name: StatusName::truncated("kitchen"),
+        }
+    }
+
+    #[test]
+    fn bytes_are_exactly_the_contract() {
+        let mut out = [0u8; MAX_LEN];
+        let n = example().encode(&mut out).unwrap();
+        assert_eq!(n, 48); // 41 + 7 = 48, already a multiple of 4
+        #[rustfmt::skip]
+        let expected: [u8; 48] = [
+            0x80, 204, 0, 11, 0xCA, 0xFE, 0xF0, 0x0D, b'W', b'S', b'Y', b'N',
+            1, 1, 2, 0,
+            0, 0, 0xBB, 0x80,       // 48000
+            0x01, 0x69, 0xB0, 0xF5,  // 361, 45301
+            0, 0x02, 0x49, 0xF0,    // 150000 us
+            1, 2, 3, 4, 5, 6, 7, 8, // packets sent
+            0, 0, 0, 1,             // flags
+            7, b'k', b'i', b't', b'c', b'h', b'e', b'n',
+        ];
+        assert_eq!(out[..n], expected);
+        assert_eq!(Status::decode(&out[..n]), Ok(example()));
+    }
+
+    #[test]
+    fn name_padding_and_truncation() {
+        let mut s = example();
+        s.name = StatusName::truncated("ab");
+        assert_eq!(s.encoded_len(), 44);
+        let long = "é".repeat(40); // 80 bytes: cut to 64 at a char boundary
+        s.name = StatusName::truncated(&long);
+        assert_eq!(s.name.as_str().len(), 64);
+        let mut out = [0xFFu8; MAX_LEN];
+        let n = s.encode(&mut out).unwrap();
+        assert_eq!(n, 108);
+        assert_eq!(out[105..108], [0, 0, 0]);
+        assert_eq!(Status::decode(&out[..n]).unwrap().name, s.name);
+        s.name = StatusName::truncated(&"x".repeat(65));
+        assert_eq!(s.name.as_str().len(), 64);
+    }
+
+    #[test]
+    fn rejects_bad_messages() {
+        let mut good = [0u8; MAX_LEN];
+        let n = example().encode(&mut good).unwrap();
+        let good = &good[..n];
+        assert_eq!(
+            Status::decode(&good[..40]),
+            Err(DecodeError::Truncated {
+                needed: 48,
+                got: 40
+            })
+        );
+        let mut b = good.to_vec();
+        b[8] = b'X';
+        assert_eq!(
+            Status::decode(&b),
+            Err(DecodeError::Malformed("APP name is not WSYN"))
+        );
+        let mut b = good.to_vec();
+        b[13] = 9;
+        assert!(matches!(
+            Status::decode(&b),
+            Err(DecodeError::Unsupported { .. })
+        ));
+        let mut b = good.to_vec();
+        b[40] = 8; // name longer than the message
+        assert_eq!(
+            Status::decode(&b),
+            Err(DecodeError::Malformed("name length"))
+        );
+        let mut b = good.to_vec();
+        b[41] = 0xFF;
+        assert_eq!(
+            Status::decode(&b),
+            Err(DecodeError::Malformed("name is not UTF-8"))
+        );
+        let mut s = example();
+        s.latency_ns = -1000;
+        assert!(matches!(
+            s.encode(&mut [0u8; MAX_LEN]),
+            Err(EncodeError::OutOfRange { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..150)) {
+            let _ = Status::decode(&bytes);
+        }
+
+        #[test]
+        fn encode_decode_round_trip(
+            ssrc in any::<u32>(), rate in 1u32.., channels in 1u8.., l24 in any::<bool>(),
+            domain in 0u8..3, fpp in any::<u16>(), port in any::<u16>(),
+            latency_us in any::<u32>(), sent in any::<u64>(), flags in any::<u32>(),
+            name in "\\PC{0,70}",
+        ) {
+            let s = Status {
+                ssrc,
+                format: StreamFormat {
+                    rate,
+                    channels,
+                    sample: if l24 { SampleFormat::L24 } else { SampleFormat::L16 },
+                },
+                clock_domain: ClockDomain::from_code(domain).unwrap(),
+                frames_per_packet: fpp,
+                time_port: port,
+                latency_ns: latency_us as i64 * 1000,
+                packets_sent: sent,
+                flags,
+                name: StatusName::truncated(&name),
+            };
+            let mut out = [0u8; MAX_LEN];
+            let n = s.encode(&mut out).unwrap();
+            prop_assert_eq!(n % 4, 0);
+            prop_assert_eq!(Status::decode(&out[..n]), Ok(s));
+        }
+    }
+}
