@@ -8,10 +8,12 @@
 pub mod clock;
 pub mod format;
 pub mod jitter;
+pub mod loss;
 pub mod packetizer;
 pub mod playout;
 pub mod resample;
 pub mod resend;
 pub mod sample;
 pub mod time;
+pub mod time_client;
 pub mod wire;
