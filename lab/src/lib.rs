@@ -1,0 +1,6 @@
+//! The WaveSync sync lab: impairment, network namespaces, and measurement of how well rooms
+//! play in sync. The binary `wavesync-lab` wraps each module in a subcommand; see
+//! `docs/lab.md`.
+
+pub mod histogram;
+pub mod impair;
