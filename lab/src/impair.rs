@@ -9,8 +9,8 @@
 //! - **delay**: a fixed one-way delay plus a heavy-tailed jitter (log-normal with a given median
 //!   and shape, capped). Like a real queue the link keeps order: a packet never overtakes the one
 //!   before it because of jitter alone (its delivery is pushed to the previous one's instant);
-//! - **reordering**: with probability `reorder`, a packet is held back by an extra
-//!   `reorder_hold` delay outside the queue, so the packets after it overtake it;
+//! - **reordering**: with probability `reorder`, a packet leaving the queue is held back by an
+//!   extra `reorder_hold` delay, so the packets after it overtake it (and it overtakes none);
 //! - **duplication**: with probability `duplicate`, a second copy follows within `dup_gap`;
 //! - **loss**: a Gilbert-Elliott model in continuous time: the link alternates between a good
 //!   and a bad state (exponentially distributed stays with the given means) and loses packets
@@ -521,16 +521,17 @@ impl Impairment {
             }
             return Verdict::Drop;
         }
-        let natural = now + p.base_delay_ns + jitter;
+        // Through the queue: never before the packet ahead of it.
+        let queued = (now + p.base_delay_ns + jitter).max(self.fifo_ns);
         let held_back = u_reorder < p.reorder;
         let at = if held_back {
+            // Held back on top of that, outside the queue: later packets overtake it.
             self.stats.reordered += 1;
             let (lo, hi) = p.reorder_hold_ns;
-            natural + lo + ((hi - lo).max(0) as f64 * u_hold) as i64
+            queued + lo + ((hi - lo).max(0) as f64 * u_hold) as i64
         } else {
-            let at = natural.max(self.fifo_ns);
-            self.fifo_ns = at;
-            at
+            self.fifo_ns = queued;
+            queued
         };
         let duplicate_at = if u_dup < p.duplicate {
             self.stats.duplicated += 1;
