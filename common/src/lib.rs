@@ -14,6 +14,7 @@ pub mod playout;
 pub mod resample;
 pub mod resend;
 pub mod sample;
+pub mod sender;
 pub mod time;
 pub mod time_client;
 pub mod wire;
