@@ -1,0 +1,73 @@
+//! From the graph's clock to the timeline: the capture time of a block of audio.
+//!
+//! In the process callback, `pw_stream_get_time_n` reports `now`: the driver's time of the
+//! current graph cycle, in CLOCK_MONOTONIC nanoseconds. The block the sink receives in that
+//! cycle is the audio the graph produced for that instant, so `now` is the capture time of its
+//! first frame. The sender engine adds the latency and counts frames from there.
+//!
+//! The timeline is the master's CLOCK_MONOTONIC in the `master` domain (identity), and
+//! CLOCK_REALTIME in the `system` and `ntp` domains (this host's UTC, disciplined by NTP/PTP):
+//! there the offset REALTIME - MONOTONIC is read at each block, two vDSO clock reads, which is
+//! real-time safe.
+
+use wavesync_common::format::ClockDomain;
+use wavesync_common::time::{LocalNs, TimelineNs, NS_PER_SEC};
+
+/// Maps graph (CLOCK_MONOTONIC) times to timeline times for one clock domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimelineMap {
+    domain: ClockDomain,
+}
+
+impl TimelineMap {
+    /// A map for `domain`.
+    pub fn new(domain: ClockDomain) -> Self {
+        TimelineMap { domain }
+    }
+
+    /// The timeline time of graph time `graph_now` (CLOCK_MONOTONIC ns). Real-time safe.
+    pub fn to_timeline(&self, graph_now: LocalNs) -> TimelineNs {
+        match self.domain {
+            ClockDomain::Master => graph_now,
+            ClockDomain::Ntp | ClockDomain::System => {
+                graph_now + (clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC))
+            }
+        }
+    }
+}
+
+/// Reads `clock` in nanoseconds (0 if the clock cannot be read, which Linux never does for
+/// the clocks used here).
+pub fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec * NS_PER_SEC + ts.tv_nsec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_is_identity() {
+        let m = TimelineMap::new(ClockDomain::Master);
+        assert_eq!(m.to_timeline(123_456_789), 123_456_789);
+    }
+
+    #[test]
+    fn system_adds_the_realtime_offset() {
+        let m = TimelineMap::new(ClockDomain::System);
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let mapped = m.to_timeline(mono);
+        // The offset is read a few microseconds after our own reads.
+        assert!((mapped - real).abs() < 50_000_000, "{mapped} vs {real}");
+    }
+}
