@@ -1,0 +1,354 @@
+//! Playout in a simulated world (see `playout_sim/sim.rs`): the real timing error of every
+//! played frame, measured from the signal itself, not from the controller's own report.
+//!
+//! Run with `cargo test -p wavesync-common --test playout_sim -- --nocapture` to see figures.
+
+#[path = "playout_sim/sim.rs"]
+mod sim;
+
+use sim::{error_stats, lock_time, run, Net, Scenario, CH};
+use wavesync_common::clock::ClockEstimate;
+use wavesync_common::format::SampleFormat;
+use wavesync_common::jitter::{PacketIn, PushOutcome};
+use wavesync_common::playout::{Playout, PlayoutConfig, PlayoutState};
+
+/// A LAN with some jitter (reordering), duplication and loss.
+const LAN: Net = Net {
+    base_ns: 700_000.0,
+    jitter_mean_ns: 3_000_000.0,
+    loss: 0.005,
+    dup: 0.01,
+};
+
+fn report(name: &str, o: &sim::Outcome, from_s: f64) -> (f64, f64, f64) {
+    let (p50, p99, max, n) = error_stats(o, from_s);
+    println!(
+        "{name}: |error| after {from_s} s over {n} frames: p50 {:.2} us, p99 {:.2} us, max {:.2} us; \
+         within 20 us from {:.3} s, within 5 us from {:.3} s; stats {:?}",
+        p50 / 1e3,
+        p99 / 1e3,
+        max / 1e3,
+        lock_time(o, 20_000.0),
+        lock_time(o, 5_000.0),
+        o.stats
+    );
+    (p50, p99, max)
+}
+
+fn assert_locked(name: &str, o: &sim::Outcome) {
+    let (_, p99, max) = report(name, o, 2.0);
+    assert!(max <= 20_000.0, "{name}: max |error| {max} ns after 2 s");
+    assert!(p99 <= 10_000.0, "{name}: p99 |error| {p99} ns after 2 s");
+    assert_eq!(o.stats.resyncs, 0, "{name}");
+    // Enough frames were measured for the figure to mean something.
+    let (_, _, _, n) = error_stats(o, 2.0);
+    assert!(n > 300_000, "{name}: only {n} frames measured");
+}
+
+#[test]
+fn dac_at_plus_100_ppm_stays_within_20_us_once_locked() {
+    let mut sc = Scenario::new(100.0);
+    sc.net = LAN;
+    assert_locked("+100 ppm", &run(&sc));
+}
+
+#[test]
+fn dac_at_minus_100_ppm_stays_within_20_us_once_locked() {
+    let mut sc = Scenario::new(-100.0);
+    sc.net = LAN;
+    sc.seed = 2;
+    assert_locked("-100 ppm", &run(&sc));
+}
+
+#[test]
+fn noisy_clock_and_dac_timing_stay_within_20_us() {
+    for (ppm, seed) in [(100.0, 3), (-100.0, 4)] {
+        let mut sc = Scenario::new(ppm);
+        sc.net = LAN;
+        sc.seed = seed;
+        // A new clock estimate every second, 2 us offset error, 0.05 ppm rate error; 2 us of
+        // noise on each measured DAC time.
+        sc.clock_noise = Some((2_000.0, 0.05));
+        sc.timing_noise_ns = 2_000.0;
+        assert_locked(&format!("noisy {ppm:+} ppm"), &run(&sc));
+    }
+}
+
+#[test]
+fn first_frame_lands_on_its_due_time() {
+    // Before the controller has measured the DAC's rate, the silence is counted in nominal
+    // frames: at +100 ppm a 256-frame period is 0.53 us short. Rounding (drift correction
+    // off) adds up to half a frame.
+    for (drift, bound_ns) in [(true, 600.0), (false, 10_417.0 + 600.0)] {
+        let mut sc = Scenario::new(100.0);
+        sc.duration_s = 1.0;
+        sc.drift_correction = drift;
+        let o = run(&sc);
+        let first = o
+            .reports
+            .iter()
+            .position(|r| r.audio_start.is_some())
+            .expect("audio started");
+        let (start_frame, pos) = o.reports[first].audio_start.unwrap();
+        let idx = first * sc.period + start_frame;
+        // Frame 0 of the stream is interpolated against the silent history; the next ones
+        // are pure stream.
+        let p = o.played[idx..idx + 8]
+            .iter()
+            .find(|p| p.err_ns.is_some())
+            .expect("a decodable frame right after the start");
+        let err = p.err_ns.unwrap();
+        println!("drift {drift}: start position {pos}, first decodable frame error {err:.1} ns");
+        assert!(err.abs() <= bound_ns, "drift {drift}: start error {err} ns");
+        assert_eq!(pos.floor() as u32, sc.ts0, "starts at the first frame");
+    }
+}
+
+#[test]
+fn sink_latency_shifts_output_by_exactly_its_value() {
+    let mean_offset = |sink: i64| {
+        let mut sc = Scenario::new(50.0);
+        sc.duration_s = 4.0;
+        sc.sink_latency_ns = sink;
+        let o = run(&sc);
+        // err_ns is measured against the due time *including* the trim; add it back to get
+        // the offset against the stamps.
+        let errs: Vec<f64> = o
+            .played
+            .iter()
+            .filter(|p| p.t_s > 2.0)
+            .filter_map(|p| p.err_ns)
+            .collect();
+        errs.iter().sum::<f64>() / errs.len() as f64 - sink as f64
+    };
+    let base = mean_offset(0);
+    let trimmed = mean_offset(1_234_567);
+    let shift = trimmed - base;
+    println!("sink latency 1.234567 ms shifted playout by {shift:.1} ns");
+    assert!(
+        (shift + 1_234_567.0).abs() < 1_000.0,
+        "shift {shift} ns, expected -1234567"
+    );
+}
+
+#[test]
+fn drift_correction_off_and_no_loss_passes_samples_bit_exact() {
+    let mut sc = Scenario::new(0.0);
+    sc.clock_ppm = 0.0;
+    sc.drift_correction = false;
+    sc.duration_s = 3.0;
+    sc.net = Net { loss: 0.0, ..LAN };
+    let o = run(&sc);
+    let ch = CH as usize;
+    assert_eq!(o.stats.resyncs, 0);
+    assert_eq!(o.stats.concealed_frames, 0);
+    assert!(o.stats.duplicate > 0, "duplicates exercised");
+    let first = o
+        .output
+        .chunks_exact(ch)
+        .position(|f| f.iter().any(|s| *s != 0.0))
+        .expect("audio");
+    let frames = o.output.len() / ch - first;
+    assert!(frames > 100_000);
+    for (i, f) in o.output[first * ch..].chunks_exact(ch).enumerate() {
+        for (c, s) in f.iter().enumerate() {
+            let expect = sim::ramp_i16(c, i as i64) as f32 / 32_768.0;
+            assert_eq!(
+                s.to_bits(),
+                expect.to_bits(),
+                "frame {i} channel {c}: {s} vs {expect}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dac_stall_beyond_tolerance_resyncs_by_dropping_frames() {
+    let mut sc = Scenario::new(100.0);
+    sc.net = LAN;
+    sc.dac_stall = Some((3.0, 10_000_000.0));
+    let o = run(&sc);
+    report("stall 10 ms", &o, 3.05);
+    assert_eq!(o.stats.resyncs, 1);
+    // 10 ms at 48 kHz = 480 frames, give or take the sub-frame remainder.
+    assert!(
+        (479..=481).contains(&o.stats.dropped_frames),
+        "{:?}",
+        o.stats
+    );
+    let (_, _, max, _) = error_stats(&o, 3.05);
+    assert!(max <= 20_000.0, "max error {max} ns after the resync");
+}
+
+#[test]
+fn clock_step_resyncs_at_once_in_both_directions() {
+    for (step, early) in [(5_000_000i64, false), (-5_000_000, true)] {
+        let mut sc = Scenario::new(-100.0);
+        sc.clock_step = Some((3.0, step));
+        sc.duration_s = 4.0;
+        let o = run(&sc);
+        let s = o.stats;
+        println!("clock step {step} ns: {s:?}");
+        assert_eq!(s.resyncs, 1, "step {step}");
+        // 5 ms = 240 frames, dropped (timeline ahead: we are late) or inserted as silence.
+        let moved = if early {
+            s.inserted_frames
+        } else {
+            s.dropped_frames
+        };
+        // (plus, when early, the 2-3 frames inside the resampler's look-ahead).
+        assert!((239..=244).contains(&moved), "step {step}: {s:?}");
+        // After the resync the controller's own error is back near zero.
+        let after: Vec<i64> = o.reports[o.reports.len() - 50..]
+            .iter()
+            .filter_map(|r| r.error_ns)
+            .collect();
+        assert!(after.iter().all(|e| e.abs() < 20_000), "{after:?}");
+    }
+}
+
+#[test]
+fn discontinuous_stream_reanchors_like_a_start() {
+    let mut sc = Scenario::new(100.0);
+    // From packet 800 (4 s) on, play times jump 30 ms later without a marker bit.
+    sc.play_jump = Some((800, 30_000_000));
+    sc.duration_s = 6.0;
+    let o = run(&sc);
+    report("play time jump", &o, 4.2);
+    assert_eq!(o.stats.starts, 2, "{:?}", o.stats);
+    assert_eq!(o.stats.resyncs, 0);
+    let (_, _, max, n) = error_stats(&o, 4.0);
+    assert!(n > 50_000);
+    assert!(max <= 20_000.0, "max error {max} ns around the new run");
+}
+
+#[test]
+fn lost_packets_are_concealed_without_moving_the_timeline() {
+    let mut sc = Scenario::new(100.0);
+    sc.drop = vec![600..603, 900..901];
+    sc.duration_s = 6.0;
+    let o = run(&sc);
+    report("loss", &o, 2.0);
+    let s = o.stats;
+    assert_eq!(s.concealments, 2, "{s:?}");
+    assert_eq!(s.concealed_frames, 4 * 240, "{s:?}");
+    assert_eq!(s.lost, 4);
+    assert_eq!(s.resyncs, 0);
+    assert_eq!(s.starts, 1);
+    // Frames after each gap play at their own stamps: the timeline did not move.
+    let (_, _, max, _) = error_stats(&o, 2.0);
+    assert!(max <= 20_000.0, "max error {max} ns across the gaps");
+    // And the gaps themselves are not audio of the wrong time: no decodable frame carries a
+    // position inside a gap.
+    let gap = |n: f64| {
+        let n = n - sc.ts0 as f64;
+        (600.0 * 240.0..603.0 * 240.0).contains(&n) || (900.0 * 240.0..901.0 * 240.0).contains(&n)
+    };
+    assert!(!o.played.iter().any(|p| p.pos.is_some_and(gap)));
+}
+
+#[test]
+fn duplicates_late_packets_and_junk_are_counted_and_memory_stays_bounded() {
+    let mut sc = Scenario::new(-100.0);
+    sc.net = Net {
+        loss: 0.0,
+        dup: 0.05,
+        ..LAN
+    };
+    sc.late = vec![500, 501, 1000];
+    sc.late_by_ns = 400_000_000.0;
+    sc.flood = true;
+    sc.duration_s = 8.0;
+    let o = run(&sc);
+    report("junk flood", &o, 2.0);
+    let s = o.stats;
+    assert!(s.duplicate > 50, "{s:?}");
+    // Each real packet came with 4 junk ones; every junk packet is rejected, none stored.
+    let junk = 4 * (o.pushes.len() / 5);
+    let rejected = o
+        .pushes
+        .iter()
+        .filter(|p| !matches!(p, PushOutcome::Stored | PushOutcome::Rebased))
+        .count();
+    assert!(rejected >= junk, "rejected {rejected} of {junk} junk");
+    assert!(s.out_of_window as usize >= junk / 2, "{s:?}");
+    // The three late packets: counted late, their frames concealed.
+    assert!(s.late >= 3, "{s:?}");
+    assert_eq!(s.concealed_frames, 3 * 240, "{s:?}");
+    assert!(o.max_buffered <= 128);
+    let (_, _, max, _) = error_stats(&o, 2.0);
+    assert!(max <= 20_000.0, "max error {max} ns under the flood");
+}
+
+#[test]
+fn stream_that_stops_drains_to_silence() {
+    let mut sc = Scenario::new(100.0);
+    sc.stop_after = Some(400); // 2 s of audio
+    sc.duration_s = 4.0;
+    let o = run(&sc);
+    let ch = CH as usize;
+    assert_eq!(o.stats.drains, 1, "{:?}", o.stats);
+    let last = o.reports.last().unwrap();
+    assert_eq!(last.state, PlayoutState::Waiting);
+    assert_eq!(last.first_position, None);
+    // Audio up to its end at 0.3 + 2 s, a short fade, then exact silence.
+    let played_end = o
+        .played
+        .iter()
+        .rposition(|p| p.pos.is_some())
+        .expect("audio played");
+    let t_end = o.played[played_end].t_s;
+    assert!((t_end - 2.3).abs() < 0.001, "last audio at {t_end} s");
+    let after = ((t_end + 0.01) * 48_000.0 * (1.0 + 100e-6)) as usize;
+    assert!(o.output[after * ch..].iter().all(|s| *s == 0.0));
+}
+
+#[test]
+fn no_clock_means_silence_and_clock_loss_stops_playback() {
+    let mut cfg = PlayoutConfig::new(48_000, 2);
+    cfg.drift_correction = false;
+    let mut p: Playout = Playout::new(cfg);
+    let mut payload = [0u8; 240 * 4];
+    for s in payload.chunks_exact_mut(2) {
+        s[0] = 0x40; // 0x4000 = 0.5
+    }
+    for k in 0..20u16 {
+        let o = p.push_parts(
+            0,
+            &PacketIn {
+                seq: k,
+                timestamp: k as u32 * 240,
+                play_time: 10_000_000 + k as i64 * 5_000_000,
+                marker: k == 0,
+                format: SampleFormat::L16,
+                payload: &payload,
+            },
+        );
+        assert_eq!(o, PushOutcome::Stored);
+    }
+    let mut out = [1.0f32; 512];
+    let r = p.fill(0, &mut out);
+    assert_eq!(r.state, PlayoutState::NoClock);
+    assert_eq!(r.silence_frames, 256);
+    assert!(out.iter().all(|s| *s == 0.0));
+    // With a clock (timeline = local), the first frame is due at 10 ms: 480 frames of silence.
+    let clock = ClockEstimate {
+        ref_local: 0,
+        ref_timeline: 0,
+        rate: 1.0,
+        uncertainty_ns: 0,
+    };
+    p.set_clock(Some(clock));
+    let r = p.fill(0, &mut out);
+    assert_eq!((r.state, r.silence_frames), (PlayoutState::Starting, 256));
+    let r = p.fill(5_333_334, &mut out);
+    assert_eq!(r.silence_frames, 480 - 256);
+    assert_eq!(r.state, PlayoutState::Playing);
+    assert!(out[(480 - 256) * 2..].iter().all(|s| *s == 0.5));
+    // Clock lost: silence again, not garbage.
+    p.set_clock(None);
+    out.fill(1.0);
+    let r = p.fill(512 * 20_833, &mut out);
+    assert_eq!(r.state, PlayoutState::NoClock);
+    assert!(out.iter().all(|s| *s == 0.0));
+}
