@@ -561,6 +561,33 @@ mod tests {
         assert_eq!(p.stats().resyncs, 0);
     }
 
+    proptest::proptest! {
+        /// How the input is cut into pushes (and jitter below the threshold) changes nothing:
+        /// the packets are byte for byte the same.
+        #[test]
+        fn packets_do_not_depend_on_push_sizes(
+            cuts in proptest::collection::vec(1usize..800, 1..40),
+            jitter_us in proptest::collection::vec(-15_000i64..15_000, 40),
+        ) {
+            let total: usize = cuts.iter().sum();
+            let audio = tone(total);
+            let mut whole = Packetizer::new(cfg()).unwrap();
+            let mut expected = Vec::new();
+            whole.push(0, &audio, |pk| expected.push(pk.bytes.to_vec()));
+            whole.flush(|pk| expected.push(pk.bytes.to_vec()));
+            let mut cut = Packetizer::new(cfg()).unwrap();
+            let mut got = Vec::new();
+            let mut at = 0;
+            for (i, n) in cuts.iter().enumerate() {
+                let t = frames_to_ns(at as i64, 48_000) + if i == 0 { 0 } else { jitter_us[i] * 1000 };
+                cut.push(t, &audio[at * 2..(at + n) * 2], |pk| got.push(pk.bytes.to_vec()));
+                at += n;
+            }
+            cut.flush(|pk| got.push(pk.bytes.to_vec()));
+            proptest::prop_assert_eq!(got, expected);
+        }
+    }
+
     #[test]
     fn silence_detection_can_be_disabled() {
         let mut c = cfg();

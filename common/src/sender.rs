@@ -910,6 +910,46 @@ mod tests {
         assert_eq!(st.nacks_received, 0);
     }
 
+    proptest::proptest! {
+        /// Whatever arrives on the control port (garbage, NACKs for random seqs from random
+        /// peers, time requests), nothing panics and resends stay within the global bucket.
+        #[test]
+        fn arbitrary_control_traffic_is_bounded(
+            msgs in proptest::collection::vec(
+                (0u16..200, 0u8..3, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+                 proptest::collection::vec(proptest::prelude::any::<u16>(), 1..200)),
+                1..60),
+        ) {
+            let mut s = SenderCore::new(cfg(1_000 * MS)).unwrap();
+            let end = push_tone(&mut s, T0, 361 * 100);
+            drain(&mut s, end);
+            let mut buf = vec![0u8; s.max_datagram_len()];
+            let mut resends = 0u64;
+            for (i, (peer, kind, junk, seqs)) in msgs.iter().enumerate() {
+                let now = end + i as i64 * MS;
+                match kind {
+                    0 => s.handle_control(now, addr(*peer), junk),
+                    1 => {
+                        let mut b = [0u8; nack::MAX_LEN];
+                        let e = nack::encode(1, 0xABCD, seqs, &mut b).unwrap();
+                        s.handle_control(now, addr(*peer), &b[..e.len]);
+                    }
+                    _ => s.handle_control(now, addr(*peer), &NtpPacket::client_request(9).encode()),
+                }
+                while let Some(t) = s.poll_transmit(now, &mut buf) {
+                    proptest::prop_assert!(t.len <= buf.len());
+                    if classify(&buf[..t.len]) == Kind::Audio {
+                        resends += 1;
+                    }
+                }
+            }
+            let elapsed = msgs.len() as f64 * 1e-3;
+            let packet_rate = 48_000.0 / 361.0;
+            proptest::prop_assert!(resends as f64 <= 0.5 * packet_rate + elapsed * packet_rate + 1.0);
+            proptest::prop_assert_eq!(resends, s.stats().resends_sent);
+        }
+    }
+
     #[test]
     fn config_is_validated() {
         let mut c = cfg(-1);

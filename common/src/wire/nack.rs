@@ -326,6 +326,20 @@ mod tests {
             }
         }
 
+        #[test]
+        fn mutated_messages_never_panic(
+            flips in proptest::collection::vec((0usize..40, any::<u8>()), 0..6),
+            cut in 0usize..=40,
+        ) {
+            let mut b = [0u8; MAX_LEN];
+            let e = encode(1, 2, &[1, 2, 30, 31, 60, 200, 201], &mut b).unwrap();
+            prop_assert_eq!(e.len, 28);
+            for (i, v) in flips { b[i] = v; }
+            if let Ok(n) = Nack::decode(&b[..cut]) {
+                prop_assert!(n.lost().count() <= 17 * n.entry_count());
+            }
+        }
+
         /// Any set of lost sequence numbers (sorted in wrapping order from a random start,
         /// so runs across 65535 -> 0 are common) survives build + decode exactly.
         #[test]

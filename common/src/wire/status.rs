@@ -311,6 +311,21 @@ mod tests {
         }
 
         #[test]
+        fn mutated_messages_never_panic(
+            flips in proptest::collection::vec((0usize..MAX_LEN, any::<u8>()), 0..6),
+            cut in 0usize..=MAX_LEN,
+        ) {
+            let mut b = [0u8; MAX_LEN];
+            let mut s = example();
+            s.name = StatusName::truncated(&"n".repeat(64));
+            s.encode(&mut b).unwrap();
+            for (i, v) in flips { b[i] = v; }
+            if let Ok(d) = Status::decode(&b[..cut]) {
+                prop_assert!(d.name.as_str().len() <= StatusName::MAX);
+            }
+        }
+
+        #[test]
         fn encode_decode_round_trip(
             ssrc in any::<u32>(), rate in 1u32.., channels in 1u8.., l24 in any::<bool>(),
             domain in 0u8..3, fpp in any::<u16>(), port in any::<u16>(),
