@@ -168,6 +168,10 @@ pub struct PacketizerStats {
     pub silent_frames_skipped: u64,
     /// Samples ignored because a push did not hold whole frames.
     pub partial_frame_samples: u64,
+    /// Pushed capture time minus the run's prediction at the last push within a run, ns. A
+    /// value that keeps growing means the capture clock drifts against the timeline (it will
+    /// end in a resync at the threshold).
+    pub last_departure_ns: i64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -262,7 +266,9 @@ impl Packetizer {
         self.stats.partial_frame_samples += (samples.len() % channels) as u64;
         if let Some(run) = self.run {
             let predicted = run.start + frames_to_ns(run.frames as i64, self.cfg.format.rate);
-            if (capture_time - predicted).abs() > self.cfg.resync_threshold_ns {
+            let departure = capture_time - predicted;
+            self.stats.last_departure_ns = departure;
+            if departure.abs() > self.cfg.resync_threshold_ns {
                 self.stats.resyncs += 1;
                 self.end_run(&mut emit);
             }
@@ -518,9 +524,13 @@ mod tests {
             let predicted = frames_to_ns(361 * 3 + 100, 48_000);
             collect(&mut p, predicted + 10 * MS, &tone(200), &mut out);
             assert_eq!(p.stats().resyncs, 0);
+            assert_eq!(p.stats().last_departure_ns, 10 * MS);
             let resume = predicted + frames_to_ns(200, 48_000) + step;
             collect(&mut p, resume, &tone(361), &mut out);
             assert_eq!(p.stats().resyncs, 1);
+            // Measured against the run's own timeline (the 10 ms did not move it); 1 ns of
+            // rounding between frames_to_ns(a) + frames_to_ns(b) and frames_to_ns(a + b).
+            assert!((p.stats().last_departure_ns - step).abs() <= 1);
             assert_eq!(p.stats().runs_started, 2);
             // The old run's 300 buffered frames went out as a short packet; then the new run.
             assert_eq!(out[3].frames, 300);

@@ -193,6 +193,9 @@ pub struct SenderStats {
     pub resyncs: u64,
     /// Runs stopped by silence.
     pub silence_stops: u64,
+    /// Capture time minus the run's prediction at the last push, ns (drift of the capture
+    /// clock against the timeline shows here before it causes a resync).
+    pub last_capture_departure_ns: i64,
     /// Audio packets dropped before they were handed out (not polled in time, or `buf` too
     /// small).
     pub dropped_unsent: u64,
@@ -328,6 +331,7 @@ impl SenderCore {
             runs_started: p.runs_started,
             resyncs: p.resyncs,
             silence_stops: p.silence_stops,
+            last_capture_departure_ns: p.last_departure_ns,
             ..self.stats
         }
     }
