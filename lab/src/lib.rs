@@ -2,6 +2,9 @@
 //! play in sync. The binary `wavesync-lab` wraps each module in a subcommand; see
 //! `docs/lab.md`.
 
+pub mod analyze;
 pub mod histogram;
 pub mod impair;
 pub mod relay;
+pub mod signal;
+pub mod xcorr;

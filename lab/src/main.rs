@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use wavesync_lab::analyze::{self, DacLog, SkewConfig};
 use wavesync_lab::impair::{Overrides, Profile};
 use wavesync_lab::relay::{Relay, RelayConfig};
+use wavesync_lab::signal;
+use wavesync_lab::xcorr::{self, XcorrConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "wavesync-lab", version, about = "WaveSync sync lab tools")]
@@ -20,6 +23,82 @@ struct Cli {
 enum Cmd {
     /// UDP relay that impairs traffic both ways (delay, jitter, loss, reordering, duplication).
     Relay(RelayArgs),
+    /// Skew between every pair of receivers from their virtual-DAC logs.
+    Skew(SkewArgs),
+    /// Black-box skew of B against A by cross-correlation (GCC-PHAT, sub-sample).
+    Xcorr(XcorrArgs),
+    /// Writes the lab's test signal (chirps between music-like noise) as a WAV file.
+    Signal(SignalArgs),
+}
+
+#[derive(Args, Debug)]
+struct SkewArgs {
+    /// Virtual-DAC logs, one per receiver (at least two).
+    #[arg(required = true, num_args = 2..)]
+    logs: Vec<PathBuf>,
+    /// Nominal stream rate, Hz.
+    #[arg(long, default_value_t = 48_000)]
+    rate: u32,
+    /// |skew| under this counts as locked, us.
+    #[arg(long, default_value_t = 100.0)]
+    lock_us: f64,
+    /// Write every skew sample here as CSV (pair, realtime_ns, position, skew_us).
+    #[arg(long)]
+    series: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct XcorrArgs {
+    /// Reference recording (WAV, or raw s16le with --raw).
+    a: PathBuf,
+    /// Recording whose delay against A is measured.
+    b: PathBuf,
+    /// Inputs are raw interleaved signed 16-bit little-endian.
+    #[arg(long)]
+    raw: bool,
+    /// Channels of raw input.
+    #[arg(long, default_value_t = 2)]
+    channels: u16,
+    /// Sample rate of raw input, Hz.
+    #[arg(long, default_value_t = 48_000)]
+    rate: u32,
+    /// Channel to use (0-based).
+    #[arg(long, default_value_t = 0)]
+    channel: u16,
+    /// Window, samples (power of two).
+    #[arg(long, default_value_t = 8192)]
+    window: usize,
+    /// Step between windows, ms.
+    #[arg(long, default_value_t = 250.0)]
+    hop_ms: f64,
+    /// Largest |delay| searched, ms.
+    #[arg(long, default_value_t = 50.0)]
+    max_lag_ms: f64,
+    /// Windows whose whitened peak (0..1) is below this are left out.
+    #[arg(long, default_value_t = 0.1)]
+    min_peak: f64,
+    /// Write every window's delay here as CSV (time_s, delay_us, peak).
+    #[arg(long)]
+    series: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct SignalArgs {
+    /// Output WAV file (16-bit, stereo).
+    #[arg(long)]
+    out: PathBuf,
+    /// Length, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Sample rate, Hz.
+    #[arg(long, default_value_t = 48_000)]
+    rate: u32,
+    /// Seed of the music-like noise.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Channels (all identical).
+    #[arg(long, default_value_t = 2)]
+    channels: u16,
 }
 
 /// Explicit impairment overrides, applied to both directions.
@@ -136,10 +215,135 @@ fn relay(a: RelayArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn skew(a: SkewArgs) -> Result<(), String> {
+    let logs = a
+        .logs
+        .iter()
+        .map(|p| DacLog::read(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let cfg = SkewConfig {
+        rate: a.rate,
+        lock_threshold_ns: a.lock_us * 1e3,
+        ..Default::default()
+    };
+    let an = analyze::analyze(&logs, &cfg);
+    if let Some(path) = &a.series {
+        let mut csv = String::from("pair,realtime_ns,position,skew_us\n");
+        for p in &an.pairs {
+            for x in &p.samples {
+                csv += &format!(
+                    "{}-{},{},{},{:.3}\n",
+                    p.a + 1,
+                    p.b + 1,
+                    x.realtime_ns,
+                    x.position,
+                    x.skew_ns / 1e3
+                );
+            }
+        }
+        std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    println!("| pair | samples | lock ms | skew p50 us | p99 us | max us | mean us | all max us |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for p in &an.pairs {
+        let s = &p.summary;
+        println!(
+            "| rx{}-rx{} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            p.a + 1,
+            p.b + 1,
+            s.samples,
+            s.lock_ms.map_or("never".into(), |l| format!("{l:.0}")),
+            s.p50_us,
+            s.p99_us,
+            s.max_us,
+            s.mean_us,
+            s.all_max_us
+        );
+    }
+    let json = serde_json::json!({
+        "receivers": logs.len(),
+        "skew_p50_us": an.skew_p50_us,
+        "skew_p99_us": an.skew_p99_us,
+        "skew_max_us": an.skew_max_us,
+        "lock_ms": an.lock_ms,
+    });
+    println!("{json}");
+    Ok(())
+}
+
+fn read_input(a: &XcorrArgs, path: &std::path::Path) -> Result<(Vec<f32>, u32), String> {
+    if a.raw {
+        let x = signal::read_raw_s16le(path, a.channels, a.channel).map_err(|e| e.to_string())?;
+        Ok((x, a.rate))
+    } else {
+        signal::read_wav(path, a.channel).map_err(|e| e.to_string())
+    }
+}
+
+fn xcorr_cmd(a: XcorrArgs) -> Result<(), String> {
+    let (x, rate_a) = read_input(&a, &a.a)?;
+    let (y, rate_b) = read_input(&a, &a.b)?;
+    if rate_a != rate_b {
+        return Err(format!("sample rates differ: {rate_a} and {rate_b}"));
+    }
+    let mut cfg = XcorrConfig::new(rate_a);
+    cfg.window = a.window;
+    cfg.hop = ((a.hop_ms * f64::from(rate_a) / 1e3) as usize).max(1);
+    cfg.max_lag = (a.max_lag_ms * f64::from(rate_a) / 1e3) as usize;
+    cfg.min_peak = a.min_peak;
+    let w = xcorr::sliding(&x, &y, &cfg).map_err(|e| e.to_string())?;
+    if let Some(path) = &a.series {
+        let mut csv = String::from("time_s,delay_us,peak\n");
+        for d in &w {
+            csv += &format!("{:.3},{:.3},{:.3}\n", d.time_s, d.delay_us, d.peak);
+        }
+        std::fs::write(path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let s = xcorr::summarize(&w, cfg.min_peak);
+    println!("| windows | used | skew p50 us | p99 us | max us | mean us |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        s.windows, s.used, s.p50_us, s.p99_us, s.max_us, s.mean_us
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "windows": s.windows, "used": s.used,
+            "blackbox_skew_p50_us": s.p50_us, "blackbox_skew_p99_us": s.p99_us,
+            "blackbox_skew_max_us": s.max_us, "blackbox_skew_mean_us": s.mean_us,
+        })
+    );
+    Ok(())
+}
+
+fn signal_cmd(a: SignalArgs) -> Result<(), String> {
+    let cfg = signal::SignalConfig {
+        rate: a.rate,
+        seconds: a.seconds,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let x = signal::generate(&cfg);
+    signal::write_wav(&a.out, &x, a.rate, a.channels).map_err(|e| e.to_string())?;
+    eprintln!(
+        "signal: {} s at {} Hz x {} channels -> {}",
+        a.seconds,
+        a.rate,
+        a.channels,
+        a.out.display()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Relay(a) => relay(a),
+        Cmd::Skew(a) => skew(a),
+        Cmd::Xcorr(a) => xcorr_cmd(a),
+        Cmd::Signal(a) => signal_cmd(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
