@@ -954,6 +954,113 @@ mod tests {
         }
     }
 
+    /// Issue 7's functional case at the core level: 10 receivers, 5% independent loss on every
+    /// datagram in both directions (audio, resends, NACKs), 1 ms one way, 150 ms latency;
+    /// receivers NACK every gap and re-ask every 20 ms. Every packet must arrive before its
+    /// play time, and the resend overhead stays near 1 extra packet per loss.
+    #[test]
+    fn five_percent_loss_ten_receivers_all_repaired_in_time() {
+        struct Rx {
+            arrival: Vec<Option<i64>>,
+            highest: Option<usize>,
+            asked: Vec<i64>,
+        }
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut lost = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % 100 < 5
+        };
+        const RX: usize = 10;
+        const PACKETS: usize = 1_300; // ~9.8 s, no seq wrap
+        let mut s = SenderCore::new(cfg(150 * MS)).unwrap();
+        let mut rx: Vec<Rx> = (0..RX)
+            .map(|_| Rx {
+                arrival: vec![None; PACKETS + 50],
+                highest: None,
+                asked: vec![i64::MIN / 2; PACKETS + 50],
+            })
+            .collect();
+        // (deliver at, destination: Some(receiver) or None = the sender, from, bytes)
+        let mut wire: Vec<(i64, Option<usize>, usize, Vec<u8>)> = Vec::new();
+        let mut buf = vec![0u8; s.max_datagram_len()];
+        let audio = tone(240);
+        let mut losses = 0u64;
+        let mut frames = 0i64;
+        let end = T0 + frames_to_ns(PACKETS as i64 * FPP, 48_000);
+        let mut t = T0;
+        while t < end + 300 * MS {
+            if t >= T0 + frames_to_ns(frames, 48_000) && t < end {
+                s.push_audio(T0 + frames_to_ns(frames, 48_000), &audio);
+                frames += 240;
+            }
+            while let Some(tx) = s.poll_transmit(t, &mut buf) {
+                let dests: Vec<usize> = match tx.to {
+                    Target::Stream => (0..RX).collect(),
+                    Target::Peer(a) => vec![(a.port() - 40_000) as usize],
+                };
+                for d in dests {
+                    if lost() {
+                        losses += (classify(&buf[..tx.len]) == Kind::Audio) as u64;
+                    } else {
+                        wire.push((t + MS, Some(d), 0, buf[..tx.len].to_vec()));
+                    }
+                }
+            }
+            let (due, later): (Vec<_>, Vec<_>) = wire.drain(..).partition(|w| w.0 <= t);
+            wire = later;
+            for (_, dst, from, bytes) in due {
+                match dst {
+                    None => s.handle_control(t, addr(from as u16), &bytes),
+                    Some(r) => {
+                        if let Ok(p) = AudioPacket::decode(&bytes) {
+                            let seq = p.seq as usize;
+                            let r = &mut rx[r];
+                            r.arrival[seq].get_or_insert(t);
+                            r.highest = r.highest.max(Some(seq));
+                        }
+                    }
+                }
+            }
+            for (i, r) in rx.iter_mut().enumerate() {
+                let Some(h) = r.highest else { continue };
+                let missing: Vec<u16> = (h.saturating_sub(40)..h)
+                    .filter(|&q| r.arrival[q].is_none() && t - r.asked[q] >= 20 * MS)
+                    .map(|q| q as u16)
+                    .collect();
+                if missing.is_empty() {
+                    continue;
+                }
+                for &q in &missing {
+                    r.asked[q as usize] = t;
+                }
+                let mut b = [0u8; nack::MAX_LEN];
+                let e = nack::encode(i as u32, 0xABCD, &missing, &mut b).unwrap();
+                if !lost() {
+                    wire.push((t + MS, None, i, b[..e.len].to_vec()));
+                }
+            }
+            t += MS;
+        }
+        let st = s.stats();
+        for (i, r) in rx.iter().enumerate() {
+            for n in 0..PACKETS - 2 {
+                let play = T0 + frames_to_ns(n as i64 * FPP, 48_000) + 150 * MS;
+                let got = r.arrival[n].unwrap_or_else(|| panic!("rx {i} never got {n}: {st:?}"));
+                assert!(
+                    got < play,
+                    "rx {i} got {n} at {} ms after play",
+                    (got - play) / MS
+                );
+            }
+        }
+        assert!(losses > 500, "{losses} losses");
+        let overhead = st.resends_sent as f64 / losses as f64;
+        assert!(overhead <= 1.3, "resends per loss {overhead}: {st:?}");
+        assert_eq!(st.resends_rate_limited, 0);
+    }
+
     #[test]
     fn config_is_validated() {
         let mut c = cfg(-1);
