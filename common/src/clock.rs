@@ -9,9 +9,12 @@
 //!
 //! [`ClockModel`] keeps the last [`ClockConfig::window`] samples in a fixed ring (no allocation
 //! per exchange) and fits offset and rate by weighted least squares, each sample weighted by
-//! `1 / σ²` with `σ = noise_floor + (δ - δ_min) / 2`: the low-round-trip exchanges dominate, the
-//! queued ones barely count. A weak prior on the rate (`1 ± max_rate_ppm`) keeps the fit
-//! defined with one sample or a burst only milliseconds wide. All absolute times stay `i64`
+//! `1 / σ²` with `σ = f · (1 + (δ - δ_min) / 2f)²`, `f = max(noise_floor, δ_min / 16)`: the
+//! low-round-trip exchanges dominate, the queued ones barely count. σ grows with the square of
+//! the excess because queueing is not only noise but bias (queues are rarely symmetric), which
+//! averaging does not remove. A weak prior on the rate (`1 ± max_rate_ppm`), weighed against the
+//! data at their measured scatter, keeps the fit defined with one sample or a burst only
+//! milliseconds wide. All absolute times stay `i64`
 //! nanoseconds; the fit works in `f64` on differences from a reference point (the newest
 //! sample), so offsets of days keep nanosecond precision.
 //!
@@ -28,6 +31,9 @@ use crate::time::{LocalNs, TimelineNs};
 
 /// Most samples a [`ClockModel`] can hold; [`ClockConfig::window`] is clamped to this.
 pub const WINDOW_CAPACITY: usize = 128;
+
+/// The σ floor is at least the smallest round trip divided by this.
+const FLOOR_RTT_DIVISOR: i64 = 16;
 
 /// The four timestamps of one time query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,9 +138,14 @@ pub struct ClockConfig {
     pub window: usize,
     /// Exchanges needed before the model may lock. Default 4.
     pub lock_min_exchanges: usize,
-    /// The model locks once its uncertainty is at most this. Default 200 µs.
+    /// The model locks once its predicted standard error [`Self::lock_horizon_ns`] after the
+    /// newest exchange is at most this (so a rate still poorly known prevents the lock).
+    /// Default 500 µs.
     pub lock_uncertainty_ns: i64,
-    /// Error assumed for an exchange with the smallest round trip (σ floor). Default 5 µs.
+    /// How far ahead the lock criterion looks (about one poll interval). Default 1 s.
+    pub lock_horizon_ns: i64,
+    /// Error assumed for an exchange with the smallest round trip (σ floor; raised to a
+    /// sixteenth of that round trip when larger). Default 5 µs.
     pub noise_floor_ns: i64,
     /// Exchanges with a longer round trip (or a negative one) are rejected. Default 500 ms.
     pub max_rtt_ns: i64,
@@ -150,6 +161,10 @@ pub struct ClockConfig {
     /// Standard deviation of the prior on the rate, in ppm, around 1.0 (or around the rate
     /// measured before a step). Default 500 ppm.
     pub max_rate_ppm: f64,
+    /// Standard deviation of the rate prior after a step, around the rate measured before it
+    /// (a step moves the clock, not its oscillator); dropped as soon as the new exchanges
+    /// contradict it. Default 20 ppm.
+    pub step_rate_prior_ppm: f64,
 }
 
 impl Default for ClockConfig {
@@ -157,13 +172,15 @@ impl Default for ClockConfig {
         ClockConfig {
             window: 64,
             lock_min_exchanges: 4,
-            lock_uncertainty_ns: 200_000,
+            lock_uncertainty_ns: 500_000,
+            lock_horizon_ns: 1_000_000_000,
             noise_floor_ns: 5_000,
             max_rtt_ns: 500_000_000,
             step_min_ns: 500_000,
             step_sigmas: 5.0,
             max_suspects: 6,
             max_rate_ppm: 500.0,
+            step_rate_prior_ppm: 20.0,
         }
     }
 }
@@ -217,6 +234,8 @@ pub struct ClockModel {
     suspects_in_row: u32,
     /// Centre of the rate prior.
     rate_prior: f64,
+    /// Standard deviation of the rate prior (wide, or narrow just after a step).
+    rate_prior_sd: f64,
 }
 
 impl ClockModel {
@@ -240,6 +259,7 @@ impl ClockModel {
             suspect: None,
             suspects_in_row: 0,
             rate_prior: 1.0,
+            rate_prior_sd: cfg.max_rate_ppm * 1e-6,
         }
     }
 
@@ -301,10 +321,12 @@ impl ClockModel {
         ClockEvent::Rejected
     }
 
-    /// Empties the model and starts again from `samples`, keeping the rate as prior centre.
+    /// Empties the model and starts again from `samples`, keeping the rate as a prior: a step
+    /// moves a clock, not its oscillator.
     fn reseed(&mut self, samples: &[Sample], rate: f64) {
         self.reset();
         self.rate_prior = rate;
+        self.rate_prior_sd = self.cfg.step_rate_prior_ppm.max(1e-3) * 1e-6;
         for s in samples {
             self.push(*s);
         }
@@ -318,7 +340,9 @@ impl ClockModel {
         match self.fit {
             Some(f)
                 if self.len >= self.cfg.lock_min_exchanges
-                    && f.est.uncertainty_ns <= self.cfg.lock_uncertainty_ns =>
+                    && f.predict(f.est.ref_local.saturating_add(self.cfg.lock_horizon_ns))
+                        .1
+                        <= self.cfg.lock_uncertainty_ns as f64 =>
             {
                 self.locked = true;
                 ClockEvent::Locked
@@ -341,6 +365,13 @@ impl ClockModel {
         (0..self.len).map(move |i| &self.ring[(self.head + i) % WINDOW_CAPACITY])
     }
 
+    /// The error assumed for the best exchange: the configured floor, or a sixteenth of the
+    /// smallest round trip when larger (even the best exchange carries some queueing, and
+    /// paths with long round trips queue more).
+    fn noise_floor(&self, min_rtt: i64) -> i64 {
+        self.cfg.noise_floor_ns.max(min_rtt / FLOOR_RTT_DIVISOR)
+    }
+
     /// Weighted least squares of offset against local time over the window.
     fn refit(&mut self) {
         let newest = match self.len {
@@ -351,9 +382,10 @@ impl ClockModel {
             n => self.ring[(self.head + n - 1) % WINDOW_CAPACITY],
         };
         let min_rtt = self.samples().map(|s| s.rtt).min().unwrap_or(0);
-        let floor = self.cfg.noise_floor_ns as f64;
+        let floor = self.noise_floor(min_rtt) as f64;
         let weight = |s: &Sample| {
-            let sigma = floor + (s.rtt - min_rtt) as f64 / 2.0;
+            let r = 1.0 + (s.rtt - min_rtt) as f64 / (2.0 * floor);
+            let sigma = floor * r * r;
             1.0 / (sigma * sigma)
         };
         // x: ns since the newest midpoint; y: offset minus the newest offset.
@@ -377,24 +409,42 @@ impl ClockModel {
             sxx += w * (x - mx) * (x - mx);
             sxy += w * (x - mx) * (y - my);
         }
-        let prior_sd = self.cfg.max_rate_ppm * 1e-6;
-        let lambda = 1.0 / (prior_sd * prior_sd);
-        let slope = (sxy + lambda * (self.rate_prior - 1.0)) / (sxx + lambda);
-        let sxx = sxx + lambda;
         let n = self.len;
-        let scale = if n > 2 {
-            let chi2: f64 = self
-                .samples()
+        let chi2 = |slope: f64| -> f64 {
+            self.samples()
                 .map(|s| {
                     let (x, y) = xy(s);
                     let r = y - (my + slope * (x - mx));
                     weight(s) * r * r
                 })
-                .sum();
-            (chi2 / (n - 2) as f64).max(1.0)
-        } else {
-            1.0
+                .sum()
         };
+        let prior_slope = self.rate_prior - 1.0;
+        // A narrow prior (the rate measured before a step) is dropped as soon as the data
+        // alone contradict it: the master may have come back on other hardware.
+        let wide_sd = self.cfg.max_rate_ppm * 1e-6;
+        let mut prior_sd = self.rate_prior_sd;
+        if prior_sd < wide_sd && n > 2 && sxx > 0.0 {
+            let data_slope = sxy / sxx;
+            let data_var = (chi2(data_slope) / (n - 2) as f64).max(1.0) / sxx;
+            let combined = (data_var + prior_sd * prior_sd).sqrt();
+            if (data_slope - prior_slope).abs() > 4.0 * combined {
+                prior_sd = wide_sd;
+            }
+        }
+        // The rate prior, weighed against the data at the data's measured scatter: weights
+        // assume σ per sample, the residuals say how far off that is (`scale`).
+        let lambda = 1.0 / (prior_sd * prior_sd);
+        let mut scale = 1.0;
+        let mut slope = (sxy + lambda * prior_slope) / (sxx + lambda);
+        if n > 2 {
+            for _ in 0..3 {
+                scale = (chi2(slope) / (n - 2) as f64).max(1.0);
+                slope = (sxy + lambda * scale * prior_slope) / (sxx + lambda * scale);
+            }
+        }
+        self.rate_prior_sd = prior_sd;
+        let sxx = sxx + lambda * scale;
         let offset_at_ref = my + slope * (0.0 - mx);
         let var = scale * (1.0 / sw + mx * mx / sxx);
         let ref_timeline =
@@ -434,6 +484,7 @@ impl ClockModel {
         self.suspect = None;
         self.suspects_in_row = 0;
         self.rate_prior = 1.0;
+        self.rate_prior_sd = self.cfg.max_rate_ppm * 1e-6;
     }
 
     /// Exchanges in the window.
