@@ -5,6 +5,8 @@
 pub mod analyze;
 pub mod histogram;
 pub mod impair;
+pub mod probe;
 pub mod relay;
 pub mod signal;
+pub mod topology;
 pub mod xcorr;

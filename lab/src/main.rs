@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use wavesync_lab::analyze::{self, DacLog, SkewConfig};
 use wavesync_lab::impair::{Overrides, Profile};
 use wavesync_lab::relay::{Relay, RelayConfig};
-use wavesync_lab::signal;
+use wavesync_lab::topology::{self, Topology};
 use wavesync_lab::xcorr::{self, XcorrConfig};
+use wavesync_lab::{probe, signal};
 
 #[derive(Parser, Debug)]
 #[command(name = "wavesync-lab", version, about = "WaveSync sync lab tools")]
@@ -29,6 +31,47 @@ enum Cmd {
     Xcorr(XcorrArgs),
     /// Writes the lab's test signal (chirps between music-like noise) as a WAV file.
     Signal(SignalArgs),
+    /// Makes or removes the lab's network namespaces (hub bridge, master, receivers).
+    Topology(TopologyArgs),
+    /// Sends a few multicast datagrams (topology check).
+    ProbeSend(ProbeArgs),
+    /// Waits for multicast datagrams from probe-send; exit status 0 if all arrived.
+    ProbeRecv(ProbeArgs),
+}
+
+#[derive(Args, Debug)]
+struct TopologyArgs {
+    /// up, down or list.
+    #[arg(value_parser = ["up", "down", "list"])]
+    action: String,
+    /// Receiver hosts.
+    #[arg(long, default_value_t = 2)]
+    receivers: usize,
+    /// Also make a relay host (10.77.0.2).
+    #[arg(long)]
+    relay: bool,
+    /// Prefix of the namespaces' names.
+    #[arg(long, default_value = "wslab")]
+    prefix: String,
+}
+
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// Multicast group and port.
+    #[arg(long, default_value = "239.255.77.99:45399")]
+    group: SocketAddrV4,
+    /// Address of the interface to send on / join on.
+    #[arg(long)]
+    iface: Ipv4Addr,
+    /// Datagrams to send / expect.
+    #[arg(long, default_value_t = 3)]
+    count: u32,
+    /// Payload.
+    #[arg(long, default_value = "wavesync-lab probe")]
+    payload: String,
+    /// probe-recv: give up after this long, ms.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -337,6 +380,62 @@ fn signal_cmd(a: SignalArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn topology_cmd(a: TopologyArgs) -> Result<(), String> {
+    let t = Topology {
+        prefix: a.prefix.clone(),
+        receivers: a.receivers,
+        relay: a.relay,
+    };
+    match a.action.as_str() {
+        "up" => {
+            let stop = stop_flag()?;
+            t.up(&|| stop.load(Ordering::Relaxed))
+                .map_err(|e| e.to_string())?;
+            for (name, ns, addr) in t.hosts() {
+                println!("{name} {ns} {addr}");
+            }
+        }
+        "down" => {
+            let gone = topology::down(&a.prefix).map_err(|e| e.to_string())?;
+            eprintln!("removed {} namespaces {:?}", gone.len(), gone);
+        }
+        _ => {
+            for ns in topology::namespaces(&a.prefix).map_err(|e| e.to_string())? {
+                println!("{ns}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn probe_send(a: ProbeArgs) -> Result<(), String> {
+    probe::send(
+        a.group,
+        a.iface,
+        a.count,
+        a.payload.as_bytes(),
+        Duration::from_millis(10),
+    )
+    .map_err(|e| format!("probe-send to {}: {e}", a.group))
+}
+
+fn probe_recv(a: ProbeArgs) -> Result<(), String> {
+    let got = probe::receive(
+        a.group,
+        a.iface,
+        a.count,
+        a.payload.as_bytes(),
+        Duration::from_millis(a.timeout_ms),
+        &mut std::io::stdout(),
+    )
+    .map_err(|e| format!("probe-recv on {}: {e}", a.group))?;
+    println!("received {got}");
+    if got < a.count {
+        return Err(format!("only {got} of {} datagrams arrived", a.count));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
@@ -344,6 +443,9 @@ fn main() -> ExitCode {
         Cmd::Skew(a) => skew(a),
         Cmd::Xcorr(a) => xcorr_cmd(a),
         Cmd::Signal(a) => signal_cmd(a),
+        Cmd::Topology(a) => topology_cmd(a),
+        Cmd::ProbeSend(a) => probe_send(a),
+        Cmd::ProbeRecv(a) => probe_recv(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
