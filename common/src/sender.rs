@@ -64,8 +64,8 @@ impl Default for ResendPolicy {
             history_ns: NS_PER_SEC,
             peer_share: 0.5,
             peer_burst_ns: 200_000_000,
-            total_share: 1.0,
-            total_burst_ns: 500_000_000,
+            total_share: 2.0,
+            total_burst_ns: 1_000_000_000,
             coalesce_ns: 2_000_000,
             min_lead_ns: 1_000_000,
             multicast_holdoff_ns: 20_000_000,
@@ -842,7 +842,7 @@ mod tests {
     }
 
     /// 50 receivers each NACK 1000 packets in the same instant: the master sends at most its
-    /// global burst (500 ms of packets = 66 at 133 packets/s), and one greedy receiver
+    /// global burst (1 s of packets = 132 at 133 packets/s), and one greedy receiver
     /// re-asking every 10 ms for a second gets at most its burst + 1 s of its rate.
     #[test]
     fn nack_storm_is_bounded() {
@@ -856,7 +856,7 @@ mod tests {
             s.handle_control(end, addr(r), &nack);
         }
         let out = drain(&mut s, end + 2 * MS);
-        let total_burst = 0.5 * 48_000.0 / 361.0;
+        let total_burst = 48_000.0 / 361.0;
         assert!(out.len() as f64 <= total_burst, "{} resends", out.len());
         assert!(
             out.len() >= 26,
@@ -873,7 +873,9 @@ mod tests {
             st.resends_rate_limited + st.resends_coalesced + out.len() as u64,
             50 * 256
         );
-        assert!(st.resends_rate_limited > 9_000);
+        // Every request not refused joined the pending set, which the global bucket caps at
+        // 132 packets: each receiver saw at least 256 - 132 refusals.
+        assert!(st.resends_rate_limited >= 50 * (256 - 132));
 
         // One greedy receiver alone, after the buckets refilled.
         let mut s = SenderCore::new(cfg(2_000 * MS)).unwrap();
@@ -949,39 +951,71 @@ mod tests {
             }
             let elapsed = msgs.len() as f64 * 1e-3;
             let packet_rate = 48_000.0 / 361.0;
-            proptest::prop_assert!(resends as f64 <= 0.5 * packet_rate + elapsed * packet_rate + 1.0);
+            proptest::prop_assert!(resends as f64 <= packet_rate + elapsed * 2.0 * packet_rate + 1.0);
             proptest::prop_assert_eq!(resends, s.stats().resends_sent);
         }
     }
 
-    /// Issue 7's functional case at the core level: 10 receivers, 5% independent loss on every
-    /// datagram in both directions (audio, resends, NACKs), 1 ms one way, 150 ms latency;
-    /// receivers NACK every gap and re-ask every 20 ms. Every packet must arrive before its
-    /// play time, and the resend overhead stays near 1 extra packet per loss.
-    #[test]
-    fn five_percent_loss_ten_receivers_all_repaired_in_time() {
+    /// Deterministic xorshift generator for the loss simulations.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// How a receiver's link loses datagrams (both directions), stepped once per ms.
+    enum Link {
+        /// Each datagram lost with this probability (percent).
+        Random(u64),
+        /// Gilbert-style outages: every ms, enter a `burst_ms` outage (all lost) with
+        /// probability 1/`per_ms`; outside outages, `base` percent random loss.
+        Bursty {
+            burst_ms: i64,
+            per_ms: u64,
+            base: u64,
+        },
+    }
+
+    struct SimResult {
+        /// Packet deliveries that arrived after their play time (or never), over all receivers.
+        late: usize,
+        /// Packets x receivers checked.
+        checked: usize,
+        /// Audio datagrams lost on the way (first sends and resends).
+        losses: u64,
+        stats: SenderStats,
+    }
+
+    /// 10 receivers behind `link`, 1 ms one way, 150 ms latency, ~9.8 s of audio pushed in
+    /// 5 ms buffers; receivers NACK every gap in the last 40 packets and re-ask every 10 ms.
+    fn simulate(link: Link, seed: u64) -> SimResult {
+        const RX: usize = 10;
+        const PACKETS: usize = 1_300; // no seq wrap
         struct Rx {
             arrival: Vec<Option<i64>>,
             highest: Option<usize>,
             asked: Vec<i64>,
+            outage_until: i64,
         }
-        let mut rng = 0x2545_F491_4F6C_DD1Du64;
-        let mut lost = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % 100 < 5
-        };
-        const RX: usize = 10;
-        const PACKETS: usize = 1_300; // ~9.8 s, no seq wrap
+        let mut rng = Rng(seed);
         let mut s = SenderCore::new(cfg(150 * MS)).unwrap();
         let mut rx: Vec<Rx> = (0..RX)
             .map(|_| Rx {
                 arrival: vec![None; PACKETS + 50],
                 highest: None,
                 asked: vec![i64::MIN / 2; PACKETS + 50],
+                outage_until: i64::MIN,
             })
             .collect();
+        let lost = |rng: &mut Rng, r: &Rx, t: i64| match link {
+            Link::Random(pct) => rng.below(100) < pct,
+            Link::Bursty { base, .. } => t < r.outage_until || rng.below(100) < base,
+        };
         // (deliver at, destination: Some(receiver) or None = the sender, from, bytes)
         let mut wire: Vec<(i64, Option<usize>, usize, Vec<u8>)> = Vec::new();
         let mut buf = vec![0u8; s.max_datagram_len()];
@@ -991,6 +1025,16 @@ mod tests {
         let end = T0 + frames_to_ns(PACKETS as i64 * FPP, 48_000);
         let mut t = T0;
         while t < end + 300 * MS {
+            if let Link::Bursty {
+                burst_ms, per_ms, ..
+            } = link
+            {
+                for r in rx.iter_mut() {
+                    if t >= r.outage_until && rng.below(per_ms) == 0 {
+                        r.outage_until = t + burst_ms * MS;
+                    }
+                }
+            }
             if t >= T0 + frames_to_ns(frames, 48_000) && t < end {
                 s.push_audio(T0 + frames_to_ns(frames, 48_000), &audio);
                 frames += 240;
@@ -1001,7 +1045,7 @@ mod tests {
                     Target::Peer(a) => vec![(a.port() - 40_000) as usize],
                 };
                 for d in dests {
-                    if lost() {
+                    if lost(&mut rng, &rx[d], t) {
                         losses += (classify(&buf[..tx.len]) == Kind::Audio) as u64;
                     } else {
                         wire.push((t + MS, Some(d), 0, buf[..tx.len].to_vec()));
@@ -1023,42 +1067,79 @@ mod tests {
                     }
                 }
             }
-            for (i, r) in rx.iter_mut().enumerate() {
-                let Some(h) = r.highest else { continue };
+            for i in 0..RX {
+                let Some(h) = rx[i].highest else { continue };
                 let missing: Vec<u16> = (h.saturating_sub(40)..h)
-                    .filter(|&q| r.arrival[q].is_none() && t - r.asked[q] >= 20 * MS)
+                    .filter(|&q| rx[i].arrival[q].is_none() && t - rx[i].asked[q] >= 10 * MS)
                     .map(|q| q as u16)
                     .collect();
                 if missing.is_empty() {
                     continue;
                 }
                 for &q in &missing {
-                    r.asked[q as usize] = t;
+                    rx[i].asked[q as usize] = t;
                 }
                 let mut b = [0u8; nack::MAX_LEN];
                 let e = nack::encode(i as u32, 0xABCD, &missing, &mut b).unwrap();
-                if !lost() {
+                if !lost(&mut rng, &rx[i], t) {
                     wire.push((t + MS, None, i, b[..e.len].to_vec()));
                 }
             }
             t += MS;
         }
-        let st = s.stats();
-        for (i, r) in rx.iter().enumerate() {
+        let mut late = 0;
+        let mut checked = 0;
+        for r in &rx {
             for n in 0..PACKETS - 2 {
                 let play = T0 + frames_to_ns(n as i64 * FPP, 48_000) + 150 * MS;
-                let got = r.arrival[n].unwrap_or_else(|| panic!("rx {i} never got {n}: {st:?}"));
-                assert!(
-                    got < play,
-                    "rx {i} got {n} at {} ms after play",
-                    (got - play) / MS
-                );
+                checked += 1;
+                late += !matches!(r.arrival[n], Some(got) if got < play) as usize;
             }
         }
-        assert!(losses > 500, "{losses} losses");
-        let overhead = st.resends_sent as f64 / losses as f64;
-        assert!(overhead <= 1.3, "resends per loss {overhead}: {st:?}");
-        assert_eq!(st.resends_rate_limited, 0);
+        SimResult {
+            late,
+            checked,
+            losses,
+            stats: s.stats(),
+        }
+    }
+
+    /// Issue 7's functional case at the core level: 5% independent loss on every datagram in
+    /// both directions (audio, resends, NACKs). Every packet arrives before its play time, with
+    /// fewer resends than losses (multicast serves several receivers at once).
+    #[test]
+    fn five_percent_loss_ten_receivers_all_repaired_in_time() {
+        let r = simulate(Link::Random(5), 0x2545_F491_4F6C_DD1D);
+        assert_eq!(r.late, 0, "{:?}", r.stats);
+        assert!(r.losses > 500, "{} losses", r.losses);
+        let overhead = r.stats.resends_sent as f64 / r.losses as f64;
+        assert!(
+            overhead <= 1.0,
+            "resends per loss {overhead}: {:?}",
+            r.stats
+        );
+        assert_eq!(r.stats.resends_rate_limited, 0);
+    }
+
+    /// 20% loss in 50 ms outages per receiver (plus 1% random): at most 0.1% of packets late.
+    #[test]
+    fn bursty_twenty_percent_loss_is_repaired_within_the_budget() {
+        let r = simulate(
+            Link::Bursty {
+                burst_ms: 50,
+                per_ms: 200,
+                base: 1,
+            },
+            0x9E37_79B9_7F4A_7C15,
+        );
+        let late = r.late as f64 / r.checked as f64;
+        assert!(
+            late <= 0.001,
+            "{} of {} late: {:?}",
+            r.late,
+            r.checked,
+            r.stats
+        );
     }
 
     #[test]
