@@ -1067,21 +1067,21 @@ mod tests {
                     }
                 }
             }
-            for i in 0..RX {
-                let Some(h) = rx[i].highest else { continue };
+            for (i, r) in rx.iter_mut().enumerate() {
+                let Some(h) = r.highest else { continue };
                 let missing: Vec<u16> = (h.saturating_sub(40)..h)
-                    .filter(|&q| rx[i].arrival[q].is_none() && t - rx[i].asked[q] >= 10 * MS)
+                    .filter(|&q| r.arrival[q].is_none() && t - r.asked[q] >= 10 * MS)
                     .map(|q| q as u16)
                     .collect();
                 if missing.is_empty() {
                     continue;
                 }
                 for &q in &missing {
-                    rx[i].asked[q as usize] = t;
+                    r.asked[q as usize] = t;
                 }
                 let mut b = [0u8; nack::MAX_LEN];
                 let e = nack::encode(i as u32, 0xABCD, &missing, &mut b).unwrap();
-                if !lost(&mut rng, &rx[i], t) {
+                if !lost(&mut rng, r, t) {
                     wire.push((t + MS, None, i, b[..e.len].to_vec()));
                 }
             }
