@@ -1,4 +1,5 @@
-//! Wire-format throughput: audio packet encode/decode, NACK build/parse, packetizing.
+//! Wire-format throughput: audio packet encode/decode, NACK build/parse, packetizing, and the
+//! whole sender core (packetize + ring + poll_transmit).
 //! Figures are per packet (criterion's "elem/s" = packets per second).
 //!
 //! `cargo bench -p wavesync-common --bench wire -- --quick`
@@ -8,6 +9,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use wavesync_common::format::{SampleFormat, StreamFormat};
 use wavesync_common::packetizer::{Packetizer, PacketizerConfig};
+use wavesync_common::sender::{SenderConfig, SenderCore};
 use wavesync_common::wire::nack::{self, Nack};
 use wavesync_common::wire::rtp::AudioPacket;
 
@@ -85,5 +87,28 @@ fn packetizer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, audio_packet, nack_msgs, packetizer);
+fn sender(c: &mut Criterion) {
+    let samples: Vec<f32> = (0..361 * 2 * 100)
+        .map(|i| ((i % 97) as f32 - 48.0) / 97.0)
+        .collect();
+    let mut g = c.benchmark_group("sender");
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("push_and_poll_transmit", |b| {
+        let mut s = SenderCore::new(SenderConfig::new(StreamFormat::DEFAULT, 1)).unwrap();
+        let mut buf = vec![0u8; s.max_datagram_len()];
+        let mut t = 1_000_000_000i64;
+        b.iter(|| {
+            s.push_audio(t, black_box(&samples));
+            t += 752_083_333;
+            let mut bytes = 0;
+            while let Some(tx) = s.poll_transmit(t, &mut buf) {
+                bytes += tx.len;
+            }
+            bytes
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, audio_packet, nack_msgs, packetizer, sender);
 criterion_main!(benches);

@@ -265,10 +265,12 @@ impl Packetizer {
         let channels = self.cfg.format.channels as usize;
         self.stats.partial_frame_samples += (samples.len() % channels) as u64;
         if let Some(run) = self.run {
-            let predicted = run.start + frames_to_ns(run.frames as i64, self.cfg.format.rate);
-            let departure = capture_time - predicted;
+            let predicted = run
+                .start
+                .saturating_add(frames_to_ns(run.frames as i64, self.cfg.format.rate));
+            let departure = capture_time.saturating_sub(predicted);
             self.stats.last_departure_ns = departure;
-            if departure.abs() > self.cfg.resync_threshold_ns {
+            if departure.unsigned_abs() > self.cfg.resync_threshold_ns as u64 {
                 self.stats.resyncs += 1;
                 self.end_run(&mut emit);
             }
@@ -281,7 +283,8 @@ impl Packetizer {
                     self.stats.silent_frames_skipped += 1;
                     continue;
                 }
-                let start = capture_time + frames_to_ns(i as i64, self.cfg.format.rate);
+                let start =
+                    capture_time.saturating_add(frames_to_ns(i as i64, self.cfg.format.rate));
                 self.run = Some(Run {
                     start,
                     frames: 0,
@@ -317,9 +320,10 @@ impl Packetizer {
             return;
         };
         if self.fill == 0 {
-            self.pkt_play_time = run.start
-                + frames_to_ns(run.frames as i64, self.cfg.format.rate)
-                + self.cfg.latency_ns;
+            self.pkt_play_time = run
+                .start
+                .saturating_add(frames_to_ns(run.frames as i64, self.cfg.format.rate))
+                .saturating_add(self.cfg.latency_ns);
             self.pkt_timestamp = self.next_timestamp;
             self.pkt_marker = run.packets == 0;
             run.packets += 1;
@@ -596,6 +600,18 @@ mod tests {
             cut.flush(|pk| got.push(pk.bytes.to_vec()));
             proptest::prop_assert_eq!(got, expected);
         }
+    }
+
+    /// Capture times at the ends of the i64 range (a broken clock) never overflow.
+    #[test]
+    fn extreme_capture_times_do_not_panic() {
+        let mut p = Packetizer::new(cfg()).unwrap();
+        let mut n = 0;
+        for t in [i64::MAX, i64::MIN, i64::MAX - 1, 0] {
+            p.push(t, &tone(500), |_| n += 1);
+        }
+        assert_eq!(p.stats().resyncs, 3);
+        assert!(n >= 4);
     }
 
     #[test]

@@ -410,9 +410,9 @@ impl SenderCore {
     }
 
     fn request_resend(&mut self, now: TimelineNs, from: SocketAddr, seq: u16) {
-        let send_at = now + self.cfg.resend.coalesce_ns;
+        let send_at = now.saturating_add(self.cfg.resend.coalesce_ns);
         match self.ring.get(seq) {
-            Some(p) if p.play_time > send_at + self.cfg.resend.min_lead_ns => {}
+            Some(p) if p.play_time > send_at.saturating_add(self.cfg.resend.min_lead_ns) => {}
             _ => {
                 self.stats.resends_too_late += 1;
                 return;
@@ -426,7 +426,8 @@ impl SenderCore {
                 multicast_at: None,
             };
         }
-        if matches!(slot.multicast_at, Some(t) if now - t < self.cfg.resend.multicast_holdoff_ns) {
+        if matches!(slot.multicast_at, Some(t) if now.saturating_sub(t) < self.cfg.resend.multicast_holdoff_ns)
+        {
             self.stats.resends_coalesced += 1;
             return;
         }
@@ -547,7 +548,11 @@ impl SenderCore {
                 continue;
             };
             let lead = self.cfg.resend.min_lead_ns;
-            let Some(p) = self.ring.get(seq).filter(|p| p.play_time > now + lead) else {
+            let Some(p) = self
+                .ring
+                .get(seq)
+                .filter(|p| p.play_time > now.saturating_add(lead))
+            else {
                 self.stats.resends_too_late += 1;
                 continue;
             };
