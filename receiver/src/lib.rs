@@ -7,3 +7,4 @@
 pub mod clock_io;
 pub mod config;
 pub mod net;
+pub mod output;

@@ -1,0 +1,280 @@
+//! Output backends behind one small trait: the real ALSA device ([`alsa::AlsaOutput`]) and the
+//! virtual DAC used by tests and the lab ([`virtual_dac::VirtualDac`]).
+//!
+//! The playback loop never knows which one it drives. Each cycle it asks
+//! [`Output::timing`] when the next written frame will leave the DAC (on this host's
+//! CLOCK_MONOTONIC), lets the playout fill that many frames, and [`Output::write`]s them:
+//!
+//! ```text
+//! let info = out.open(rate, channels)?;
+//! loop {
+//!     out.wait(100)?;                      // until a period is free (or 100 ms passed)
+//!     let t = out.timing()?;               // measured: htstamp + delay, pointer fitted
+//!     let n = t.avail_frames.min(max);     // room in the device buffer
+//!     let rep = playout.fill(t.next_frame_local, &mut buf[..n * ch]);
+//!     out.write(&buf[..n * ch], &WriteMeta { .. })?;
+//! }
+//! // on Err(e) with e.is_recoverable(): out.recover(&e), or close and reopen with backoff
+//! ```
+//!
+//! Shared pieces: [`convert`] (f32 -> device sample format, channel mapping) and [`pointer`]
+//! (turns status snapshots into a prediction, fitting coarse/batch pointers).
+
+pub mod alsa;
+pub mod convert;
+pub mod pointer;
+pub mod virtual_dac;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use wavesync_common::time::LocalNs;
+
+use crate::config::OutputConfig;
+pub use convert::DeviceFormat;
+pub use pointer::PointerMode;
+
+/// When the next written frame will leave the DAC, and how much room the device has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DacTiming {
+    /// Local CLOCK_MONOTONIC instant at which the next frame written will leave the DAC.
+    pub next_frame_local: LocalNs,
+    /// Frames between the application pointer and the DAC output, as the device reported it
+    /// (queued frames plus the codec/FIFO delay).
+    pub delay_frames: i64,
+    /// Frames that can be written now without blocking.
+    pub avail_frames: usize,
+}
+
+/// What a write carries, for logs (the virtual DAC records it; ALSA ignores it).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WriteMeta {
+    /// Stream position (extended RTP timestamp, fractional) of the first frame written, or
+    /// `None` when the write starts with silence.
+    pub stream_position: Option<f64>,
+    /// When a write starts with silence and then plays: the index (in frames) of the first
+    /// frame carrying the stream and its stream position.
+    pub audio_start: Option<(usize, f64)>,
+}
+
+/// What [`Output::open`] negotiated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputInfo {
+    /// Frames per second (always the stream's rate: a device that cannot do it fails to open).
+    pub rate: u32,
+    /// Channels the stream is given in (the device may have more; see `device_channels`).
+    pub channels: u8,
+    /// Channels the device plays; [`convert`] maps the stream onto them.
+    pub device_channels: u32,
+    /// Frames per device period (the wake-up granularity).
+    pub period_frames: usize,
+    /// Frames the device buffer holds.
+    pub buffer_frames: usize,
+    /// Sample format the device is fed.
+    pub device_format: DeviceFormat,
+    /// Human-readable device name (for logs).
+    pub device: String,
+}
+
+/// Errors of an output. [`OutputError::is_recoverable`] tells the ones a reopen (or
+/// [`Output::recover`]) may cure.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The device could not be opened (missing, busy, no permission).
+    #[error("cannot open ALSA device {device:?}: {source}")]
+    Open {
+        /// Device name.
+        device: String,
+        /// What alsa-lib said.
+        source: ::alsa::Error,
+    },
+    /// `--device-index` pointed past the list of playback devices.
+    #[error("no playback device with index {index} (there are {found}; see `aplay -L`)")]
+    NoSuchIndex {
+        /// The index asked for.
+        index: u32,
+        /// How many playback devices exist.
+        found: usize,
+    },
+    /// The device cannot play the stream's shape.
+    #[error("ALSA device {device:?} cannot play {what}")]
+    Unsupported {
+        /// Device name.
+        device: String,
+        /// What was asked (e.g. "44100 Hz", "2 channels", "any of S32/S24_3LE/S16/FLOAT").
+        what: String,
+    },
+    /// The device ran out of audio (ALSA EPIPE); it restarts on the next write after recovery.
+    #[error("underrun: the device ran out of audio")]
+    Underrun,
+    /// The system suspended the device (ALSA ESTRPIPE).
+    #[error("the device was suspended")]
+    Suspended,
+    /// The device went away (ALSA ENODEV, e.g. a USB DAC unplugged).
+    #[error("the device was disconnected")]
+    Disconnected,
+    /// An operation needs an open device.
+    #[error("the output is not open")]
+    NotOpen,
+    /// Another ALSA call failed.
+    #[error("ALSA {op} failed: {source}")]
+    Alsa {
+        /// What we were doing.
+        op: &'static str,
+        /// What alsa-lib said.
+        source: ::alsa::Error,
+    },
+    /// A log or audio file of the virtual DAC could not be written.
+    #[error("virtual DAC file {path:?}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A parameter is out of range.
+    #[error("bad output parameter {name}: {why}")]
+    BadParameter {
+        /// Parameter name.
+        name: &'static str,
+        /// Why it is rejected.
+        why: &'static str,
+    },
+}
+
+impl OutputError {
+    /// True for runtime failures that [`Output::recover`] or a reopen can cure: underrun,
+    /// suspend, disconnect (the latter only once the device is back).
+    pub fn is_recoverable(&self) -> bool {
+        matches!(
+            self,
+            OutputError::Underrun | OutputError::Suspended | OutputError::Disconnected
+        )
+    }
+}
+
+/// One output backend. All times are this host's CLOCK_MONOTONIC in ns.
+pub trait Output: Send {
+    /// Opens the device for interleaved audio of `rate` Hz and `channels` channels; closes a
+    /// previously open device first.
+    fn open(&mut self, rate: u32, channels: u8) -> Result<OutputInfo, OutputError>;
+    /// Waits until at least one period can be written, at most `timeout_ms` (negative: no
+    /// limit; 0: poll). Returns `Ok(true)` when a period is free, `Ok(false)` on timeout.
+    fn wait(&mut self, timeout_ms: i32) -> Result<bool, OutputError>;
+    /// Measures when the next written frame will leave the DAC: one status read (timestamp
+    /// and delay together), the pointer fitted when it moves coarsely.
+    fn timing(&mut self) -> Result<DacTiming, OutputError>;
+    /// Writes interleaved f32 samples (`channels` per frame; a partial last frame is ignored)
+    /// without blocking; returns the frames taken (fewer than given when the buffer is full).
+    fn write(&mut self, samples: &[f32], meta: &WriteMeta) -> Result<usize, OutputError>;
+    /// Tries to cure a recoverable error in place: prepare after an underrun, resume after a
+    /// suspend, reopen after a disconnect. On failure the caller closes and retries later
+    /// (see [`Backoff`]). Logs the first failure of a series once.
+    fn recover(&mut self, err: &OutputError) -> Result<(), OutputError>;
+    /// Stops playback at once (drops queued audio), flushes logs and releases the device.
+    fn close(&mut self);
+}
+
+/// Everything needed to build an output; [`OutputSpec::from`] maps the receiver's
+/// [`OutputConfig`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutputSpec {
+    /// A real ALSA device.
+    Alsa(alsa::AlsaConfig),
+    /// The virtual DAC.
+    Virtual(virtual_dac::VirtualConfig),
+}
+
+impl From<&OutputConfig> for OutputSpec {
+    fn from(c: &OutputConfig) -> Self {
+        match c {
+            OutputConfig::Alsa {
+                device,
+                device_index,
+                period_ms,
+                buffer_frames,
+            } => OutputSpec::Alsa(alsa::AlsaConfig {
+                device: device.clone(),
+                device_index: *device_index,
+                period_ms: *period_ms,
+                buffer_frames: *buffer_frames,
+                ..alsa::AlsaConfig::default()
+            }),
+            OutputConfig::Virtual {
+                ppm,
+                latency_ms,
+                coarse,
+                log,
+                period_ms,
+                buffer_frames,
+            } => OutputSpec::Virtual(virtual_dac::VirtualConfig {
+                ppm: *ppm,
+                latency_ms: *latency_ms,
+                coarse: *coarse,
+                log: log.clone(),
+                period_ms: *period_ms,
+                buffer_frames: *buffer_frames,
+                ..virtual_dac::VirtualConfig::default()
+            }),
+        }
+    }
+}
+
+/// Builds (does not open) the output `spec` describes.
+pub fn open_output(spec: &OutputSpec) -> Box<dyn Output> {
+    match spec {
+        OutputSpec::Alsa(c) => Box::new(alsa::AlsaOutput::new(c.clone())),
+        OutputSpec::Virtual(c) => Box::new(virtual_dac::VirtualDac::new(c.clone())),
+    }
+}
+
+/// Builds (does not open) the output the receiver's configuration asks for.
+pub fn from_config(cfg: &OutputConfig) -> Box<dyn Output> {
+    open_output(&OutputSpec::from(cfg))
+}
+
+/// Exponential backoff for reopening a failed device: 50 ms, 100 ms, ... up to 5 s.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// Records a failure; returns how long to wait before the next attempt, in ms.
+    pub fn next_delay_ms(&mut self) -> u64 {
+        let d = (50u64 << self.failures.min(7)).min(5_000);
+        self.failures = self.failures.saturating_add(1);
+        d
+    }
+
+    /// Records a success.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Failures since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+impl fmt::Display for OutputInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} Hz, {} ch (device {} ch, {}), period {} frames, buffer {} frames",
+            self.device,
+            self.rate,
+            self.channels,
+            self.device_channels,
+            self.device_format,
+            self.period_frames,
+            self.buffer_frames
+        )
+    }
+}
+
+/// Frames of `ms` milliseconds at `rate`, at least 1.
+pub(crate) fn ms_to_frames(ms: f64, rate: u32) -> usize {
+    ((ms * rate as f64 / 1000.0).round() as usize).max(1)
+}
