@@ -7,6 +7,7 @@ pub mod histogram;
 pub mod impair;
 pub mod probe;
 pub mod relay;
+pub mod report;
 pub mod signal;
 pub mod topology;
 pub mod xcorr;

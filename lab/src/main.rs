@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use wavesync_lab::analyze::{self, DacLog, SkewConfig};
 use wavesync_lab::impair::{Overrides, Profile};
-use wavesync_lab::relay::{Relay, RelayConfig};
+use wavesync_lab::relay::{Relay, RelayConfig, RelayReport};
+use wavesync_lab::report::{self, LabReport, Usage};
 use wavesync_lab::topology::{self, Topology};
 use wavesync_lab::xcorr::{self, XcorrConfig};
 use wavesync_lab::{probe, signal};
@@ -33,10 +34,42 @@ enum Cmd {
     Signal(SignalArgs),
     /// Makes or removes the lab's network namespaces (hub bridge, master, receivers).
     Topology(TopologyArgs),
+    /// Puts a lab run's figures together: Markdown tables, then one JSON line.
+    Report(ReportArgs),
     /// Sends a few multicast datagrams (topology check).
     ProbeSend(ProbeArgs),
     /// Waits for multicast datagrams from probe-send; exit status 0 if all arrived.
     ProbeRecv(ProbeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// Virtual-DAC logs of the receivers.
+    logs: Vec<PathBuf>,
+    /// Profile name for the report.
+    #[arg(long)]
+    profile: String,
+    /// Receivers in the run (logs may be missing if one failed).
+    #[arg(long)]
+    receivers: usize,
+    /// Latency of the stream, ms.
+    #[arg(long)]
+    latency_ms: Option<f64>,
+    /// Usage of one receiver as CPU_PCT:RSS_KIB (repeat per receiver).
+    #[arg(long)]
+    usage: Vec<String>,
+    /// A relay's stats file as NAME=FILE (repeat).
+    #[arg(long)]
+    relay_stats: Vec<String>,
+    /// Frames concealed by all receivers.
+    #[arg(long)]
+    concealed_frames: Option<u64>,
+    /// Black-box skew p99, us.
+    #[arg(long)]
+    blackbox_p99_us: Option<f64>,
+    /// Nominal stream rate, Hz.
+    #[arg(long, default_value_t = 48_000)]
+    rate: u32,
 }
 
 #[derive(Args, Debug)]
@@ -200,6 +233,11 @@ struct RelayArgs {
     /// Profile of the reverse direction (replies), if different.
     #[arg(long)]
     reverse_profile: Option<String>,
+    /// The clients are downstream (receivers sending time queries and NACKs to the master):
+    /// impair client -> server with the profile's upstream direction and the replies with its
+    /// downstream one.
+    #[arg(long)]
+    clients_downstream: bool,
     /// Seed of the impairment's randomness.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -222,18 +260,23 @@ fn stop_flag() -> Result<Arc<AtomicBool>, String> {
 }
 
 fn relay(a: RelayArgs) -> Result<(), String> {
-    let mut fwd = Profile::named(&a.profile).map_err(|e| e.to_string())?;
-    fwd.apply(&a.impair.overrides())
-        .map_err(|e| e.to_string())?;
-    let reverse = match &a.reverse_profile {
-        Some(r) => {
-            let mut p = Profile::named(r).map_err(|e| e.to_string())?;
-            p.apply(&a.impair.overrides()).map_err(|e| e.to_string())?;
-            p.reverse
-        }
-        None => fwd.reverse,
+    let named = |name: &str| -> Result<Profile, String> {
+        let mut p = Profile::named(name).map_err(|e| e.to_string())?;
+        p.apply(&a.impair.overrides()).map_err(|e| e.to_string())?;
+        Ok(p)
     };
-    let mut cfg = RelayConfig::new(a.listen, a.forward, fwd.forward);
+    let fwd = named(&a.profile)?;
+    let rev = match &a.reverse_profile {
+        Some(r) => named(r)?,
+        None => fwd.clone(),
+    };
+    // Downstream = the profile's forward direction (master -> receivers).
+    let (forward, reverse) = if a.clients_downstream {
+        (fwd.reverse, rev.forward)
+    } else {
+        (fwd.forward, rev.reverse)
+    };
+    let mut cfg = RelayConfig::new(a.listen, a.forward, forward);
     cfg.reverse_profile = reverse;
     cfg.listen_if = a.listen_if;
     cfg.forward_if = a.forward_if;
@@ -380,6 +423,75 @@ fn signal_cmd(a: SignalArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn report_cmd(a: ReportArgs) -> Result<(), String> {
+    let mut logs = Vec::new();
+    for p in &a.logs {
+        match DacLog::read(p) {
+            Ok(l) => logs.push(l),
+            // A receiver that failed leaves no log: report without it, and say so.
+            Err(e) => eprintln!("report: skipping {}: {e}", p.display()),
+        }
+    }
+    let cfg = SkewConfig {
+        rate: a.rate,
+        ..Default::default()
+    };
+    let an = (logs.len() >= 2).then(|| analyze::analyze(&logs, &cfg));
+    let mut usage = Vec::new();
+    for u in &a.usage {
+        let (c, r) = u
+            .split_once(':')
+            .ok_or_else(|| format!("--usage {u:?}: expected CPU_PCT:RSS_KIB"))?;
+        usage.push(Usage {
+            cpu_pct: c.parse().map_err(|_| format!("--usage {u:?}: bad CPU"))?,
+            rss_kib: r.parse().map_err(|_| format!("--usage {u:?}: bad RSS"))?,
+        });
+    }
+    let mut relays = Vec::new();
+    for r in &a.relay_stats {
+        let (name, file) = r
+            .split_once('=')
+            .ok_or_else(|| format!("--relay-stats {r:?}: expected NAME=FILE"))?;
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+        let rep: RelayReport = serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
+        relays.push((name.to_string(), rep));
+    }
+    let mut rep = LabReport::new(&a.profile, a.receivers, an.as_ref(), &usage, a.latency_ms);
+    rep.concealed_frames = a.concealed_frames;
+    rep.blackbox_skew_p99_us = a.blackbox_p99_us;
+    if let Some(an) = &an {
+        println!("Skew per pair (from the virtual-DAC logs):\n");
+        println!("| pair | samples | lock ms | skew p50 us | p99 us | max us | mean us |");
+        println!("|---|---|---|---|---|---|---|");
+        for p in &an.pairs {
+            let s = &p.summary;
+            println!(
+                "| rx{}-rx{} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                p.a + 1,
+                p.b + 1,
+                s.samples,
+                s.lock_ms.map_or("never".into(), |l| format!("{l:.0}")),
+                s.p50_us,
+                s.p99_us,
+                s.max_us,
+                s.mean_us
+            );
+        }
+        println!();
+    }
+    if !relays.is_empty() {
+        println!("What the relays did:\n");
+        print!("{}", report::relay_markdown(&relays));
+        println!();
+    }
+    print!("{}", rep.markdown());
+    println!(
+        "{}",
+        serde_json::to_string(&rep).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
 fn topology_cmd(a: TopologyArgs) -> Result<(), String> {
     let t = Topology {
         prefix: a.prefix.clone(),
@@ -444,6 +556,7 @@ fn main() -> ExitCode {
         Cmd::Xcorr(a) => xcorr_cmd(a),
         Cmd::Signal(a) => signal_cmd(a),
         Cmd::Topology(a) => topology_cmd(a),
+        Cmd::Report(a) => report_cmd(a),
         Cmd::ProbeSend(a) => probe_send(a),
         Cmd::ProbeRecv(a) => probe_recv(a),
     };

@@ -1,0 +1,166 @@
+//! The lab run's result: one Markdown table for people, one JSON line for machines (keys as in
+//! issue 6).
+
+use crate::analyze::SkewAnalysis;
+use crate::relay::RelayReport;
+use serde::Serialize;
+
+/// CPU and memory of one process over the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Usage {
+    /// CPU time / wall time, percent of one core.
+    pub cpu_pct: f64,
+    /// Peak resident set, KiB.
+    pub rss_kib: u64,
+}
+
+/// Figures of one run of our system.
+#[derive(Clone, Debug, Serialize)]
+pub struct LabReport {
+    /// Impairment profile.
+    pub profile: String,
+    /// Receivers.
+    pub receivers: usize,
+    /// Steady-state inter-receiver |skew|, median, us.
+    pub skew_p50_us: Option<f64>,
+    /// Steady-state inter-receiver |skew|, 99th percentile, us.
+    pub skew_p99_us: Option<f64>,
+    /// Steady-state inter-receiver |skew|, largest, us.
+    pub skew_max_us: Option<f64>,
+    /// Slowest pair's time to lock, ms.
+    pub lock_ms: Option<f64>,
+    /// End-to-end latency, ms (the configured latency unless measured).
+    pub latency_ms: Option<f64>,
+    /// Frames concealed, all receivers.
+    pub concealed_frames: Option<u64>,
+    /// Mean receiver CPU, percent of a core.
+    pub rx_cpu_pct: Option<f64>,
+    /// Largest receiver peak RSS, KiB.
+    pub rx_rss_kib: Option<u64>,
+    /// Black-box (recorded audio) skew p99, us.
+    pub blackbox_skew_p99_us: Option<f64>,
+}
+
+impl LabReport {
+    /// Puts the figures together. `skew` is None when there were fewer than two logs.
+    pub fn new(
+        profile: &str,
+        receivers: usize,
+        skew: Option<&SkewAnalysis>,
+        usage: &[Usage],
+        latency_ms: Option<f64>,
+    ) -> Self {
+        let has_samples = skew.is_some_and(|s| s.pairs.iter().any(|p| p.summary.samples > 0));
+        let sk = skew.filter(|_| has_samples);
+        LabReport {
+            profile: profile.to_string(),
+            receivers,
+            skew_p50_us: sk.map(|s| s.skew_p50_us),
+            skew_p99_us: sk.map(|s| s.skew_p99_us),
+            skew_max_us: sk.map(|s| s.skew_max_us),
+            lock_ms: sk.and_then(|s| s.lock_ms),
+            latency_ms,
+            concealed_frames: None,
+            rx_cpu_pct: (!usage.is_empty())
+                .then(|| usage.iter().map(|u| u.cpu_pct).sum::<f64>() / usage.len() as f64),
+            rx_rss_kib: usage.iter().map(|u| u.rss_kib).max(),
+            blackbox_skew_p99_us: None,
+        }
+    }
+
+    /// The table: one row per system.
+    pub fn markdown(&self) -> String {
+        let f = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
+        let mut s = String::new();
+        s += "| system | profile | receivers | skew p50 us | skew p99 us | skew max us | lock ms | latency ms | concealed frames | rx CPU % | rx RSS KiB | black-box skew p99 us |\n";
+        s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        s += &format!(
+            "| WaveSync | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            self.profile,
+            self.receivers,
+            f(self.skew_p50_us, 1),
+            f(self.skew_p99_us, 1),
+            f(self.skew_max_us, 1),
+            f(self.lock_ms, 0),
+            f(self.latency_ms, 1),
+            self.concealed_frames.map_or("-".into(), |c| c.to_string()),
+            f(self.rx_cpu_pct, 2),
+            self.rx_rss_kib.map_or("-".into(), |r| r.to_string()),
+            f(self.blackbox_skew_p99_us, 1),
+        );
+        s
+    }
+}
+
+/// A table of what the relays did, one row per relay and direction.
+pub fn relay_markdown(relays: &[(String, RelayReport)]) -> String {
+    let mut s = String::new();
+    s += "| relay | direction | packets | lost % | burst losses | reordered | duplicated | delay p50 us | delay p99 us | late p99 us |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|\n";
+    for (name, r) in relays {
+        for (dir, d) in [("forward", &r.forward), ("reverse", &r.reverse)] {
+            if d.received == 0 {
+                continue;
+            }
+            s += &format!(
+                "| {name} | {dir} | {} | {:.2} | {} | {} | {} | {:.0} | {:.0} | {:.0} |\n",
+                d.received,
+                d.loss_pct,
+                d.dropped_in_burst,
+                d.reordered,
+                d.duplicated,
+                d.delay_p50_us,
+                d.delay_p99_us,
+                r.lateness_p99_us
+            );
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::{analyze, DacLog, SkewConfig};
+
+    #[test]
+    fn json_has_the_issue_keys_and_nulls_for_unknowns() {
+        let a = DacLog::parse("0 480 1000000000 1\n480 480 1010000000 2\n").unwrap();
+        let b = DacLog::parse("0 480 1000020000 1\n480 480 1010020000 2\n").unwrap();
+        let an = analyze(&[a, b], &SkewConfig::default());
+        let usage = [
+            Usage {
+                cpu_pct: 1.0,
+                rss_kib: 3000,
+            },
+            Usage {
+                cpu_pct: 3.0,
+                rss_kib: 4000,
+            },
+        ];
+        let r = LabReport::new("wired", 2, Some(&an), &usage, Some(20.0));
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        for k in [
+            "profile",
+            "receivers",
+            "skew_p50_us",
+            "skew_p99_us",
+            "skew_max_us",
+            "lock_ms",
+            "latency_ms",
+            "concealed_frames",
+            "rx_cpu_pct",
+            "rx_rss_kib",
+            "blackbox_skew_p99_us",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(v["skew_p99_us"], 20.0);
+        assert_eq!(v["rx_cpu_pct"], 2.0);
+        assert_eq!(v["rx_rss_kib"], 4000);
+        assert!(v["concealed_frames"].is_null());
+        assert!(r.markdown().contains("| WaveSync | wired | 2 | 20.0 |"));
+        let none = LabReport::new("wifi", 2, None, &[], None);
+        assert!(serde_json::to_value(&none).unwrap()["skew_p99_us"].is_null());
+    }
+}
