@@ -303,6 +303,23 @@ impl Packetizer {
         }
     }
 
+    /// Changes the latency. The current run ends (its partial packet is sent through `emit`)
+    /// so the next frames start a new run, marked, stamped with the new latency.
+    pub fn set_latency_ns(
+        &mut self,
+        latency_ns: i64,
+        emit: impl FnMut(PacketOut<'_>),
+    ) -> Result<(), ConfigError> {
+        let cfg = PacketizerConfig {
+            latency_ns,
+            ..self.cfg
+        };
+        cfg.validate()?;
+        self.flush(emit);
+        self.cfg = cfg;
+        Ok(())
+    }
+
     /// Sends the partially filled packet now (e.g. when the stream stops) and ends the run.
     pub fn flush(&mut self, mut emit: impl FnMut(PacketOut<'_>)) {
         self.end_run(&mut emit);

@@ -367,6 +367,27 @@ impl SenderCore {
         });
     }
 
+    /// Changes the latency: the current run ends, the next audio starts a new run with the new
+    /// latency, and the status goes out again before it.
+    pub fn set_latency_ns(&mut self, latency_ns: i64) -> Result<(), ConfigError> {
+        let (ring, fresh, dropped) = (
+            &mut self.ring,
+            &mut self.fresh,
+            &mut self.stats.dropped_unsent,
+        );
+        self.packetizer
+            .set_latency_ns(latency_ns, |p| enqueue(ring, fresh, dropped, &p))?;
+        self.cfg.latency_ns = latency_ns;
+        self.status_due = true;
+        Ok(())
+    }
+
+    /// Changes the announced name (cut to 64 bytes); the status goes out again at once.
+    pub fn set_name(&mut self, name: &str) {
+        self.cfg.name = name.to_owned();
+        self.status_due = true;
+    }
+
     /// Sends the partially filled packet now (at the end of the stream).
     pub fn flush(&mut self) {
         let (ring, fresh, dropped) = (
@@ -1145,6 +1166,26 @@ mod tests {
             r.checked,
             r.stats
         );
+    }
+
+    #[test]
+    fn latency_and_name_changes_start_a_new_run_and_are_announced() {
+        let mut s = SenderCore::new(cfg(150 * MS)).unwrap();
+        let t = push_tone(&mut s, T0, 500); // one full packet, 139 frames buffered
+        drain(&mut s, t);
+        assert!(s.set_latency_ns(-5).is_err());
+        s.set_latency_ns(80 * MS).unwrap();
+        s.set_name("living room");
+        push_tone(&mut s, t, 361);
+        let out = drain(&mut s, t + 10 * MS);
+        let st = Status::decode(&out[0].1).unwrap();
+        assert_eq!((st.latency_ns, st.name.as_str()), (80 * MS, "living room"));
+        let pk = audio(&out);
+        // The old run's 139 buffered frames, then the new run at the new latency.
+        assert_eq!((pk[0].frames(2), pk[0].marker), (139, false));
+        assert_eq!(pk[0].play_time, T0 + frames_to_ns(361, 48_000) + 150 * MS);
+        assert!(pk[1].marker);
+        assert_eq!(pk[1].play_time, t + 80 * MS);
     }
 
     #[test]
