@@ -36,7 +36,12 @@ pub enum ConfigError {
     ZeroFramesPerPacket,
     /// Packets would not fit a UDP datagram.
     #[error("packet of {len} bytes exceeds the {max}-byte datagram limit")]
-    PacketTooLarge { len: usize, max: usize },
+    PacketTooLarge {
+        /// Bytes of a full packet.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The latency is negative or does not fit the status message (u32 microseconds).
     #[error("latency {0} ns out of range")]
     LatencyOutOfRange(i64),

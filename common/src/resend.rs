@@ -16,7 +16,12 @@ pub const MAX_CAPACITY: usize = 32_768;
 pub enum ResendError {
     /// The packet is longer than a slot.
     #[error("packet of {len} bytes does not fit a {max}-byte slot")]
-    TooLong { len: usize, max: usize },
+    TooLong {
+        /// Bytes of the packet.
+        len: usize,
+        /// Bytes of a slot.
+        max: usize,
+    },
 }
 
 /// A packet found in the ring.

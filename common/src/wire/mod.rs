@@ -18,13 +18,23 @@ pub mod status;
 pub enum DecodeError {
     /// Fewer bytes than the message needs.
     #[error("truncated: needed {needed} bytes, got {got}")]
-    Truncated { needed: usize, got: usize },
+    Truncated {
+        /// Bytes the message needs.
+        needed: usize,
+        /// Bytes there were.
+        got: usize,
+    },
     /// The RTP/RTCP version field is not 2.
     #[error("bad version {0}")]
     BadVersion(u8),
     /// A field holds a value this version does not know.
     #[error("unsupported {field} {value}")]
-    Unsupported { field: &'static str, value: u32 },
+    Unsupported {
+        /// Which field.
+        field: &'static str,
+        /// Its value.
+        value: u32,
+    },
     /// The bytes contradict themselves (a length that does not fit, an invalid combination).
     #[error("malformed {0}")]
     Malformed(&'static str),
@@ -59,10 +69,20 @@ pub(crate) fn be_u64(b: &[u8], at: usize) -> u64 {
 pub enum EncodeError {
     /// The output buffer is smaller than the message.
     #[error("buffer too small: needed {needed} bytes, got {got}")]
-    BufferTooSmall { needed: usize, got: usize },
+    BufferTooSmall {
+        /// Bytes the message needs.
+        needed: usize,
+        /// Bytes the buffer has.
+        got: usize,
+    },
     /// A field's value cannot be represented on the wire.
     #[error("{field} out of range: {value}")]
-    OutOfRange { field: &'static str, value: i64 },
+    OutOfRange {
+        /// Which field.
+        field: &'static str,
+        /// The value that does not fit.
+        value: i64,
+    },
     /// The message would carry nothing (e.g. a NACK without lost sequence numbers).
     #[error("nothing to encode: {0}")]
     Empty(&'static str),
