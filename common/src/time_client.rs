@@ -7,8 +7,11 @@
 //! (kernel timestamp where available).
 //!
 //! Schedule: a burst of [`TimeClientConfig::burst_count`] queries
-//! [`TimeClientConfig::burst_interval_ns`] apart at start and after every step or reset, then
-//! one per [`TimeClientConfig::poll_interval_ns`]. An answer the model holds as a step suspect
+//! [`TimeClientConfig::burst_interval_ns`] apart at start and after every step or reset (a
+//! first estimate within a few hundred ms), then a warm-up of one query per
+//! [`TimeClientConfig::warmup_interval_ns`] until [`TimeClientConfig::warmup_ns`] after the
+//! burst began (more exchanges to pick low round trips from while the rate is still being
+//! learnt), then one per [`TimeClientConfig::poll_interval_ns`]. An answer the model holds as a step suspect
 //! brings the next query forward ([`TimeClientConfig::confirm_delay_ns`]) so a step is
 //! confirmed, or the outlier dismissed, within milliseconds rather than a poll interval.
 //!
@@ -32,7 +35,11 @@ pub struct TimeClientConfig {
     pub burst_count: u32,
     /// Spacing of burst queries. Default 40 ms.
     pub burst_interval_ns: i64,
-    /// Spacing of queries after the burst. Default 1 s.
+    /// Spacing of queries during the warm-up that follows a burst. Default 250 ms.
+    pub warmup_interval_ns: i64,
+    /// Length of the warm-up, counted from the start of the burst. Default 20 s.
+    pub warmup_ns: i64,
+    /// Spacing of queries after the warm-up. Default 1 s.
     pub poll_interval_ns: i64,
     /// Delay of the extra query sent after a step suspect. Default 30 ms.
     pub confirm_delay_ns: i64,
@@ -49,6 +56,8 @@ impl Default for TimeClientConfig {
         TimeClientConfig {
             burst_count: 8,
             burst_interval_ns: 40_000_000,
+            warmup_interval_ns: 250_000_000,
+            warmup_ns: 20_000_000_000,
             poll_interval_ns: 1_000_000_000,
             confirm_delay_ns: 30_000_000,
             response_timeout_ns: 1_000_000_000,
@@ -119,6 +128,8 @@ pub struct TimeClient {
     /// Local time of the next query; 0 means "now".
     next_tx: LocalNs,
     burst_left: u32,
+    /// Start of the current burst and warm-up (None before the first query).
+    phase_start: Option<LocalNs>,
     stats: TimeClientStats,
 }
 
@@ -131,6 +142,7 @@ impl TimeClient {
             pending: [None; MAX_OUTSTANDING],
             next_tx: 0,
             burst_left: cfg.burst_count,
+            phase_start: None,
             stats: TimeClientStats::default(),
         }
     }
@@ -157,12 +169,16 @@ impl TimeClient {
         };
         self.pending[slot] = Some(Pending { t1: now, origin });
         self.stats.sent += 1;
-        self.next_tx = if self.burst_left > 0 {
+        let phase_start = *self.phase_start.get_or_insert(now);
+        let interval = if self.burst_left > 0 {
             self.burst_left -= 1;
-            now.saturating_add(self.cfg.burst_interval_ns)
+            self.cfg.burst_interval_ns
+        } else if now.saturating_sub(phase_start) < self.cfg.warmup_ns {
+            self.cfg.warmup_interval_ns
         } else {
-            now.saturating_add(self.cfg.poll_interval_ns)
+            self.cfg.poll_interval_ns
         };
+        self.next_tx = now.saturating_add(interval);
         Some(NtpPacket::client_request(origin).encode())
     }
 
@@ -259,6 +275,7 @@ impl TimeClient {
 
     fn start_burst(&mut self, now: LocalNs) {
         self.burst_left = self.cfg.burst_count;
+        self.phase_start = Some(now);
         self.next_tx = self
             .next_tx
             .min(now.saturating_add(self.cfg.burst_interval_ns));
@@ -319,22 +336,32 @@ mod tests {
     }
 
     #[test]
-    fn burst_then_one_per_second() {
+    fn burst_then_warm_up_then_one_per_second() {
         let mut c = TimeClient::new(TimeClientConfig::default());
         let mut sent = Vec::new();
         let mut now = L0;
-        while now < L0 + 3_000 * MS {
+        while now < L0 + 30_000 * MS {
             if c.poll_transmit(now).is_some() {
                 sent.push(now - L0);
             }
             now = c.poll_timeout().max(now + MS);
         }
-        let burst: Vec<i64> = (0..9).map(|i| i * 40 * MS).collect();
-        assert_eq!(&sent[..9], &burst[..]);
-        assert_eq!(sent[9], 320 * MS + 1_000 * MS);
+        let gaps: Vec<i64> = sent.windows(2).map(|w| (w[1] - w[0]) / MS).collect();
+        // 8 burst queries after the first, 40 ms apart...
+        assert!(gaps[..8].iter().all(|&g| g == 40), "{gaps:?}");
+        // ...then 250 ms apart until 20 s after the start...
+        let warm = sent
+            .iter()
+            .filter(|&&t| t > 320 * MS && t < 20_000 * MS)
+            .count();
+        assert_eq!(warm, 78, "{sent:?}");
+        // (the query at 19.82 s is still in the warm-up, so the next follows 250 ms later)
+        assert!(gaps[8..9 + warm].iter().all(|&g| g == 250), "{gaps:?}");
+        // ...then once a second.
+        assert!(gaps[9 + warm..].iter().all(|&g| g == 1_000), "{gaps:?}");
         assert_eq!(c.stats().sent as usize, sent.len());
-        // None answered: everything but the last second's requests expired.
-        assert!(c.stats().timeouts >= 9);
+        // None answered: all but the last second's requests expired.
+        assert_eq!(c.stats().timeouts as usize + c.outstanding(), sent.len());
         assert!(c.outstanding() <= 2);
     }
 

@@ -156,9 +156,11 @@ fn step_figures(r: &Run, at: i64, until: i64) -> (i64, i64, i64) {
 }
 
 fn check_steps(profile: Profile, settle: i64, settled_p99: i64) {
-    // Each step lands just after a query, so detection waits almost a full poll interval.
-    let steps = [(30_330 * MS, 2 * S), (60_340 * MS, -300 * MS)];
     for seed in 0..4 {
+        // Each seed moves the steps by a quarter of the poll interval: every phase between
+        // the step and the next query is covered, up to a full interval of detection delay.
+        let phase = seed as i64 * 250 * MS;
+        let steps = [(30 * S + phase, 2 * S), (60 * S + phase, -300 * MS)];
         let mut clocks = Clocks::new(-120.0, 90.0);
         clocks.steps = steps.to_vec();
         let mut sc = Scenario::new(clocks, profile, 2000 + seed);
