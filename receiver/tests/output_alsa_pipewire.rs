@@ -1,0 +1,206 @@
+//! The ALSA output through the `pipewire` PCM into a private headless PipeWire (started by
+//! `scripts/headless-pipewire`, stopped by a guard): real-time pacing, a meaningful delay, and
+//! predictions that agree with each other as the clock runs.
+//!
+//! A separate test binary: it points this process's PipeWire environment at the private
+//! daemon.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use wavesync_receiver::clock_io::monotonic_ns;
+use wavesync_receiver::output::alsa::{AlsaConfig, AlsaOutput};
+use wavesync_receiver::output::{Output, WriteMeta};
+
+const RATE: u32 = 48_000;
+
+/// A headless PipeWire + WirePlumber, stopped on drop.
+struct Daemon {
+    dir: PathBuf,
+    script: PathBuf,
+}
+
+impl Daemon {
+    fn start() -> Option<Daemon> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/headless-pipewire");
+        let dir = std::env::temp_dir().join(format!("wsync-pw-{}", std::process::id()));
+        let d = Daemon {
+            dir: dir.clone(),
+            script: script.clone(),
+        };
+        let out = Command::new(&script)
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("run scripts/headless-pipewire");
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            if why.contains("not installed") {
+                eprintln!("skipping: {why}");
+                return None;
+            }
+            panic!("headless PipeWire did not start: {why}");
+        }
+        // Point this process at it: XDG_RUNTIME_DIR and PIPEWIRE_RUNTIME_DIR from DIR/env.
+        let env = std::fs::read_to_string(dir.join("env")).expect("read DIR/env");
+        for line in env.lines() {
+            if let Some(kv) = line.strip_prefix("export ") {
+                if let Some((k, v)) = kv.split_once('=') {
+                    std::env::set_var(k, v);
+                }
+            } else if let Some(vars) = line.strip_prefix("unset ") {
+                for k in vars.split_whitespace() {
+                    std::env::remove_var(k);
+                }
+            }
+        }
+        Some(d)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// What one 2 s run measured.
+struct Run {
+    elapsed_s: f64,
+    /// Steady-state delay range (after the first 0.5 s), frames.
+    delay: (i64, i64),
+    /// Largest difference between successive predictions of one frame, ns.
+    worst_step_ns: i64,
+    /// Spread of all predictions of one frame, ns.
+    spread_ns: i64,
+    coarse: bool,
+    buffer_frames: usize,
+}
+
+/// Plays 2 s of a tone through the `pipewire` PCM, a period at a time.
+fn play(cfg: AlsaConfig) -> Run {
+    let mut out = AlsaOutput::new(cfg);
+    let info = out.open(RATE, 2).expect("open the pipewire PCM");
+    eprintln!("pipewire: {info}");
+    let chunk = info.period_frames;
+    let buf: Vec<f32> = (0..chunk * 2)
+        .map(|i| ((i / 2) as f32 * 0.05).sin() * 0.3)
+        .collect();
+    let total = 2 * RATE as usize;
+    let mut written = 0usize;
+    // (frames written before the write, predicted instant of that frame, delay)
+    let mut samples: Vec<(usize, i64, i64)> = Vec::new();
+    let started = Instant::now();
+    let mut timeouts = 0;
+    while written < total {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "2 s of audio not taken in 10 s (written {written})"
+        );
+        if !out.wait(200).expect("wait") {
+            timeouts += 1;
+            assert!(timeouts < 10, "the pipewire PCM stopped consuming");
+            continue;
+        }
+        let t = out.timing().expect("timing");
+        let n = t.avail_frames.min(chunk);
+        if n == 0 {
+            continue;
+        }
+        let w = out
+            .write(&buf[..n * 2], &WriteMeta::default())
+            .expect("write");
+        samples.push((written, t.next_frame_local, t.delay_frames));
+        written += w;
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let end_now = monotonic_ns();
+    let last = out.timing().expect("timing");
+    let coarse = out.is_coarse();
+    out.close();
+    // The next frame is due after now.
+    assert!(last.next_frame_local > end_now - 1_000_000);
+    let steady: Vec<&(usize, i64, i64)> =
+        samples.iter().filter(|s| s.0 > RATE as usize / 2).collect();
+    let dmin = steady.iter().map(|s| s.2).min().expect("steady samples");
+    let dmax = steady.iter().map(|s| s.2).max().expect("steady samples");
+    // Frame 0 of the run as implied by each prediction (next - written / rate).
+    let implied: Vec<i64> = steady
+        .iter()
+        .map(|s| s.1 - (s.0 as i64 * 1_000_000_000 / RATE as i64))
+        .collect();
+    let worst_step_ns = implied
+        .windows(2)
+        .map(|w| (w[1] - w[0]).abs())
+        .max()
+        .unwrap_or(0);
+    let spread_ns =
+        implied.iter().max().copied().unwrap_or(0) - implied.iter().min().copied().unwrap_or(0);
+    let r = Run {
+        elapsed_s,
+        delay: (dmin, dmax),
+        worst_step_ns,
+        spread_ns,
+        coarse,
+        buffer_frames: info.buffer_frames,
+    };
+    eprintln!(
+        "  2 s written in {:.3} s; steady delay {}..{} frames; coarse pointer {}; predictions \
+         of one frame: successive <= {:.1} us, spread {:.1} us over {} readings",
+        r.elapsed_s,
+        dmin,
+        dmax,
+        r.coarse,
+        r.worst_step_ns as f64 / 1e3,
+        r.spread_ns as f64 / 1e3,
+        implied.len()
+    );
+    r
+}
+
+#[test]
+fn output_alsa_pipewire_plays_in_real_time_with_a_meaningful_delay() {
+    let Some(_daemon) = Daemon::start() else {
+        return;
+    };
+    // The receiver's defaults (5 ms periods, 4 of them), then a legacy-sized buffer as in
+    // RECIPES (`--buffer-size 4096`, 1024-frame periods).
+    for cfg in [
+        AlsaConfig {
+            device: "pipewire".into(),
+            ..AlsaConfig::default()
+        },
+        AlsaConfig {
+            device: "pipewire".into(),
+            period_ms: 1024.0 / 48.0,
+            buffer_frames: Some(4096),
+            ..AlsaConfig::default()
+        },
+    ] {
+        let r = play(cfg);
+        // Real-time pacing: 2 s of audio minus what the device holds took about 2 s.
+        let held_s = r.delay.1 as f64 / RATE as f64;
+        assert!(
+            r.elapsed_s > 2.0 - held_s - 0.1 && r.elapsed_s < 3.0,
+            "2 s of audio took {:.3} s",
+            r.elapsed_s
+        );
+        // Delay: at least a period of our buffer, at most our buffer plus the graph's
+        // quanta (RECIPES: 4850..5300 frames for a 4096-frame buffer and 1024 quantum).
+        assert!(
+            r.delay.0 >= 100 && r.delay.1 <= r.buffer_frames as i64 + 2 * 1024 + 256,
+            "delay {:?} frames, buffer {}",
+            r.delay,
+            r.buffer_frames
+        );
+        assert!(
+            r.worst_step_ns < 1_000_000,
+            "successive predictions of one frame differ by {} ns",
+            r.worst_step_ns
+        );
+    }
+}
