@@ -1,3 +1,42 @@
+//! `wavesync`: one command for users.
+//!
+//! - `wavesync status [--json]`: what the receiver on this host is doing;
+//! - `wavesync --rx ...` and `wavesync --tx ...`: the Python tool's command lines, unchanged.
+
+mod rx;
+mod status;
+
+const USAGE: &str = "\
+usage: wavesync status [--json] [--socket PATH]   show what this host's receiver is doing
+       wavesync --rx [options]                    receive and play (the old command line)
+       wavesync --tx SOURCE [options]             send (the old command line)
+
+The daemons are wavesync-receiver and wavesync-sender; `--help` after --rx or --tx lists the
+old options. Run `wavesync-receiver --help` for all the receiver's options.";
+
 fn main() {
-    eprintln!("not yet");
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.first().map(String::as_str) == Some("status") {
+        status::run_status(&args[1..])
+    } else if args.iter().any(|a| a == "--rx") {
+        rx::run_rx(&args)
+    } else if args.iter().any(|a| a == "--version" || a == "-V") {
+        println!("wavesync {}", env!("CARGO_PKG_VERSION"));
+        Ok(())
+    } else if args.is_empty() || args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown command line {:?}\n\n{USAGE}",
+            args.join(" ")
+        ))
+    };
+    if let Err(e) = result {
+        eprintln!("wavesync: {e}");
+        std::process::exit(1);
+    }
 }

@@ -313,7 +313,7 @@ impl JitterBuffer {
             },
         };
         self.present += 1;
-        if self.newest.map_or(true, |(s, _, _)| seq > s) {
+        if self.newest.is_none_or(|(s, _, _)| seq > s) {
             self.newest = Some((seq, ts, p.play_time));
         }
         self.stats.stored += 1;

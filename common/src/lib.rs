@@ -11,6 +11,7 @@ pub mod jitter;
 pub mod loss;
 pub mod packetizer;
 pub mod playout;
+pub mod receiver;
 pub mod resample;
 pub mod resend;
 pub mod sample;

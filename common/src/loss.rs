@@ -217,11 +217,18 @@ mod tests {
         let mut t = tracker();
         t.on_packet(0, 10, 1_000 * MS, 5 * MS);
         t.on_packet(MS, 13, 1_015 * MS, 5 * MS); // 11 and 12 missing
-        assert_eq!(nacks(&mut t, MS), Vec::<u16>::new(), "still in the reorder grace");
+        assert_eq!(
+            nacks(&mut t, MS),
+            Vec::<u16>::new(),
+            "still in the reorder grace"
+        );
         let mut first = nacks(&mut t, 4 * MS);
         first.sort();
         assert_eq!(first, vec![11, 12]);
-        assert!(nacks(&mut t, 10 * MS).is_empty(), "not again before retry_ns");
+        assert!(
+            nacks(&mut t, 10 * MS).is_empty(),
+            "not again before retry_ns"
+        );
         assert_eq!(nacks(&mut t, 24 * MS).len(), 2);
         // 12 arrives (resent): only 11 is asked for from now on.
         t.on_packet(25 * MS, 12, 1_010 * MS, 5 * MS);

@@ -97,7 +97,10 @@ mod tests {
         let mut f = [0.0; 4];
         assert_eq!(wire_to_f32(SampleFormat::L24, &[1, 2, 3, 4, 5], &mut f), 1);
         let mut out = [0u8; 5];
-        assert_eq!(f32_to_wire(SampleFormat::L16, &[0.5, 0.5, 0.5], &mut out), 4);
+        assert_eq!(
+            f32_to_wire(SampleFormat::L16, &[0.5, 0.5, 0.5], &mut out),
+            4
+        );
     }
 
     proptest! {

@@ -235,7 +235,11 @@ fn bad(option: &'static str, value: impl ToString, why: impl ToString) -> Config
 
 fn ms_to_ns(option: &'static str, ms: f64, min: f64, max: f64) -> Result<i64, ConfigError> {
     if !ms.is_finite() || ms < min || ms > max {
-        return Err(bad(option, ms, format!("must be between {min} and {max} ms")));
+        return Err(bad(
+            option,
+            ms,
+            format!("must be between {min} and {max} ms"),
+        ));
     }
     Ok((ms * 1e6).round() as i64)
 }
@@ -252,7 +256,10 @@ pub fn resolve_host_port(
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, default_port));
     }
-    let with_port = if s.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let with_port = if s
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         s.to_string()
     } else {
         format!("{s}:{default_port}")
@@ -327,7 +334,11 @@ impl Config {
         let buffer_frames = a.buffer_size.or(f.buffer_size);
         if let Some(b) = buffer_frames {
             if !(64..=1 << 20).contains(&b) {
-                return Err(bad("buffer-size", b, "must be between 64 and 1048576 frames"));
+                return Err(bad(
+                    "buffer-size",
+                    b,
+                    "must be between 64 and 1048576 frames",
+                ));
             }
         }
         let output = match a.output.or(f.output).unwrap_or(OutputChoice::Alsa) {
@@ -466,7 +477,13 @@ mod tests {
     #[test]
     fn virtual_output_options() {
         let c = Config::from_toml(
-            &args(&["--output", "virtual", "--virtual-ppm", "-80", "--virtual-coarse"]),
+            &args(&[
+                "--output",
+                "virtual",
+                "--virtual-ppm",
+                "-80",
+                "--virtual-coarse",
+            ]),
             "",
         )
         .unwrap();

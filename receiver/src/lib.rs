@@ -6,5 +6,11 @@
 
 pub mod clock_io;
 pub mod config;
+pub mod daemon;
+pub mod feed;
 pub mod net;
+pub mod network;
 pub mod output;
+pub mod playback;
+pub mod rt;
+pub mod status;

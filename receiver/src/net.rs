@@ -221,7 +221,11 @@ mod tests {
         assert_eq!(&buf[..d.len], b"hello");
         assert_eq!(d.from, tx.local_addr().unwrap());
         // The stamp lies between the send and the read (1 ms slack for the clock mapping).
-        assert!(d.at >= before - 1_000_000 && d.at <= after, "{before} {} {after}", d.at);
+        assert!(
+            d.at >= before - 1_000_000 && d.at <= after,
+            "{before} {} {after}",
+            d.at
+        );
     }
 
     #[test]
@@ -230,7 +234,10 @@ mod tests {
         let e = StampedSocket::stream(taken.local_addr().unwrap(), None)
             .err()
             .expect("binding a taken unicast port fails");
-        assert!(e.to_string().starts_with("cannot listen on 127.0.0.1:"), "{e}");
+        assert!(
+            e.to_string().starts_with("cannot listen on 127.0.0.1:"),
+            "{e}"
+        );
         let e = StampedSocket::stream("239.255.77.77:0".parse().unwrap(), Some("nosuchif0"))
             .err()
             .expect("an unknown interface fails");

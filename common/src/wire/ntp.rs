@@ -150,7 +150,10 @@ mod tests {
     fn rejects_short_and_wrong_version() {
         assert_eq!(
             NtpPacket::decode(&[0x23; 47]),
-            Err(DecodeError::Truncated { needed: 48, got: 47 })
+            Err(DecodeError::Truncated {
+                needed: 48,
+                got: 47
+            })
         );
         let mut b = NtpPacket::client_request(1).encode();
         b[0] = 0x3b; // version 7

@@ -338,7 +338,7 @@ impl AlsaOutput {
     fn note_underrun(&mut self) {
         self.underruns += 1;
         let now = monotonic_ns();
-        let due = self.last_report.map_or(true, |t| now - t > 10 * NS_PER_SEC);
+        let due = self.last_report.is_none_or(|t| now - t > 10 * NS_PER_SEC);
         if due {
             let name = self.dev.as_ref().map_or("?", |d| d.name.as_str());
             log::warn!(

@@ -1,0 +1,707 @@
+//! The receiver's network-side state machine: which stream to follow, what it is, the clock
+//! client, and which packets to ask for again.
+//!
+//! Sans-I/O like the rest of this crate: the network thread feeds every datagram with
+//! [`Receiver::handle_datagram`] (its arrival time and source), sends what
+//! [`Receiver::poll_transmit`] returns, sleeps until [`Receiver::poll_timeout`], and drains
+//! [`Receiver::poll_event`] for things worth a log line or a reconfiguration. Audio packets of
+//! the followed stream come back from `handle_datagram` for the output thread; everything else
+//! is counted and dropped.
+//!
+//! Stream choice: the first stream heard (from the configured master, if one is set) is
+//! followed. A stream with a new id from the same host replaces it at once (the master
+//! restarted or changed format); a stream from another host is ignored while the followed one
+//! is alive, and taken over once it has been silent for `stream_timeout_ns`.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::clock::{ClockEstimate, ClockEvent};
+use crate::format::StreamFormat;
+use crate::loss::{packet_duration_ns, LossConfig, LossStats, LossTracker};
+use crate::time::LocalNs;
+use crate::time_client::TimeClient;
+use crate::wire::rtp::AudioPacket;
+use crate::wire::status::Status;
+use crate::wire::{classify, nack, Kind};
+
+/// Where the clock comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockSource {
+    /// The master's time service, at the port announced in its status message.
+    Master,
+    /// An NTP server.
+    Ntp(SocketAddr),
+    /// The shell supplies the estimate (this host's clock as-is): see
+    /// [`Receiver::set_external_clock`].
+    External,
+}
+
+/// Settings of a [`Receiver`].
+#[derive(Clone, Debug)]
+pub struct ReceiverConfig {
+    /// Follow only streams from this host.
+    pub master: Option<IpAddr>,
+    /// Clock source.
+    pub clock: ClockSource,
+    /// Ask for lost packets.
+    pub resend: bool,
+    /// A followed stream silent this long may be replaced by another host's.
+    pub stream_timeout_ns: i64,
+    /// This receiver's id in NACKs.
+    pub receiver_ssrc: u32,
+    /// NACK schedule.
+    pub loss: LossConfig,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            master: None,
+            clock: ClockSource::Master,
+            resend: true,
+            stream_timeout_ns: 2_000_000_000,
+            receiver_ssrc: 0x5753_5958,
+            loss: LossConfig::default(),
+        }
+    }
+}
+
+/// What the receiver knows of the stream it follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Where its packets come from.
+    pub source: SocketAddr,
+    /// Its status message.
+    pub status: Status,
+}
+
+impl StreamInfo {
+    /// The stream's audio format.
+    pub fn format(&self) -> StreamFormat {
+        self.status.format
+    }
+
+    /// Where the master's time service and NACKs are.
+    pub fn control_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.source.ip(), self.status.time_port)
+    }
+}
+
+/// Things that happened, for the log and for reconfiguring the output.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Event {
+    /// A stream is now followed (the first, a replacement, or a changed format): the output
+    /// must be (re)configured for it and its buffer emptied.
+    StreamStarted(StreamInfo),
+    /// The followed stream has been silent for `stream_timeout_ns`.
+    StreamLost {
+        /// Its id.
+        ssrc: u32,
+    },
+    /// The clock model locked.
+    ClockLocked(ClockEstimate),
+    /// The master's clock (or ours) jumped: the playout must resynchronise.
+    ClockStep {
+        /// The jump, ns.
+        step_ns: i64,
+    },
+}
+
+/// Counters, all monotonic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    /// Audio packets of the followed stream passed on.
+    pub audio: u64,
+    /// Status messages of the followed stream.
+    pub status: u64,
+    /// Datagrams that were not WaveSync messages, or did not decode.
+    pub malformed: u64,
+    /// Packets of other streams (another master, or an old run) dropped.
+    pub foreign: u64,
+    /// Audio packets that came before their stream's status (dropped: format unknown).
+    pub before_status: u64,
+    /// Time responses that were rejected.
+    pub time_rejected: u64,
+    /// NACK messages sent.
+    pub nacks_sent: u64,
+    /// Loss tracking.
+    pub loss: LossStats,
+}
+
+/// What to send, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub to: SocketAddr,
+    /// Bytes at the start of the caller's buffer.
+    pub len: usize,
+}
+
+struct Followed {
+    info: Option<StreamInfo>,
+    source: SocketAddr,
+    ssrc: u32,
+    last_heard: LocalNs,
+    lost_reported: bool,
+}
+
+/// The receiver's network-side state machine.
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    stream: Option<Followed>,
+    time: Option<TimeClient>,
+    time_server: Option<SocketAddr>,
+    external_clock: Option<ClockEstimate>,
+    loss: LossTracker,
+    events: VecDeque<Event>,
+    stats: ReceiverStats,
+    nack_seqs: [u16; nack::MAX_ENTRIES * 17],
+    clock_generation: u64,
+}
+
+const MAX_EVENTS: usize = 32;
+
+impl Receiver {
+    /// A receiver that follows no stream yet.
+    pub fn new(cfg: ReceiverConfig) -> Self {
+        let (time, time_server) = match cfg.clock {
+            ClockSource::Master => (Some(TimeClient::new(Default::default())), None),
+            ClockSource::Ntp(addr) => (Some(TimeClient::new(Default::default())), Some(addr)),
+            ClockSource::External => (None, None),
+        };
+        Receiver {
+            loss: LossTracker::new(cfg.loss),
+            cfg,
+            stream: None,
+            time,
+            time_server,
+            external_clock: None,
+            events: VecDeque::with_capacity(MAX_EVENTS),
+            stats: ReceiverStats::default(),
+            nack_seqs: [0; nack::MAX_ENTRIES * 17],
+            clock_generation: 0,
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ReceiverStats {
+        ReceiverStats {
+            loss: self.loss.stats(),
+            ..self.stats
+        }
+    }
+
+    /// The followed stream, once its status is known.
+    pub fn stream(&self) -> Option<&StreamInfo> {
+        self.stream.as_ref().and_then(|s| s.info.as_ref())
+    }
+
+    /// The current estimate of the timeline from the local clock.
+    pub fn clock(&self) -> Option<ClockEstimate> {
+        match &self.time {
+            Some(t) => t.estimate(),
+            None => self.external_clock,
+        }
+    }
+
+    /// Whether the clock model is locked (always, for an external clock that was set).
+    pub fn clock_locked(&self) -> bool {
+        match &self.time {
+            Some(t) => t.model().is_locked(),
+            None => self.external_clock.is_some(),
+        }
+    }
+
+    /// The time client, when the clock is queried over the network.
+    pub fn time_client(&self) -> Option<&TimeClient> {
+        self.time.as_ref()
+    }
+
+    /// Increases whenever the clock estimate changed; the shell forwards the estimate to the
+    /// output thread when it sees a new value.
+    pub fn clock_generation(&self) -> u64 {
+        self.clock_generation
+    }
+
+    /// Supplies the clock estimate when the source is [`ClockSource::External`].
+    pub fn set_external_clock(&mut self, est: ClockEstimate) {
+        self.external_clock = Some(est);
+        self.clock_generation += 1;
+    }
+
+    /// Next thing that happened, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    fn accepts(&self, from: SocketAddr) -> bool {
+        self.cfg.master.is_none_or(|m| m == from.ip())
+    }
+
+    /// Decides whether a message with `ssrc` from `from` belongs to the followed stream,
+    /// switching streams where the rules say so. While the followed stream is alive only a
+    /// status message (what a restarted master sends first) from its host can replace it, so
+    /// late packets of an old run never switch back.
+    fn follow(&mut self, now: LocalNs, from: SocketAddr, ssrc: u32, is_status: bool) -> bool {
+        if !self.accepts(from) {
+            return false;
+        }
+        if let Some(s) = &self.stream {
+            let same_host = s.source.ip() == from.ip();
+            if s.ssrc == ssrc && same_host {
+                return true;
+            }
+            let alive = now - s.last_heard < self.cfg.stream_timeout_ns;
+            if alive && !(same_host && is_status) {
+                return false;
+            }
+        }
+        // New stream: the first, a restarted master, or a takeover after silence.
+        self.stream = Some(Followed {
+            info: None,
+            source: from,
+            ssrc,
+            last_heard: now,
+            lost_reported: false,
+        });
+        self.loss.reset();
+        true
+    }
+
+    /// Handles one datagram that arrived at `now` from `from`. Returns the audio packet when
+    /// it belongs to the followed stream and its format is known.
+    pub fn handle_datagram<'a>(
+        &mut self,
+        now: LocalNs,
+        from: SocketAddr,
+        bytes: &'a [u8],
+    ) -> Option<AudioPacket<'a>> {
+        match classify(bytes) {
+            Kind::Audio => self.on_audio(now, from, bytes),
+            Kind::Status => {
+                self.on_status(now, from, bytes);
+                None
+            }
+            Kind::Ntp => {
+                self.on_time(now, from, bytes);
+                None
+            }
+            Kind::Nack | Kind::Unknown => {
+                self.stats.malformed += 1;
+                None
+            }
+        }
+    }
+
+    fn on_audio<'a>(
+        &mut self,
+        now: LocalNs,
+        from: SocketAddr,
+        bytes: &'a [u8],
+    ) -> Option<AudioPacket<'a>> {
+        let Ok(p) = AudioPacket::decode(bytes) else {
+            self.stats.malformed += 1;
+            return None;
+        };
+        if !self.follow(now, from, p.ssrc, false) {
+            self.stats.foreign += 1;
+            return None;
+        }
+        let s = self.stream.as_mut()?;
+        s.last_heard = now;
+        s.lost_reported = false;
+        let Some(info) = s.info else {
+            self.stats.before_status += 1;
+            return None;
+        };
+        if p.format != info.status.format.sample {
+            self.stats.malformed += 1;
+            return None;
+        }
+        let frames = p.payload.len() / info.status.format.bytes_per_frame().max(1);
+        self.loss.on_packet(
+            now,
+            p.seq,
+            p.play_time,
+            packet_duration_ns(frames, info.status.format.rate),
+        );
+        self.stats.audio += 1;
+        Some(p)
+    }
+
+    fn on_status(&mut self, now: LocalNs, from: SocketAddr, bytes: &[u8]) {
+        let Ok(status) = Status::decode(bytes) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if !self.follow(now, from, status.ssrc, true) {
+            self.stats.foreign += 1;
+            return;
+        }
+        self.stats.status += 1;
+        let Some(s) = self.stream.as_mut() else {
+            return;
+        };
+        s.last_heard = now;
+        let info = StreamInfo {
+            source: from,
+            status,
+        };
+        let changed = match s.info {
+            None => true,
+            Some(old) => {
+                old.status.format != status.format
+                    || old.status.time_port != status.time_port
+                    || old.status.clock_domain != status.clock_domain
+                    || old.status.frames_per_packet != status.frames_per_packet
+            }
+        };
+        s.info = Some(info);
+        if changed {
+            self.loss.reset();
+            if self.cfg.clock == ClockSource::Master {
+                let server = info.control_addr();
+                if self.time_server != Some(server) {
+                    // Another master host: its clock is another clock.
+                    if self.time_server.is_some_and(|old| old.ip() != server.ip()) {
+                        if let Some(t) = self.time.as_mut() {
+                            t.reset(now);
+                        }
+                    }
+                    self.time_server = Some(server);
+                }
+            }
+            self.push_event(Event::StreamStarted(info));
+        }
+    }
+
+    fn on_time(&mut self, now: LocalNs, from: SocketAddr, bytes: &[u8]) {
+        if self.time_server != Some(from) {
+            self.stats.time_rejected += 1;
+            return;
+        }
+        let Some(t) = self.time.as_mut() else {
+            self.stats.time_rejected += 1;
+            return;
+        };
+        match t.handle_response(now, bytes) {
+            Ok(ClockEvent::Rejected) | Err(_) => self.stats.time_rejected += 1,
+            Ok(ClockEvent::Updated) => self.clock_generation += 1,
+            Ok(ClockEvent::Locked) => {
+                self.clock_generation += 1;
+                if let Some(e) = t.estimate() {
+                    self.push_event(Event::ClockLocked(e));
+                }
+            }
+            Ok(ClockEvent::StepDetected { step_ns }) => {
+                self.clock_generation += 1;
+                self.push_event(Event::ClockStep { step_ns });
+            }
+        }
+    }
+
+    /// The next datagram to send (time query or NACK), written into `buf` (at least 1500
+    /// bytes). Call until it returns `None`.
+    pub fn poll_transmit(&mut self, now: LocalNs, buf: &mut [u8]) -> Option<Transmit> {
+        self.check_stream(now);
+        if let (Some(t), Some(server)) = (self.time.as_mut(), self.time_server) {
+            if let Some(req) = t.poll_transmit(now) {
+                if buf.len() >= req.len() {
+                    buf[..req.len()].copy_from_slice(&req);
+                    return Some(Transmit {
+                        to: server,
+                        len: req.len(),
+                    });
+                }
+            }
+        }
+        if !self.cfg.resend {
+            return None;
+        }
+        let info = *self.stream()?;
+        let clock = self.clock();
+        let map = clock.map(|c| move |t| c.to_local(t));
+        let map_ref: Option<&dyn Fn(i64) -> i64> = map.as_ref().map(|f| f as _);
+        let n = self.loss.poll_nack(now, map_ref, &mut self.nack_seqs);
+        if n == 0 {
+            return None;
+        }
+        // Wrapping order around the first (all lie within the tracker's window of it), so
+        // neighbours share PID/BLP entries.
+        let origin = self.nack_seqs[0].wrapping_sub(0x8000);
+        self.nack_seqs[..n].sort_unstable_by_key(|&s| s.wrapping_sub(origin));
+        match nack::encode(
+            self.cfg.receiver_ssrc,
+            info.status.ssrc,
+            &self.nack_seqs[..n],
+            buf,
+        ) {
+            Ok(enc) => {
+                self.stats.nacks_sent += 1;
+                Some(Transmit {
+                    to: info.control_addr(),
+                    len: enc.len,
+                })
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn check_stream(&mut self, now: LocalNs) {
+        let timeout = self.cfg.stream_timeout_ns;
+        if let Some(s) = self.stream.as_mut() {
+            if !s.lost_reported && now - s.last_heard >= timeout {
+                s.lost_reported = true;
+                let ssrc = s.ssrc;
+                self.push_event(Event::StreamLost { ssrc });
+            }
+        }
+    }
+
+    /// When to call [`Receiver::poll_transmit`] again at the latest.
+    pub fn poll_timeout(&self) -> LocalNs {
+        let mut t = LocalNs::MAX;
+        if let (Some(c), Some(_)) = (&self.time, self.time_server) {
+            t = t.min(c.poll_timeout());
+        }
+        if self.cfg.resend {
+            if let Some(l) = self.loss.poll_timeout() {
+                t = t.min(l);
+            }
+        }
+        if let Some(s) = &self.stream {
+            if !s.lost_reported {
+                t = t.min(s.last_heard + self.cfg.stream_timeout_ns);
+            }
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{ClockDomain, SampleFormat};
+    use crate::time::{ns_from_ntp64, ntp64_from_ns};
+    use crate::wire::ntp::NtpPacket;
+    use crate::wire::status::StatusName;
+    use proptest::prelude::*;
+
+    const MS: i64 = 1_000_000;
+    const FPP: usize = 240;
+
+    fn master() -> SocketAddr {
+        "10.0.0.1:40000".parse().unwrap()
+    }
+
+    fn other() -> SocketAddr {
+        "10.0.0.2:40000".parse().unwrap()
+    }
+
+    fn status(ssrc: u32) -> Vec<u8> {
+        let s = Status {
+            ssrc,
+            format: StreamFormat::DEFAULT,
+            clock_domain: ClockDomain::Master,
+            frames_per_packet: FPP as u16,
+            time_port: 45301,
+            latency_ns: 100 * MS,
+            packets_sent: 0,
+            flags: 0,
+            name: StatusName::truncated("test"),
+        };
+        let mut b = vec![0u8; 200];
+        let n = s.encode(&mut b).unwrap();
+        b.truncate(n);
+        b
+    }
+
+    fn audio(ssrc: u32, seq: u16, play_time: i64) -> Vec<u8> {
+        let payload = vec![0u8; FPP * 4];
+        let p = AudioPacket {
+            marker: false,
+            format: SampleFormat::L16,
+            seq,
+            timestamp: seq as u32 * FPP as u32,
+            ssrc,
+            play_time,
+            payload: &payload,
+        };
+        let mut b = vec![0u8; 1500];
+        let n = p.encode(&mut b).unwrap();
+        b.truncate(n);
+        b
+    }
+
+    fn events(r: &mut Receiver) -> Vec<Event> {
+        std::iter::from_fn(|| r.poll_event()).collect()
+    }
+
+    #[test]
+    fn audio_waits_for_the_status_then_flows() {
+        let mut r = Receiver::new(ReceiverConfig::default());
+        assert!(r.handle_datagram(0, master(), &audio(7, 1, 0)).is_none());
+        assert_eq!(r.stats().before_status, 1);
+        assert!(r.handle_datagram(MS, master(), &status(7)).is_none());
+        match events(&mut r).as_slice() {
+            [Event::StreamStarted(info)] => {
+                assert_eq!(info.status.ssrc, 7);
+                assert_eq!(info.control_addr(), "10.0.0.1:45301".parse().unwrap());
+            }
+            other => panic!("expected one StreamStarted, got {other:?}"),
+        }
+        let bytes = audio(7, 2, 5 * MS);
+        let p = r.handle_datagram(2 * MS, master(), &bytes);
+        assert_eq!(p.map(|p| p.seq), Some(2));
+        // A repeated, unchanged status is not a new stream.
+        r.handle_datagram(3 * MS, master(), &status(7));
+        assert!(events(&mut r).is_empty());
+    }
+
+    #[test]
+    fn a_second_master_is_ignored_until_the_first_falls_silent() {
+        let mut r = Receiver::new(ReceiverConfig::default());
+        r.handle_datagram(0, master(), &status(7));
+        r.handle_datagram(0, other(), &status(9));
+        assert!(r.handle_datagram(MS, other(), &audio(9, 1, 0)).is_none());
+        assert_eq!(r.stats().foreign, 2);
+        assert_eq!(r.stream().map(|s| s.status.ssrc), Some(7));
+        // The followed master goes quiet: reported once, then the other one takes over.
+        let mut buf = [0u8; 1500];
+        r.poll_transmit(2_100 * MS, &mut buf);
+        r.poll_transmit(2_200 * MS, &mut buf);
+        let ev = events(&mut r);
+        assert_eq!(
+            ev.iter()
+                .filter(|e| matches!(e, Event::StreamLost { ssrc: 7 }))
+                .count(),
+            1
+        );
+        r.handle_datagram(2_300 * MS, other(), &status(9));
+        assert_eq!(r.stream().map(|s| s.status.ssrc), Some(9));
+    }
+
+    #[test]
+    fn a_restarted_master_is_followed_at_once() {
+        let mut r = Receiver::new(ReceiverConfig::default());
+        r.handle_datagram(0, master(), &status(7));
+        events(&mut r);
+        r.handle_datagram(MS, master(), &status(8));
+        assert!(
+            matches!(events(&mut r).as_slice(), [Event::StreamStarted(i)] if i.status.ssrc == 8)
+        );
+        assert!(
+            r.handle_datagram(MS, master(), &audio(7, 3, 0)).is_none(),
+            "old run"
+        );
+        assert!(r.handle_datagram(MS, master(), &audio(8, 3, 0)).is_some());
+        // Late audio of the old run never switches back.
+        assert!(r
+            .handle_datagram(2 * MS, master(), &audio(7, 4, 0))
+            .is_none());
+        assert_eq!(r.stream().map(|s| s.status.ssrc), Some(8));
+        assert!(events(&mut r).is_empty());
+    }
+
+    #[test]
+    fn a_configured_master_excludes_everyone_else() {
+        let mut r = Receiver::new(ReceiverConfig {
+            master: Some(other().ip()),
+            ..ReceiverConfig::default()
+        });
+        r.handle_datagram(0, master(), &status(7));
+        assert!(r.stream().is_none());
+        r.handle_datagram(0, other(), &status(9));
+        assert_eq!(r.stream().map(|s| s.status.ssrc), Some(9));
+    }
+
+    #[test]
+    fn the_clock_is_read_from_the_masters_time_service() {
+        let mut r = Receiver::new(ReceiverConfig::default());
+        let mut buf = [0u8; 1500];
+        assert!(
+            r.poll_transmit(0, &mut buf).is_none(),
+            "no master known yet"
+        );
+        r.handle_datagram(0, master(), &status(7));
+        let server: SocketAddr = "10.0.0.1:45301".parse().unwrap();
+        // The master's timeline runs 5 s ahead of ours; 200 us each way.
+        let offset = 5_000 * MS;
+        let mut now = MS;
+        let mut locked = false;
+        for _ in 0..40 {
+            while let Some(t) = r.poll_transmit(now, &mut buf) {
+                assert_eq!(t.to, server);
+                let req = NtpPacket::decode(&buf[..t.len]).unwrap();
+                let t2 = ns_from_ntp64(req.transmit_ts) + 200_000 + offset;
+                let reply = NtpPacket::server_reply(&req, ntp64_from_ns(t2), ntp64_from_ns(t2));
+                // A forged answer from elsewhere is refused.
+                r.handle_datagram(now + 400_000, other(), &reply.encode());
+                r.handle_datagram(now + 400_000, server, &reply.encode());
+            }
+            locked |= events(&mut r)
+                .iter()
+                .any(|e| matches!(e, Event::ClockLocked(_)));
+            now = r.poll_timeout().max(now + MS);
+        }
+        assert!(locked && r.clock_locked());
+        assert!(r.stats().time_rejected > 0);
+        let est = r.clock().unwrap();
+        assert!(
+            (est.to_timeline(now) - (now + offset)).abs() < 1_000,
+            "{est:?}"
+        );
+    }
+
+    #[test]
+    fn lost_packets_are_asked_for_from_the_master() {
+        let mut r = Receiver::new(ReceiverConfig {
+            clock: ClockSource::External,
+            ..ReceiverConfig::default()
+        });
+        r.handle_datagram(0, master(), &status(7));
+        r.handle_datagram(0, master(), &audio(7, 10, 1_000 * MS));
+        r.handle_datagram(MS, master(), &audio(7, 14, 1_020 * MS));
+        let mut buf = [0u8; 1500];
+        assert!(r.poll_transmit(2 * MS, &mut buf).is_none(), "reorder grace");
+        let t = r
+            .poll_transmit(r.poll_timeout(), &mut buf)
+            .expect("a NACK once the grace is over");
+        assert_eq!(t.to, "10.0.0.1:45301".parse().unwrap());
+        let n = nack::Nack::decode(&buf[..t.len]).unwrap();
+        assert_eq!(n.lost().collect::<Vec<_>>(), vec![11, 12, 13]);
+        assert_eq!(r.stats().nacks_sent, 1);
+        // With resends off, nothing is asked.
+        let mut quiet = Receiver::new(ReceiverConfig {
+            clock: ClockSource::External,
+            resend: false,
+            ..ReceiverConfig::default()
+        });
+        quiet.handle_datagram(0, master(), &status(7));
+        quiet.handle_datagram(0, master(), &audio(7, 10, 0));
+        quiet.handle_datagram(0, master(), &audio(7, 14, 0));
+        assert!(quiet.poll_transmit(100 * MS, &mut buf).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics_nor_starts_a_stream(
+            bytes in proptest::collection::vec(any::<u8>(), 0..1500)
+        ) {
+            let mut r = Receiver::new(ReceiverConfig::default());
+            r.handle_datagram(0, master(), &status(7));
+            let before = r.stats().audio;
+            let _ = r.handle_datagram(MS, other(), &bytes);
+            prop_assert_eq!(r.stream().map(|s| s.status.ssrc), Some(7));
+            prop_assert_eq!(r.stats().audio, before);
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The network thread: sockets in, the common [`Receiver`] state machine, messages out to the
+//! output thread. It never touches the audio device.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use log::{info, warn};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use wavesync_common::clock::ClockEstimate;
+use wavesync_common::receiver::{ClockSource, Event, Receiver, ReceiverConfig};
+
+use crate::clock_io;
+use crate::config::{self, Config};
+use crate::feed::{Feed, MAX_DATAGRAM};
+use crate::net::{NetError, StampedSocket};
+use crate::status::Shared;
+
+/// The network side, ready to run.
+pub struct Network {
+    stream: StampedSocket,
+    control: StampedSocket,
+    receiver: Receiver,
+    system_clock: bool,
+    out: rtrb::Producer<Feed>,
+    status: Shared,
+    overflow: u64,
+}
+
+fn rx_config(cfg: &Config) -> ReceiverConfig {
+    let clock = match cfg.clock {
+        config::ClockSource::Master => ClockSource::Master,
+        config::ClockSource::Ntp(a) => ClockSource::Ntp(a),
+        config::ClockSource::System => ClockSource::External,
+    };
+    ReceiverConfig {
+        master: cfg.master,
+        clock,
+        resend: cfg.resend,
+        receiver_ssrc: rand_id(),
+        ..ReceiverConfig::default()
+    }
+}
+
+fn rand_id() -> u32 {
+    let t = clock_io::realtime_ns() as u64;
+    (t ^ (t >> 29) ^ (std::process::id() as u64) << 16) as u32
+}
+
+impl Network {
+    /// Opens the sockets (errors name the address and the reason).
+    pub fn open(
+        cfg: &Config,
+        out: rtrb::Producer<Feed>,
+        status: Shared,
+    ) -> Result<Network, NetError> {
+        let stream = StampedSocket::stream(cfg.listen, cfg.interface.as_deref())?;
+        let control = StampedSocket::control(cfg.listen.is_ipv6())?;
+        Ok(Network {
+            stream,
+            control,
+            receiver: Receiver::new(rx_config(cfg)),
+            system_clock: cfg.clock == config::ClockSource::System,
+            out,
+            status,
+            overflow: 0,
+        })
+    }
+
+    fn send(&mut self, feed: Feed) {
+        if self.out.push(feed).is_err() {
+            // The output thread is behind (device stalled): what it lacks it will conceal.
+            self.overflow += 1;
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::StreamStarted(info) => {
+                let s = info.status;
+                info!(
+                    "stream {:08x} from {} ({:?}): {} Hz, {} ch, {:?}, {} frames/packet, latency {} ms, clock {:?}",
+                    s.ssrc,
+                    info.source,
+                    s.name.as_str(),
+                    s.format.rate,
+                    s.format.channels,
+                    s.format.sample,
+                    s.frames_per_packet,
+                    s.latency_ns / 1_000_000,
+                    s.clock_domain,
+                );
+                self.send(Feed::Stream(info));
+            }
+            Event::StreamLost { ssrc } => {
+                info!("stream {ssrc:08x} silent: waiting");
+                self.send(Feed::StreamLost);
+            }
+            Event::ClockLocked(est) => info!(
+                "clock locked: offset {:+.6} s, rate {:+.2} ppm, uncertainty {} us",
+                est.offset_ns() as f64 / 1e9,
+                est.rate_ppm(),
+                est.uncertainty_ns / 1000
+            ),
+            Event::ClockStep { step_ns } => {
+                warn!("the master's clock jumped by {step_ns} ns: resynchronising")
+            }
+        }
+    }
+
+    fn system_estimate() -> ClockEstimate {
+        let l = clock_io::monotonic_ns();
+        let r = clock_io::realtime_ns();
+        ClockEstimate {
+            ref_local: l,
+            ref_timeline: r,
+            rate: 1.0,
+            uncertainty_ns: 0,
+        }
+    }
+
+    fn publish(&mut self) {
+        let st = self.receiver.stats();
+        let est = self.receiver.clock();
+        let locked = self.receiver.clock_locked();
+        let info = self.receiver.stream().copied();
+        let mut s = match self.status.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        s.clock_locked = locked;
+        if let Some(e) = est {
+            s.clock_offset_s = e.offset_ns() as f64 / 1e9;
+            s.clock_rate_ppm = e.rate_ppm();
+            s.clock_uncertainty_us = e.uncertainty_ns as f64 / 1e3;
+        }
+        s.stream = info.map(|i| crate::status::StreamStatus {
+            name: i.status.name.as_str().to_string(),
+            ssrc: i.status.ssrc,
+            master: i.source.ip().to_string(),
+            rate: i.status.format.rate,
+            channels: i.status.format.channels,
+            latency_ms: i.status.latency_ns as f64 / 1e6,
+        });
+        s.packets = st.audio;
+        s.lost = st.loss.missing;
+        s.recovered = st.loss.recovered;
+        s.dropped = st.malformed + st.foreign + st.before_status + self.overflow;
+    }
+
+    /// Runs until `stop` is set.
+    pub fn run(mut self, stop: Arc<AtomicBool>) {
+        // Time queries are stamped in user space on the way out: keep that prompt too.
+        let _ = crate::rt::make_realtime(crate::rt::NETWORK_PRIORITY);
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut tx = [0u8; MAX_DATAGRAM];
+        let mut last_gen = u64::MAX;
+        let mut next_system_clock = 0;
+        let mut next_publish = 0;
+        let mut send_errors = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let now = clock_io::monotonic_ns();
+            if self.system_clock && now >= next_system_clock {
+                self.receiver.set_external_clock(Self::system_estimate());
+                next_system_clock = now + 1_000_000_000;
+            }
+            while let Some(t) = self.receiver.poll_transmit(now, &mut tx) {
+                if let Err(e) = self.control.send_to(&tx[..t.len], t.to) {
+                    if send_errors == 0 {
+                        warn!("cannot reach the master at {}: {e}", t.to);
+                    }
+                    send_errors += 1;
+                } else {
+                    send_errors = 0;
+                }
+            }
+            while let Some(e) = self.receiver.poll_event() {
+                self.on_event(e);
+            }
+            if self.receiver.clock_generation() != last_gen {
+                last_gen = self.receiver.clock_generation();
+                let est = self.receiver.clock();
+                self.send(Feed::Clock(est));
+            }
+            if now >= next_publish {
+                self.publish();
+                next_publish = now + 200_000_000;
+            }
+            let wake = self.receiver.poll_timeout().min(next_publish);
+            let wait_ms = ((wake - clock_io::monotonic_ns()) / 1_000_000).clamp(0, 100);
+            let mut fds = [
+                PollFd::new(self.stream.fd(), PollFlags::POLLIN),
+                PollFd::new(self.control.fd(), PollFlags::POLLIN),
+            ];
+            let _ = poll(&mut fds, PollTimeout::from(wait_ms as u16));
+            for which in 0..2 {
+                loop {
+                    let sock = if which == 0 {
+                        &mut self.stream
+                    } else {
+                        &mut self.control
+                    };
+                    let d = match sock.recv(&mut buf) {
+                        Ok(Some(d)) => d,
+                        Ok(None) => break,
+                        Err(e) => {
+                            warn!("receive failed: {e}");
+                            break;
+                        }
+                    };
+                    if self
+                        .receiver
+                        .handle_datagram(d.at, d.from, &buf[..d.len])
+                        .is_some()
+                    {
+                        let mut bytes = [0u8; MAX_DATAGRAM];
+                        bytes[..d.len].copy_from_slice(&buf[..d.len]);
+                        self.send(Feed::Packet {
+                            at: d.at,
+                            len: d.len as u16,
+                            bytes,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}

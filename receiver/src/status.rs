@@ -1,0 +1,168 @@
+//! The receiver's status: one snapshot, updated by the threads, logged as one line every few
+//! seconds and served as JSON on a Unix socket (read by `wavesync status`).
+
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `wavesync status` shows.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// Playout state: "waiting", "starting", "playing", ...
+    pub state: String,
+    /// The followed stream's sender name, id and format, if any.
+    pub stream: Option<StreamStatus>,
+    /// Clock: locked, offset (timeline - local) in s, rate in ppm, uncertainty in us.
+    pub clock_locked: bool,
+    /// Timeline minus local clock, seconds.
+    pub clock_offset_s: f64,
+    /// Rate of the timeline against the local clock, ppm.
+    pub clock_rate_ppm: f64,
+    /// The clock model's uncertainty, us.
+    pub clock_uncertainty_us: f64,
+    /// Latest measured playout error (positive: playing early), us.
+    pub sync_error_us: Option<f64>,
+    /// Current speed correction, ppm.
+    pub correction_ppm: f64,
+    /// Audio buffered ahead of the DAC, ms.
+    pub buffer_ms: f64,
+    /// The device's measured delay, ms.
+    pub device_delay_ms: f64,
+    /// Packets received, lost (never arrived), asked again, late, duplicates.
+    pub packets: u64,
+    /// Packets found missing.
+    pub lost: u64,
+    /// Missing packets that arrived after all (resent or reordered).
+    pub recovered: u64,
+    /// Packets that came too late to play.
+    pub late: u64,
+    /// Frames concealed (no packet by its deadline).
+    pub concealed_frames: u64,
+    /// Hard resynchronisations.
+    pub resyncs: u64,
+    /// Device underruns and reopenings.
+    pub underruns: u64,
+    /// Datagrams dropped as malformed or foreign.
+    pub dropped: u64,
+}
+
+/// The followed stream, as shown in the status.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StreamStatus {
+    /// Sender name.
+    pub name: String,
+    /// Stream id.
+    pub ssrc: u32,
+    /// Master address.
+    pub master: String,
+    /// Frames per second.
+    pub rate: u32,
+    /// Channels.
+    pub channels: u8,
+    /// Sender's latency, ms.
+    pub latency_ms: f64,
+}
+
+impl Status {
+    /// The one-line summary for the log.
+    pub fn line(&self) -> String {
+        let err = self
+            .sync_error_us
+            .map(|e| format!("{e:+.0}us"))
+            .unwrap_or_else(|| "-".into());
+        format!(
+            "{} clock {} offset {:+.6}s rate {:+.2}ppm | sync error {} correction {:+.1}ppm \
+             buffer {:.1}ms device delay {:.2}ms | packets {} lost {} recovered {} late {} \
+             concealed {} frames, resyncs {} underruns {}",
+            self.state,
+            if self.clock_locked {
+                "locked"
+            } else {
+                "unlocked"
+            },
+            self.clock_offset_s,
+            self.clock_rate_ppm,
+            err,
+            self.correction_ppm,
+            self.buffer_ms,
+            self.device_delay_ms,
+            self.packets,
+            self.lost,
+            self.recovered,
+            self.late,
+            self.concealed_frames,
+            self.resyncs,
+            self.underruns,
+        )
+    }
+}
+
+/// The snapshot shared between the threads.
+pub type Shared = Arc<Mutex<Status>>;
+
+/// Serves the snapshot as one JSON document per connection on a Unix socket at `path`
+/// (replacing a stale socket file). The thread ends with the process.
+pub fn serve(path: &Path, shared: Shared) -> std::io::Result<PathBuf> {
+    if path.exists() {
+        // A socket left by a previous run; anything else is not ours to remove.
+        let is_socket = std::os::unix::fs::FileTypeExt::is_socket(&path.metadata()?.file_type());
+        if is_socket {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let listener = UnixListener::bind(path)?;
+    let path = path.to_path_buf();
+    thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let snapshot = match shared.lock() {
+                    Ok(s) => s.clone(),
+                    Err(p) => p.into_inner().clone(),
+                };
+                if let Ok(json) = serde_json::to_vec(&snapshot) {
+                    let _ = conn.write_all(&json);
+                    let _ = conn.write_all(b"\n");
+                }
+            }
+        })?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn serves_the_current_snapshot_as_json() {
+        let dir = std::env::temp_dir().join(format!("wsstatus-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let shared: Shared = Arc::default();
+        serve(&path, shared.clone()).unwrap();
+        shared.lock().unwrap().packets = 42;
+        shared.lock().unwrap().state = "playing".into();
+        let mut text = String::new();
+        UnixStream::connect(&path)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        let got: Status = serde_json::from_str(&text).unwrap();
+        assert_eq!(got.packets, 42);
+        assert_eq!(got.state, "playing");
+        assert!(
+            got.line().starts_with("playing clock unlocked"),
+            "{}",
+            got.line()
+        );
+        // A second server on the same path replaces the stale socket.
+        serve(&path, shared).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
