@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use wavesync_receiver::clock_io::monotonic_ns;
 use wavesync_receiver::output::alsa::{AlsaConfig, AlsaOutput};
-use wavesync_receiver::output::{Output, WriteMeta};
+use wavesync_receiver::output::{Output, OutputError, WriteMeta};
 
 const RATE: u32 = 48_000;
 
@@ -203,4 +203,50 @@ fn output_alsa_pipewire_plays_in_real_time_with_a_meaningful_delay() {
             r.worst_step_ns
         );
     }
+    underrun_recovers_in_place();
+}
+
+/// Starves the `pipewire` PCM: the underrun comes back typed, `recover` prepares the PCM in
+/// place and it plays again.
+fn underrun_recovers_in_place() {
+    let mut out = AlsaOutput::new(AlsaConfig {
+        device: "pipewire".into(),
+        ..AlsaConfig::default()
+    });
+    let info = out.open(RATE, 2).expect("open the pipewire PCM");
+    let buf = vec![0.0f32; info.period_frames * 2];
+    assert_eq!(
+        out.write(&buf, &WriteMeta::default()).expect("write"),
+        info.period_frames
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let err = loop {
+        match out.timing() {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no underrun after 3 s of starvation"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    };
+    eprintln!("starved pipewire PCM: {err}");
+    assert!(matches!(err, OutputError::Underrun), "got {err}");
+    out.recover(&err).expect("recover in place");
+    assert_eq!(out.underruns(), 1);
+    // Plays again: the frames written are consumed in real time.
+    let mut written = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while written < RATE as usize / 4 {
+        assert!(Instant::now() < deadline, "no playback after recovery");
+        out.wait(200).expect("wait after recovery");
+        let t = out.timing().expect("timing after recovery");
+        let n = t.avail_frames.min(info.period_frames);
+        written += out
+            .write(&buf[..n * 2], &WriteMeta::default())
+            .expect("write");
+    }
+    out.close();
 }
