@@ -14,9 +14,9 @@
 //! the excess because queueing is not only noise but bias (queues are rarely symmetric), which
 //! averaging does not remove. A weak prior on the rate (`1 ± max_rate_ppm`), weighed against the
 //! data at their measured scatter, keeps the fit defined with one sample or a burst only
-//! milliseconds wide. All absolute times stay `i64`
-//! nanoseconds; the fit works in `f64` on differences from a reference point (the newest
-//! sample), so offsets of days keep nanosecond precision.
+//! milliseconds wide. All absolute times stay `i64` nanoseconds; the fit works in `f64` on
+//! differences from a reference point (the newest sample), so offsets of days keep nanosecond
+//! precision.
 //!
 //! An exchange that disagrees with the prediction by more than its own round trip, the model's
 //! possible bias and [`ClockConfig::step_sigmas`] standard errors allow is a *suspect*: it is
@@ -213,7 +213,7 @@ struct Fit {
 impl Fit {
     /// Predicted offset at local `mid` and its standard error.
     fn predict(&self, mid: LocalNs) -> (i64, f64) {
-        let theta = self.est.to_timeline(mid).wrapping_sub(mid);
+        let theta = self.est.to_timeline(mid).saturating_sub(mid);
         let x = (mid as i128 - self.est.ref_local as i128) as f64;
         let dx = x - self.mean_x;
         let var = self.scale * (1.0 / self.sum_w + dx * dx / self.sxx);
@@ -283,7 +283,9 @@ impl ClockModel {
         if let Some(fit) = self.fit {
             let (pred, sigma) = fit.predict(s.mid);
             let residual = s.theta.saturating_sub(pred);
-            let allowed = (s.rtt / 2 + fit.min_rtt / 2 + self.cfg.step_min_ns) as f64
+            let allowed = (s.rtt / 2)
+                .saturating_add(fit.min_rtt / 2)
+                .saturating_add(self.cfg.step_min_ns) as f64
                 + self.cfg.step_sigmas * sigma;
             if (residual as f64).abs() > allowed {
                 return self.on_suspect(s, residual, &fit);
@@ -302,7 +304,7 @@ impl ClockModel {
         if let Some(prev) = self.suspect {
             let (prev_pred, _) = fit.predict(prev.mid);
             let prev_residual = prev.theta.saturating_sub(prev_pred);
-            let agree = (s.rtt / 2 + prev.rtt / 2 + self.cfg.step_min_ns) as i128;
+            let agree = (s.rtt / 2) as i128 + (prev.rtt / 2) as i128 + self.cfg.step_min_ns as i128;
             if (residual as i128 - prev_residual as i128).abs() <= agree {
                 // Use the sharper of the two to say how far the clock jumped.
                 let step_ns = if s.rtt <= prev.rtt {
@@ -366,7 +368,7 @@ impl ClockModel {
         (0..self.len).map(move |i| &self.ring[(self.head + i) % WINDOW_CAPACITY])
     }
 
-    /// The error assumed for the best exchange: the configured floor, or a eighth of the
+    /// The error assumed for the best exchange: the configured floor, or an eighth of the
     /// smallest round trip when larger (even the best exchange carries some queueing, and
     /// paths with long round trips queue more).
     fn noise_floor(&self, min_rtt: i64) -> i64 {
