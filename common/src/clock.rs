@@ -658,4 +658,36 @@ mod tests {
         m.reset();
         assert!(m.is_empty() && !m.is_locked() && m.estimate().is_none());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_exchanges_never_panic(
+            ts in proptest::collection::vec(
+                (
+                    proptest::prelude::any::<i64>(),
+                    proptest::prelude::any::<i64>(),
+                    0i64..600_000_000,
+                    0i64..1_000_000,
+                ),
+                0..20,
+            ),
+        ) {
+            let mut m = ClockModel::new(ClockConfig::default());
+            for (i, (t1, off, rtt, hold)) in ts.into_iter().enumerate() {
+                let t2 = t1.saturating_add(off);
+                let e = Exchange {
+                    t1,
+                    t2,
+                    t3: t2.saturating_add(hold),
+                    t4: t1.saturating_add(rtt + hold),
+                };
+                m.add_exchange(e);
+                // Interleave sane exchanges so arbitrary ones meet a fitted model too.
+                m.add_exchange(exchange(L0 + i as i64 * 1_000_000_000, 300_000, 1.0, 0));
+                if let Some(est) = m.estimate() {
+                    let _ = (est.to_timeline(t1), est.to_local(t2), est.offset_ns());
+                }
+            }
+        }
+    }
 }

@@ -430,4 +430,18 @@ mod tests {
         assert_eq!(c.outstanding(), MAX_OUTSTANDING);
         assert_eq!(c.stats().timeouts, 100 - MAX_OUTSTANDING as u64);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_answers_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            rx in proptest::prelude::any::<i64>(),
+        ) {
+            let mut c = TimeClient::new(TimeClientConfig::default());
+            let _ = c.poll_transmit(L0);
+            let _ = c.handle_response(rx, &bytes);
+            let _ = c.poll_transmit(rx);
+            let _ = c.poll_timeout();
+        }
+    }
 }
