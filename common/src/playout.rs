@@ -28,7 +28,7 @@
 
 use crate::clock::ClockEstimate;
 use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, PacketIn, PacketInfo, PushOutcome};
-use crate::resample::Resampler;
+use crate::resample::{Quality, Resampler};
 use crate::time::{LocalNs, TimelineNs, NS_PER_SEC};
 use crate::wire::rtp::AudioPacket;
 
@@ -78,11 +78,14 @@ pub struct PlayoutConfig {
     pub capacity_packets: usize,
     /// Largest packet accepted, in frames.
     pub max_frames_per_packet: usize,
+    /// Interpolator of the fine resampler (see `docs/playout.md` for CPU and distortion).
+    pub resampler: Quality,
 }
 
 impl PlayoutConfig {
     /// Defaults for a stream of `rate` Hz and `channels` channels: no trim, 2 ms tolerance,
-    /// 500 ppm correction at most, drift correction on, 256 slots of 512 frames.
+    /// 500 ppm correction at most, drift correction on, 256 slots of 512 frames, 16-tap sinc
+    /// resampler.
     pub fn new(rate: u32, channels: u8) -> Self {
         PlayoutConfig {
             rate,
@@ -93,6 +96,7 @@ impl PlayoutConfig {
             drift_correction: true,
             capacity_packets: 256,
             max_frames_per_packet: 512,
+            resampler: Quality::default(),
         }
     }
 }
@@ -193,12 +197,14 @@ impl Anchor {
 enum State {
     Waiting,
     /// Anchored; the next audio is input frame `pos`. `fresh`: a start from waiting, which may
-    /// still move to an earlier packet that arrives out of order.
+    /// still move to an earlier packet that arrives out of order. `resume`: an early resync
+    /// that keeps the resampler as it is and resumes at its current position after silence.
     Starting {
         anchor: Anchor,
         pos: i64,
         fresh: bool,
         resync: bool,
+        resume: bool,
     },
     Playing,
 }
@@ -276,7 +282,7 @@ impl<M: TimelineMap> Playout<M> {
             cfg,
             ch,
             buffer,
-            resampler: Resampler::new(ch),
+            resampler: Resampler::with_quality(ch, cfg.resampler),
             clock: None,
             state: State::Waiting,
             anchor: Anchor {
@@ -486,6 +492,7 @@ impl<M: TimelineMap> Playout<M> {
                         pos: p.ts,
                         fresh: true,
                         resync: false,
+                        resume: false,
                     };
                 }
                 State::Starting {
@@ -493,6 +500,7 @@ impl<M: TimelineMap> Playout<M> {
                     mut pos,
                     fresh,
                     resync,
+                    resume,
                 } => {
                     if fresh {
                         if let Some(p) = self.buffer.first_present() {
@@ -505,7 +513,12 @@ impl<M: TimelineMap> Playout<M> {
                     // The DAC's frame period, as far as the controller knows it.
                     let out_rate = self.cfg.rate as f64 / (1.0 + self.pi.corr);
                     let t_j = next_frame_local + self.frames_ns(j as f64 * (1.0 + self.pi.corr));
-                    let due = self.due_local(&clock, &anchor, (pos - anchor.ts) as f64);
+                    let rel = if resume {
+                        self.position() - anchor.ts as f64
+                    } else {
+                        (pos - anchor.ts) as f64
+                    };
+                    let due = self.due_local(&clock, &anchor, rel);
                     if due.saturating_sub(t_j) > MAX_AHEAD_NS {
                         // Absurd stamp that slipped in before we had a clock: drop it.
                         self.buffer.skip_to(anchor.seq);
@@ -527,8 +540,38 @@ impl<M: TimelineMap> Playout<M> {
                             pos,
                             fresh,
                             resync,
+                            resume,
                         };
                         break;
+                    }
+                    if resume {
+                        if x < 0.0 {
+                            // Time ran past the resume point: restart from the input instead.
+                            self.state = State::Starting {
+                                anchor,
+                                pos: self.in_pos,
+                                fresh,
+                                resync,
+                                resume: false,
+                            };
+                            continue;
+                        }
+                        let (n, extra) = if self.cfg.drift_correction {
+                            (x.ceil(), x.ceil() - x)
+                        } else {
+                            (x.round(), 0.0)
+                        };
+                        let n = (n as usize).min(left);
+                        out[j * ch..(j + n) * ch].fill(0.0);
+                        j += n;
+                        rep.silence_frames += n;
+                        self.stats.inserted_frames += n as u64;
+                        self.resampler.skip(extra);
+                        self.state = State::Playing;
+                        if j < total && rep.audio_start.is_none() {
+                            rep.audio_start = Some((j, self.position()));
+                        }
+                        continue;
                     }
                     let (silence, start, frac) = if x >= 0.0 {
                         if self.cfg.drift_correction {
@@ -587,24 +630,35 @@ impl<M: TimelineMap> Playout<M> {
         let err = self.due_local(clock, &self.anchor, rel) - next_frame_local;
         rep.error_ns = Some(err);
         if err.abs() > self.cfg.tolerance_ns {
-            // Hard resync: restart at the position due now (never before what the resampler
+            self.stats.resyncs += 1;
+            self.pi.last = None;
+            self.end_concealment();
+            if err > 0 {
+                // Early: silence until the current position is due, nothing lost.
+                self.state = State::Starting {
+                    anchor: self.anchor,
+                    pos: self.in_pos,
+                    fresh: false,
+                    resync: true,
+                    resume: true,
+                };
+                return;
+            }
+            // Late: restart at the position due now (never before what the resampler
             // already consumed).
             let target =
                 rel + self.anchor.ts as f64 - err as f64 * self.cfg.rate as f64 / NS_PER_SEC as f64;
             let pos = (target.round() as i64).max(self.in_pos);
-            self.stats.resyncs += 1;
-            // Frames between the current position and the restart point are dropped (when
-            // early, the two or three frames already inside the resampler's look-ahead).
+            // Frames between the current position and the restart point are dropped.
             self.stats.dropped_frames += (pos as f64 - (rel + self.anchor.ts as f64))
                 .round()
                 .max(0.0) as u64;
-            self.pi.last = None;
-            self.end_concealment();
             self.state = State::Starting {
                 anchor: self.anchor,
                 pos,
                 fresh: false,
                 resync: true,
+                resume: false,
             };
             return;
         }
@@ -763,6 +817,7 @@ impl<M: TimelineMap> Playout<M> {
                         pos: p.ts,
                         fresh: false,
                         resync: false,
+                        resume: false,
                     };
                 }
             }

@@ -196,8 +196,10 @@ fn clock_step_resyncs_at_once_in_both_directions() {
         } else {
             s.dropped_frames
         };
-        // (plus, when early, the 2-3 frames inside the resampler's look-ahead).
-        assert!((239..=244).contains(&moved), "step {step}: {s:?}");
+        assert!((239..=241).contains(&moved), "step {step}: {s:?}");
+        if early {
+            assert_eq!(s.dropped_frames, 0, "an early resync loses nothing");
+        }
         // After the resync the controller's own error is back near zero.
         let after: Vec<i64> = o.reports[o.reports.len() - 50..]
             .iter()
@@ -351,4 +353,103 @@ fn no_clock_means_silence_and_clock_loss_stops_playback() {
     let r = p.fill(512 * 20_833, &mut out);
     assert_eq!(r.state, PlayoutState::NoClock);
     assert!(out.iter().all(|s| *s == 0.0));
+}
+
+/// Counts heap allocations made by the current thread while `COUNTING` is set.
+mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        pub static COUNTING: Cell<bool> = const { Cell::new(false) };
+        pub static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if COUNTING.with(|c| c.get()) {
+                ALLOCS.with(|a| a.set(a.get() + 1));
+            }
+            System.alloc(layout)
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout)
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if COUNTING.with(|c| c.get()) {
+                ALLOCS.with(|a| a.set(a.get() + 1));
+            }
+            System.realloc(ptr, layout, new_size)
+        }
+    }
+
+    /// Runs `f` and returns how many allocations it made on this thread.
+    pub fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
+        let before = ALLOCS.with(|a| a.get());
+        COUNTING.with(|c| c.set(true));
+        let r = f();
+        COUNTING.with(|c| c.set(false));
+        (r, ALLOCS.with(|a| a.get()) - before)
+    }
+}
+
+#[global_allocator]
+static ALLOC: alloc_count::Counting = alloc_count::Counting;
+
+#[test]
+fn push_and_fill_never_allocate_after_construction() {
+    // The counter itself works.
+    assert_eq!(alloc_count::count(|| vec![0u8; 10].len()).1, 1);
+    let mut p: Playout = Playout::new(PlayoutConfig::new(48_000, 2));
+    p.set_clock(Some(ClockEstimate {
+        ref_local: 0,
+        ref_timeline: 0,
+        rate: 1.0,
+        uncertainty_ns: 0,
+    }));
+    let payload: Vec<u8> = (0..240 * 4).map(|i| (i * 7) as u8).collect();
+    let mut out = vec![0.0f32; 256 * 2];
+    let mut missing = [0u16; 64];
+    let period_ns = 256.0 * 1e9 / 48_000.0 * (1.0 - 100e-6);
+    let mut next_packet = 0u64;
+    let mut allocs = 0;
+    let mut states = std::collections::HashSet::new();
+    for w in 0..2_000u64 {
+        let t = (w as f64 * period_ns) as i64;
+        let now = t - 3 * period_ns as i64;
+        // Packets 5 ms apart, 100 ms latency, pairs swapped, every 50th lost, every 30th twice,
+        // and a 300 ms outage (drain, then a fresh start).
+        while (next_packet as i64 + 1) * 5_000_000 <= now + 100_000_000 {
+            let k = next_packet ^ 1;
+            next_packet += 1;
+            if k % 50 == 7 || (1_000..1_060).contains(&k) {
+                continue;
+            }
+            let copies = if k % 30 == 0 { 2 } else { 1 };
+            for _ in 0..copies {
+                let pkt = PacketIn {
+                    seq: k as u16,
+                    timestamp: (k * 240) as u32,
+                    play_time: k as i64 * 5_000_000 + 100_000_000,
+                    marker: k == 0,
+                    format: SampleFormat::L16,
+                    payload: &payload,
+                };
+                allocs += alloc_count::count(|| p.push_parts(now, &pkt)).1;
+            }
+        }
+        allocs += alloc_count::count(|| p.missing(&mut missing)).1;
+        let (rep, n) = alloc_count::count(|| p.fill(t, &mut out));
+        allocs += n;
+        states.insert(format!("{:?}", rep.state));
+    }
+    let s = p.stats();
+    assert!(
+        s.concealments > 10 && s.duplicate > 10 && s.drains >= 1,
+        "{s:?}"
+    );
+    assert!(states.len() >= 3, "exercised states: {states:?}");
+    assert_eq!(allocs, 0, "allocations in push/fill/missing");
 }
