@@ -156,7 +156,7 @@ impl DacLog {
                 continue;
             }
             let t = (w.realtime_ns - near_ns) as f64 + (p - pos) * 1e9 / f64::from(rate);
-            if t.abs() <= max_distance_ns && best.map_or(true, |b: f64| t.abs() < b.abs()) {
+            if t.abs() <= max_distance_ns && !matches!(best, Some(b) if b.abs() <= t.abs()) {
                 best = Some(t);
             }
         }

@@ -102,6 +102,9 @@ struct ProbeArgs {
     /// Payload.
     #[arg(long, default_value = "wavesync-lab probe")]
     payload: String,
+    /// probe-send: gap between datagrams, ms.
+    #[arg(long, default_value_t = 10)]
+    gap_ms: u64,
     /// probe-recv: give up after this long, ms.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
@@ -526,7 +529,7 @@ fn probe_send(a: ProbeArgs) -> Result<(), String> {
         a.iface,
         a.count,
         a.payload.as_bytes(),
-        Duration::from_millis(10),
+        Duration::from_millis(a.gap_ms),
     )
     .map_err(|e| format!("probe-send to {}: {e}", a.group))
 }
