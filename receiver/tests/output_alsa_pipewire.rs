@@ -121,9 +121,16 @@ fn play(cfg: AlsaConfig) -> Run {
     let end_now = monotonic_ns();
     let last = out.timing().expect("timing");
     let coarse = out.is_coarse();
+    assert!(out.has_monotonic_timestamps());
     out.close();
-    // The next frame is due after now.
-    assert!(last.next_frame_local > end_now - 1_000_000);
+    // The next frame is due after now, within the reported delay (plus a step of slack): the
+    // stamps are on CLOCK_MONOTONIC, not the wall clock.
+    let ahead = last.next_frame_local - end_now;
+    let delay_ns = last.delay_frames * 1_000_000_000 / RATE as i64;
+    assert!(
+        ahead > -1_000_000 && ahead < delay_ns + 25_000_000,
+        "next frame {ahead} ns from now, delay {delay_ns} ns"
+    );
     let steady: Vec<&(usize, i64, i64)> =
         samples.iter().filter(|s| s.0 > RATE as usize / 2).collect();
     let dmin = steady.iter().map(|s| s.2).min().expect("steady samples");

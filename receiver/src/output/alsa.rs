@@ -330,6 +330,12 @@ impl AlsaOutput {
         self.dev.as_ref().is_some_and(|d| d.tracker.is_coarse())
     }
 
+    /// True when the open device stamps its status on CLOCK_MONOTONIC (otherwise `timing()`
+    /// uses the time of the call).
+    pub fn has_monotonic_timestamps(&self) -> bool {
+        self.dev.as_ref().is_some_and(|d| d.monotonic_ts)
+    }
+
     fn dev(&mut self) -> Result<&mut Device, OutputError> {
         self.dev.as_mut().ok_or(OutputError::NotOpen)
     }
@@ -482,5 +488,21 @@ impl Output for AlsaOutput {
 impl Drop for AlsaOutput {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errnos_map_to_recoverable_errors() {
+        let e = |errno| classify("writei", ::alsa::Error::new("snd_pcm_writei", errno));
+        assert!(matches!(e(libc::EPIPE), OutputError::Underrun));
+        assert!(matches!(e(libc::ESTRPIPE), OutputError::Suspended));
+        assert!(matches!(e(libc::ENODEV), OutputError::Disconnected));
+        let other = e(libc::EIO);
+        assert!(matches!(other, OutputError::Alsa { op: "writei", .. }));
+        assert!(!other.is_recoverable());
     }
 }
