@@ -147,6 +147,8 @@ pub struct JitterBuffer {
     /// Whether the reader took or skipped anything since the last (re)base.
     reading_started: bool,
     present: usize,
+    /// Frames in the stored packets.
+    frames_held: usize,
     far_behind_run: u32,
     stats: JitterStats,
 }
@@ -171,6 +173,7 @@ impl JitterBuffer {
             newest: None,
             reading_started: false,
             present: 0,
+            frames_held: 0,
             far_behind_run: 0,
             stats: JitterStats::default(),
         }
@@ -190,6 +193,7 @@ impl JitterBuffer {
         self.newest = None;
         self.reading_started = false;
         self.present = 0;
+        self.frames_held = 0;
         self.far_behind_run = 0;
     }
 
@@ -207,6 +211,11 @@ impl JitterBuffer {
     /// Packets held.
     pub fn len(&self) -> usize {
         self.present
+    }
+
+    /// Frames held in all stored packets (including any not yet due).
+    pub fn frames_held(&self) -> usize {
+        self.frames_held
     }
 
     /// Whether no packet is held.
@@ -313,6 +322,7 @@ impl JitterBuffer {
             },
         };
         self.present += 1;
+        self.frames_held += n / ch;
         if self.newest.is_none_or(|(s, _, _)| seq > s) {
             self.newest = Some((seq, ts, p.play_time));
         }
@@ -325,6 +335,7 @@ impl JitterBuffer {
             s.present = false;
         }
         self.present = 0;
+        self.frames_held = 0;
         self.head = Some(seq);
         self.newest = None;
         self.reading_started = false;
@@ -381,6 +392,7 @@ impl JitterBuffer {
         if self.slots[idx].present && self.slots[idx].info.seq == head {
             self.slots[idx].present = false;
             self.present -= 1;
+            self.frames_held -= self.slots[idx].info.frames;
         } else {
             self.stats.skipped += 1;
         }
@@ -483,7 +495,9 @@ mod tests {
         let mut miss = [0u16; 8];
         assert_eq!(b.missing(&mut miss), 1);
         assert_eq!(miss[0], 14);
+        assert_eq!(b.frames_held(), 5 * 4);
         assert_eq!(read_all(&mut b), vec![10, 11, 12, 13, 15]);
+        assert_eq!(b.frames_held(), 0);
         assert_eq!(b.stats().skipped, 1);
         assert!(b.is_empty());
     }
@@ -603,6 +617,71 @@ mod tests {
         assert_eq!(b.push(&mk(&[0; 20])), PushOutcome::Malformed);
         assert_eq!(b.stats().malformed, 3);
         assert!(b.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives and however the reader moves: no panic, never more than the
+        /// capacity held, the frame count consistent, and what is read comes out in order.
+        #[test]
+        fn arbitrary_traffic_keeps_the_invariants(
+            ops in proptest::collection::vec(
+                (0u8..6, proptest::prelude::any::<u16>(), -3i64..3, 0usize..24),
+                1..400,
+            )
+        ) {
+            let mut b = JitterBuffer::new(cfg(16));
+            let bytes = [0u8; 24];
+            let mut last_read: Option<i64> = None;
+            for (op, seq, play, len) in ops {
+                match op {
+                    0..=2 => {
+                        // Mostly near the head, sometimes anywhere.
+                        let seq = if op == 2 {
+                            seq
+                        } else {
+                            (b.head().unwrap_or(0) + (seq % 40) as i64 - 8) as u16
+                        };
+                        b.push(&PacketIn {
+                            seq,
+                            timestamp: seq as u32 * 4,
+                            play_time: play * 20_000_000_000,
+                            marker: false,
+                            format: SampleFormat::L16,
+                            payload: &bytes[..len],
+                        });
+                    }
+                    3 => {
+                        if let Some(p) = b.peek() {
+                            if let Some(l) = last_read {
+                                proptest::prop_assert!(p.seq > l);
+                            }
+                            last_read = Some(p.seq);
+                        }
+                        b.advance();
+                    }
+                    4 => {
+                        if let Some(p) = b.first_present() {
+                            b.skip_to(p.seq);
+                            proptest::prop_assert_eq!(b.peek(), Some(p));
+                        }
+                    }
+                    _ => {
+                        let mut out = [0u16; 8];
+                        proptest::prop_assert!(b.missing(&mut out) <= 8);
+                    }
+                }
+                proptest::prop_assert!(b.len() <= 16);
+                let held: usize = (0..16)
+                    .filter(|i| b.slots[*i].present)
+                    .map(|i| b.slots[i].info.frames)
+                    .sum();
+                proptest::prop_assert_eq!(held, b.frames_held());
+                proptest::prop_assert_eq!(
+                    b.slots.iter().filter(|s| s.present).count(),
+                    b.len()
+                );
+            }
+        }
     }
 
     #[test]

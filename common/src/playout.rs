@@ -344,6 +344,11 @@ impl<M: TimelineMap> Playout<M> {
         }
     }
 
+    /// Audio buffered ahead (frames held in the jitter buffer), in ns at the stream rate.
+    pub fn buffered_ns(&self) -> i64 {
+        self.frames_ns(self.buffer.frames_held() as f64)
+    }
+
     /// Current resampling ratio, as ppm away from 1.
     pub fn ratio_ppm(&self) -> f64 {
         self.pi.corr * 1e6
@@ -445,6 +450,8 @@ impl<M: TimelineMap> Playout<M> {
     pub fn fill(&mut self, next_frame_local: LocalNs, out: &mut [f32]) -> FillReport {
         let ch = self.ch;
         let total = out.len() / ch;
+        // A trailing partial frame is never played: keep it silent.
+        out[total * ch..].fill(0.0);
         let out = &mut out[..total * ch];
         let mut rep = FillReport {
             frames: total,
