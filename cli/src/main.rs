@@ -7,7 +7,7 @@ mod rx;
 mod status;
 
 const USAGE: &str = "\
-usage: wavesync status [--json] [--socket PATH]   show what this host's receiver is doing
+usage: wavesync status [--json|--brief] [--socket PATH] show what this host's receiver is doing
        wavesync --rx [options]                    receive and play (the old command line)
        wavesync --tx SOURCE [options]             send (the old command line)
 

@@ -77,17 +77,36 @@ pub fn render(s: &Status) -> String {
     out
 }
 
-/// `wavesync status [--json] [--socket PATH]`.
+/// The one-line form (`--brief`), for scripts and the demo.
+pub fn brief(s: &Status) -> String {
+    format!(
+        "{}, sync error {}, correction {:+.0} ppm, clock {}",
+        s.state,
+        s.sync_error_us
+            .map(|e| format!("{e:+.0} us"))
+            .unwrap_or_else(|| "-".into()),
+        s.correction_ppm,
+        if s.clock_locked {
+            "locked"
+        } else {
+            "not locked"
+        }
+    )
+}
+
+/// `wavesync status [--json | --brief] [--socket PATH]`.
 pub fn run_status(args: &[String]) -> Result<(), String> {
     let mut json = false;
+    let mut one_line = false;
     let mut socket: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => json = true,
+            "--brief" => one_line = true,
             "--socket" => socket = it.next().map(PathBuf::from),
             "-h" | "--help" => {
-                println!("usage: wavesync status [--json] [--socket PATH]\n\nShows what the receiver on this host is doing: its stream, clock, sync error,\nbuffer and loss counters. --socket names the receiver's status socket\n(default: the receiver's own default path).");
+                println!("usage: wavesync status [--json | --brief] [--socket PATH]\n\nShows what the receiver on this host is doing: its stream, clock, sync error,\nbuffer and loss counters; --json as JSON, --brief on one line. --socket names\nthe receiver's status socket (default: the receiver's own default path).");
                 return Ok(());
             }
             other => return Err(format!("status: unknown option {other:?} (see --help)")),
@@ -140,6 +159,10 @@ mod tests {
         assert!(text.contains("error -3 us"), "{text}");
         assert!(text.contains("10 received"), "{text}");
         assert!(text.starts_with("stream     none heard yet"));
+        assert_eq!(
+            brief(&s),
+            "playing, sync error -3 us, correction +0 ppm, clock locked"
+        );
     }
 
     #[test]
