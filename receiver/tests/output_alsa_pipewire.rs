@@ -23,27 +23,21 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Option<Daemon> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/headless-pipewire");
-        let dir = std::env::temp_dir().join(format!("wsync-pw-{}", std::process::id()));
         let d = Daemon {
-            dir: dir.clone(),
-            script: script.clone(),
+            dir: std::env::temp_dir().join(format!("wsync-pw-{}", std::process::id())),
+            script: Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/headless-pipewire"),
         };
-        let out = Command::new(&script)
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .expect("run scripts/headless-pipewire");
-        if !out.status.success() {
-            let why = String::from_utf8_lossy(&out.stderr);
-            if why.contains("not installed") {
+        match d.run("start") {
+            Ok(()) => {}
+            Err(why) if why.contains("not installed") => {
                 eprintln!("skipping: {why}");
                 return None;
             }
-            panic!("headless PipeWire did not start: {why}");
+            Err(why) => panic!("headless PipeWire did not start: {why}"),
         }
-        // Point this process at it: XDG_RUNTIME_DIR and PIPEWIRE_RUNTIME_DIR from DIR/env.
-        let env = std::fs::read_to_string(dir.join("env")).expect("read DIR/env");
+        // Point this process at it: XDG_RUNTIME_DIR and PIPEWIRE_RUNTIME_DIR from DIR/env
+        // (the same paths when started again in the same DIR).
+        let env = std::fs::read_to_string(d.dir.join("env")).expect("read DIR/env");
         for line in env.lines() {
             if let Some(kv) = line.strip_prefix("export ") {
                 if let Some((k, v)) = kv.split_once('=') {
@@ -57,14 +51,25 @@ impl Daemon {
         }
         Some(d)
     }
+
+    /// `scripts/headless-pipewire CMD DIR`; the error is its stderr.
+    fn run(&self, cmd: &str) -> Result<(), String> {
+        let out = Command::new(&self.script)
+            .arg(cmd)
+            .arg(&self.dir)
+            .output()
+            .map_err(|e| format!("cannot run {:?}: {e}", self.script))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = Command::new(&self.script)
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
+        let _ = self.run("stop");
     }
 }
 
@@ -171,7 +176,7 @@ fn play(cfg: AlsaConfig) -> Run {
 
 #[test]
 fn output_alsa_pipewire_plays_in_real_time_with_a_meaningful_delay() {
-    let Some(_daemon) = Daemon::start() else {
+    let Some(daemon) = Daemon::start() else {
         return;
     };
     // The receiver's defaults (5 ms periods, 4 of them), then a legacy-sized buffer as in
@@ -211,6 +216,7 @@ fn output_alsa_pipewire_plays_in_real_time_with_a_meaningful_delay() {
         );
     }
     underrun_recovers_in_place();
+    daemon_loss_escalates_to_reopen_and_comes_back(&daemon);
 }
 
 /// Starves the `pipewire` PCM: the underrun comes back typed, `recover` prepares the PCM in
@@ -255,5 +261,65 @@ fn underrun_recovers_in_place() {
             .write(&buf[..n * 2], &WriteMeta::default())
             .expect("write");
     }
+    out.close();
+}
+
+/// Plays `frames` a period at a time within `limit`; the errors pass through.
+fn play_some(out: &mut AlsaOutput, frames: usize, limit: Duration) -> Result<(), OutputError> {
+    let buf = vec![0.0f32; 2 * 1024];
+    let end = Instant::now() + limit;
+    let mut written = 0;
+    while written < frames {
+        assert!(
+            Instant::now() < end,
+            "{frames} frames not taken in {limit:?}"
+        );
+        out.wait(200)?;
+        let t = out.timing()?;
+        let n = t.avail_frames.min(1024);
+        written += out.write(&buf[..n * 2], &WriteMeta::default())?;
+    }
+    Ok(())
+}
+
+/// The sound server dies under a playing PCM (as a USB DAC unplugged): pipewire-alsa answers
+/// EPIPE to everything, in-place recovery does not help, so `recover` escalates to a reopen,
+/// which fails (typed) while the server is away and succeeds once it is back.
+fn daemon_loss_escalates_to_reopen_and_comes_back(daemon: &Daemon) {
+    let mut out = AlsaOutput::new(AlsaConfig {
+        device: "pipewire".into(),
+        ..AlsaConfig::default()
+    });
+    out.open(RATE, 2).expect("open the pipewire PCM");
+    play_some(&mut out, RATE as usize / 4, Duration::from_secs(3)).expect("play");
+    daemon.run("stop").expect("stop the daemon");
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut in_place = 0;
+    let gone = loop {
+        assert!(
+            Instant::now() < end,
+            "the loss of the server never surfaced"
+        );
+        let Err(e) = play_some(&mut out, RATE as usize, Duration::from_secs(5)) else {
+            continue;
+        };
+        assert!(e.is_recoverable(), "unexpected error {e}");
+        match out.recover(&e) {
+            Ok(()) => in_place += 1,
+            Err(e) => break e,
+        }
+    };
+    eprintln!("server gone: {in_place} in-place recoveries, then reopen failed: {gone}");
+    assert!(matches!(gone, OutputError::Open { .. }), "got {gone}");
+    daemon.run("start").expect("start the daemon again");
+    let end = Instant::now() + Duration::from_secs(5);
+    while let Err(e) = out.recover(&OutputError::Disconnected) {
+        assert!(
+            Instant::now() < end,
+            "no reopen after the server came back: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    play_some(&mut out, RATE as usize / 4, Duration::from_secs(3)).expect("play after reopen");
     out.close();
 }

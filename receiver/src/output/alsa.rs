@@ -158,7 +158,14 @@ pub struct AlsaOutput {
     underruns: u64,
     last_report: Option<LocalNs>,
     reported_underruns: u64,
+    /// Underrun recoveries since the last write that went through; past
+    /// [`MAX_IN_PLACE_RECOVERIES`] the device is reopened instead (a dead sound server keeps
+    /// answering EPIPE to every write after a prepare).
+    recoveries_without_write: u32,
 }
+
+/// In-place recoveries tried before a reopen.
+const MAX_IN_PLACE_RECOVERIES: u32 = 3;
 
 impl std::fmt::Debug for AlsaOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -316,6 +323,7 @@ impl AlsaOutput {
             underruns: 0,
             last_report: None,
             reported_underruns: 0,
+            recoveries_without_write: 0,
         }
     }
 
@@ -422,7 +430,7 @@ impl Output for AlsaOutput {
     }
 
     fn write(&mut self, samples: &[f32], _meta: &WriteMeta) -> Result<usize, OutputError> {
-        let d = self.dev()?;
+        let d = self.dev.as_mut().ok_or(OutputError::NotOpen)?;
         let bpf = d.dev_channels * d.format.bytes();
         let frames = convert(samples, d.channels, d.format, d.dev_channels, &mut d.bytes);
         if frames == 0 {
@@ -432,6 +440,9 @@ impl Output for AlsaOutput {
         match io.writei(&d.bytes[..frames * bpf]) {
             Ok(n) => {
                 d.written += n as i64;
+                if n > 0 {
+                    self.recoveries_without_write = 0;
+                }
                 Ok(n)
             }
             Err(e) if e.errno() == libc::EAGAIN => Ok(0),
@@ -441,8 +452,9 @@ impl Output for AlsaOutput {
 
     fn recover(&mut self, err: &OutputError) -> Result<(), OutputError> {
         match err {
-            OutputError::Underrun => {
+            OutputError::Underrun if self.recoveries_without_write < MAX_IN_PLACE_RECOVERIES => {
                 self.note_underrun();
+                self.recoveries_without_write += 1;
                 self.dev()?.prepare()
             }
             OutputError::Suspended => {
@@ -464,6 +476,13 @@ impl Output for AlsaOutput {
                     return Err(OutputError::NotOpen);
                 };
                 let name = self.dev.as_ref().map(|d| d.name.clone());
+                if matches!(err, OutputError::Underrun) {
+                    log::warn!(
+                        "ALSA {}: underruns repeat with nothing played in between; reopening",
+                        name.as_deref().unwrap_or("?")
+                    );
+                }
+                self.recoveries_without_write = 0;
                 self.close();
                 self.shape = Some((rate, channels));
                 match self.open(rate, channels) {
