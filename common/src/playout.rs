@@ -40,10 +40,12 @@ pub const RUN_BREAK_NS: i64 = 100_000;
 pub const FADE_NS: i64 = 3_000_000;
 /// How long a drained buffer keeps the run's timeline before going back to waiting.
 pub const DRAIN_HOLD_NS: i64 = 50_000_000;
-/// Bandwidth of the drift controller (rad/s); critically damped PI.
+/// Bandwidth of the drift controller (rad/s) in steady state; critically damped PI.
 const LOOP_OMEGA: f64 = 2.0 * std::f64::consts::PI * 0.3;
-const KP: f64 = 2.0 * LOOP_OMEGA;
-const KI: f64 = LOOP_OMEGA * LOOP_OMEGA;
+/// Wider bandwidth while acquiring the DAC's rate error (the first `ACQUIRE_S` of playing
+/// after construction or reset): the lock transient is then a third as large.
+const ACQUIRE_OMEGA: f64 = 2.0 * std::f64::consts::PI * 1.0;
+const ACQUIRE_S: f64 = 1.5;
 /// Frames generated at once for concealment and fades.
 const SCRATCH_FRAMES: usize = 256;
 
@@ -229,6 +231,8 @@ enum Input {
 /// PI controller of the resampling ratio.
 #[derive(Clone, Copy, Debug, Default)]
 struct Pi {
+    /// Seconds of steering so far (selects the acquisition or the steady-state gains).
+    elapsed: f64,
     integral: f64,
     last: Option<LocalNs>,
     corr: f64,
@@ -680,8 +684,15 @@ impl<M: TimelineMap> Playout<M> {
         self.pi.last = Some(next_frame_local);
         let e = err as f64 / NS_PER_SEC as f64;
         let max = self.cfg.max_correction_ppm.max(0.0) * 1e-6;
-        let integral = self.pi.integral + KI * e * dt;
-        let u = -(KP * e + integral);
+        self.pi.elapsed += dt;
+        let w = if self.pi.elapsed < ACQUIRE_S {
+            ACQUIRE_OMEGA
+        } else {
+            LOOP_OMEGA
+        };
+        let (kp, ki) = (2.0 * w, w * w);
+        let integral = self.pi.integral + ki * e * dt;
+        let u = -(kp * e + integral);
         // Anti-windup: integrate only while unsaturated or when it pulls back inside.
         if u.abs() <= max || integral.abs() < self.pi.integral.abs() {
             self.pi.integral = integral;
