@@ -328,3 +328,87 @@ fn output_virtual_audio_file_and_split_log_lines() {
         .collect();
     assert_eq!(bytes, expect);
 }
+
+/// Not a test on its own: the body of `output_virtual_log_realtime_ignores_time_namespaces`,
+/// run by that test in a child process inside a shifted time namespace.
+#[test]
+fn helper_play_into_log_from_env() {
+    let Some(log) = std::env::var_os("WAVESYNC_VDAC_HELPER_LOG") else {
+        return;
+    };
+    let mut dac = VirtualDac::new(VirtualConfig {
+        log: Some(PathBuf::from(log)),
+        ..VirtualConfig::default()
+    });
+    let info = dac.open(RATE, 2).expect("open");
+    let buf = vec![0.0f32; info.period_frames * 2];
+    for i in 0..20 {
+        dac.wait(100).expect("wait");
+        let meta = WriteMeta {
+            stream_position: Some((i * info.period_frames) as f64),
+            audio_start: None,
+        };
+        dac.write(&buf, &meta).expect("write");
+    }
+    dac.close();
+}
+
+#[test]
+fn output_virtual_log_realtime_ignores_time_namespaces() {
+    // A receiver in a time namespace (CLOCK_MONOTONIC shifted by 10^6 s) logs the shifted
+    // monotonic instants, but realtime instants the lab can compare across namespaces.
+    const SHIFT_S: i64 = 1_000_000;
+    let log = temp_path("timens.log");
+    let exe = std::env::current_exe().expect("test executable");
+    let real0 = wavesync_receiver::clock_io::realtime_ns();
+    let mono0 = monotonic_ns();
+    let out = std::process::Command::new("unshare")
+        .args([
+            "--time",
+            "--monotonic",
+            &SHIFT_S.to_string(),
+            "--boottime",
+            "0",
+        ])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "helper_play_into_log_from_env",
+            "--test-threads=1",
+        ])
+        .env("WAVESYNC_VDAC_HELPER_LOG", &log)
+        .output();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
+            let why = String::from_utf8_lossy(&o.stderr);
+            eprintln!("skipping: cannot run in a time namespace here: {why}");
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipping: no unshare: {e}");
+            return;
+        }
+    };
+    drop(out);
+    let real1 = wavesync_receiver::clock_io::realtime_ns();
+    let lines = read_log(&log);
+    assert_eq!(lines.len(), 20);
+    for (_, _, real, mono) in &lines {
+        // Realtime: within the run (plus the DAC's own delay).
+        assert!(
+            *real > real0 && *real < real1 + 50_000_000,
+            "realtime {real}"
+        );
+        // Monotonic: the namespace's, 10^6 s ahead of ours.
+        let ahead = mono - mono0;
+        assert!(
+            ahead > SHIFT_S * 1_000_000_000 - 1_000_000_000
+                && ahead < SHIFT_S * 1_000_000_000 + 60_000_000_000,
+            "monotonic {ahead} ns ahead of ours"
+        );
+    }
+    // Both columns advance together.
+    let (a, b) = (lines[0], lines[19]);
+    assert!(((b.2 - a.2) - (b.3 - a.3)).abs() < 100_000);
+}
