@@ -5,6 +5,7 @@
 pub mod analyze;
 pub mod histogram;
 pub mod impair;
+pub mod master;
 pub mod probe;
 pub mod relay;
 pub mod report;

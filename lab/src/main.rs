@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use wavesync_lab::analyze::{self, DacLog, SkewConfig};
 use wavesync_lab::impair::{Overrides, Profile};
+use wavesync_lab::master::{self, MasterConfig};
 use wavesync_lab::relay::{Relay, RelayConfig, RelayReport};
 use wavesync_lab::report::{self, LabReport, Usage};
 use wavesync_lab::topology::{self, Topology};
@@ -34,12 +35,37 @@ enum Cmd {
     Signal(SignalArgs),
     /// Makes or removes the lab's network namespaces (hub bridge, master, receivers).
     Topology(TopologyArgs),
+    /// Stand-in master: plays a WAV file through the real sender core (until wavesync-sender
+    /// has file input).
+    Master(MasterArgs),
     /// Puts a lab run's figures together: Markdown tables, then one JSON line.
     Report(ReportArgs),
     /// Sends a few multicast datagrams (topology check).
     ProbeSend(ProbeArgs),
     /// Waits for multicast datagrams from probe-send; exit status 0 if all arrived.
     ProbeRecv(ProbeArgs),
+}
+
+#[derive(Args, Debug)]
+struct MasterArgs {
+    /// 16-bit WAV file to play.
+    #[arg(long)]
+    wav: PathBuf,
+    /// Stream destination, multicast GROUP:PORT or unicast IP:PORT.
+    #[arg(long)]
+    dest: SocketAddrV4,
+    /// Interface address to send from.
+    #[arg(long)]
+    iface: Ipv4Addr,
+    /// Control port (time service, NACKs).
+    #[arg(long, default_value_t = 45301)]
+    control_port: u16,
+    /// Stream latency, ms.
+    #[arg(long, default_value_t = 150.0)]
+    latency_ms: f64,
+    /// Play the file again and again.
+    #[arg(long = "loop")]
+    looped: bool,
 }
 
 #[derive(Args, Debug)]
@@ -426,6 +452,29 @@ fn signal_cmd(a: SignalArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn master_cmd(a: MasterArgs) -> Result<(), String> {
+    let cfg = MasterConfig {
+        wav: a.wav,
+        dest: a.dest,
+        iface: a.iface,
+        control_port: a.control_port,
+        latency_ns: (a.latency_ms * 1e6) as i64,
+        looped: a.looped,
+        push_frames: 240,
+    };
+    let stop = stop_flag()?;
+    eprintln!(
+        "master: {} -> {} via {}, latency {} ms",
+        cfg.wav.display(),
+        cfg.dest,
+        cfg.iface,
+        a.latency_ms
+    );
+    let stats = master::run(&cfg, &stop).map_err(|e| e.to_string())?;
+    println!("{stats:?}");
+    Ok(())
+}
+
 fn report_cmd(a: ReportArgs) -> Result<(), String> {
     let mut logs = Vec::new();
     for p in &a.logs {
@@ -560,6 +609,7 @@ fn main() -> ExitCode {
         Cmd::Signal(a) => signal_cmd(a),
         Cmd::Topology(a) => topology_cmd(a),
         Cmd::Report(a) => report_cmd(a),
+        Cmd::Master(a) => master_cmd(a),
         Cmd::ProbeSend(a) => probe_send(a),
         Cmd::ProbeRecv(a) => probe_recv(a),
     };
