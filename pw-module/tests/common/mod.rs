@@ -172,6 +172,11 @@ impl Daemon {
         let mut cmd = Command::new(repo_root().join("scripts/headless-pipewire"));
         cmd.arg("start").arg(&dir).args(&files);
         cmd.env("PIPEWIRE_MODULE_DIR", modules.env_value());
+        // WirePlumber remembers volumes in $XDG_STATE_HOME: keep each daemon's to itself, or
+        // one test's `wpctl set-volume` leaks into every later daemon (and the user's).
+        let state = scratch.path().join("state");
+        fs::create_dir_all(&state).expect("state dir");
+        cmd.env("XDG_STATE_HOME", &state);
         if debug {
             cmd.env("PIPEWIRE_DEBUG", "3");
         } else {
