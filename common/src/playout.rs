@@ -16,8 +16,8 @@
 //!   within half a frame, so that samples pass through untouched).
 //! - **Running**: at each fill, `error = due(next input position) - next_frame_local`. Beyond
 //!   `tolerance_ns`: hard resync at once (drop input if late, silence if early). Within it: a PI
-//!   controller steers the resampling ratio, clamped to `max_correction_ppm`, and converges to
-//!   a few microseconds.
+//!   controller (1 Hz bandwidth while acquiring, then 0.3 Hz) steers the resampling ratio,
+//!   clamped to `max_correction_ppm`, and converges to well under a microsecond.
 //! - **Gaps** that no retransmission filled by the time they are needed are concealed (a short
 //!   time-reversed fade-out of the last audio, silence, a fade-in on return) without moving the
 //!   timeline. A stream that stops drains to silence.
@@ -46,6 +46,8 @@ const LOOP_OMEGA: f64 = 2.0 * std::f64::consts::PI * 0.3;
 /// after construction or reset): the lock transient is then a third as large.
 const ACQUIRE_OMEGA: f64 = 2.0 * std::f64::consts::PI * 1.0;
 const ACQUIRE_S: f64 = 1.5;
+/// Time constant of the low-pass on the measured error.
+const ERROR_SMOOTH_S: f64 = 0.03;
 /// Frames generated at once for concealment and fades.
 const SCRATCH_FRAMES: usize = 256;
 
@@ -233,6 +235,8 @@ enum Input {
 struct Pi {
     /// Seconds of steering so far (selects the acquisition or the steady-state gains).
     elapsed: f64,
+    /// Low-passed error, s.
+    smoothed: Option<f64>,
     integral: f64,
     last: Option<LocalNs>,
     corr: f64,
@@ -377,6 +381,7 @@ impl<M: TimelineMap> Playout<M> {
         if clock.is_none() && self.clock.is_some() {
             self.state = State::Waiting;
             self.pi.last = None;
+            self.pi.smoothed = None;
         }
         self.clock = clock;
     }
@@ -643,6 +648,7 @@ impl<M: TimelineMap> Playout<M> {
         if err.abs() > self.cfg.tolerance_ns {
             self.stats.resyncs += 1;
             self.pi.last = None;
+            self.pi.smoothed = None;
             self.end_concealment();
             if err > 0 {
                 // Early: silence until the current position is due, nothing lost.
@@ -682,7 +688,14 @@ impl<M: TimelineMap> Playout<M> {
             None => 0.0,
         };
         self.pi.last = Some(next_frame_local);
-        let e = err as f64 / NS_PER_SEC as f64;
+        // Light low-pass on the measurement (time constant `ERROR_SMOOTH_S`): DAC timestamps
+        // can be noisy, and noise that saturates the output would bias the loop.
+        let raw = err as f64 / NS_PER_SEC as f64;
+        let e = match self.pi.smoothed {
+            Some(prev) if dt > 0.0 => prev + (raw - prev) * (dt / (ERROR_SMOOTH_S + dt)),
+            _ => raw,
+        };
+        self.pi.smoothed = Some(e);
         let max = self.cfg.max_correction_ppm.max(0.0) * 1e-6;
         self.pi.elapsed += dt;
         let w = if self.pi.elapsed < ACQUIRE_S {
@@ -693,8 +706,13 @@ impl<M: TimelineMap> Playout<M> {
         let (kp, ki) = (2.0 * w, w * w);
         let integral = self.pi.integral + ki * e * dt;
         let u = -(kp * e + integral);
-        // Anti-windup: integrate only while unsaturated or when it pulls back inside.
-        if u.abs() <= max || integral.abs() < self.pi.integral.abs() {
+        // Anti-windup (conditional integration): skip only the steps that would push the
+        // output further past the limit it is already beyond. (Symmetric in the integral's
+        // sign: a rule like "only let |integral| shrink while saturated" biases the integral
+        // towards zero when noise saturates the output, and leaves a standing error.)
+        let pushes_further =
+            (u > max && integral < self.pi.integral) || (u < -max && integral > self.pi.integral);
+        if !pushes_further {
             self.pi.integral = integral;
         }
         self.pi.corr = u.clamp(-max, max);
@@ -827,8 +845,9 @@ impl<M: TimelineMap> Playout<M> {
                     j += done.1;
                 }
                 Input::RunEnd(p) => {
-                    // The old run's last two frames stay in the resampler's look-ahead
-                    // (under 0.1 ms, before a break in the stream anyway).
+                    // The old run's last frames inside the resampler's look-ahead (2 for the
+                    // cubic, 8 for the 16-tap sinc: under 0.2 ms, at a break in the stream
+                    // anyway) are not played.
                     self.end_concealment();
                     self.state = State::Starting {
                         anchor: Anchor::of(&p),

@@ -519,3 +519,19 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn noisy_dac_timestamps_are_filtered() {
+    // 50 us rms of noise on every measured DAC time (a poorly fitted coarse pointer).
+    for (ppm, seed) in [(-100.0, 5), (100.0, 6)] {
+        let mut sc = Scenario::new(ppm);
+        sc.net = LAN;
+        sc.seed = seed;
+        sc.timing_noise_ns = 50_000.0;
+        let o = run(&sc);
+        let (_, p99, max) = report(&format!("50 us timestamp noise, {ppm:+} ppm"), &o, 3.0);
+        assert_eq!(o.stats.resyncs, 0);
+        assert!(p99 <= 20_000.0, "p99 {p99} ns");
+        assert!(max <= 30_000.0, "max {max} ns");
+    }
+}
