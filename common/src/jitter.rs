@@ -156,13 +156,12 @@ pub struct JitterBuffer {
 impl JitterBuffer {
     /// Allocates the ring (all memory the buffer will ever use).
     ///
-    /// # Panics
-    /// If any size in `cfg` is zero (a programming error).
+    /// Sizes of 0 are raised to 1 (never a panic, whatever a status message announced).
     pub fn new(cfg: JitterConfig) -> Self {
-        assert!(
-            cfg.capacity_packets > 0 && cfg.max_frames_per_packet > 0 && cfg.channels > 0,
-            "JitterBuffer sizes must be non-zero"
-        );
+        let mut cfg = cfg;
+        cfg.capacity_packets = cfg.capacity_packets.max(1);
+        cfg.max_frames_per_packet = cfg.max_frames_per_packet.max(1);
+        cfg.channels = cfg.channels.max(1);
         let stride = cfg.max_frames_per_packet * cfg.channels as usize;
         JitterBuffer {
             cfg,

@@ -273,10 +273,15 @@ pub struct Playout<M: TimelineMap = ClockEstimate> {
 impl<M: TimelineMap> Playout<M> {
     /// Builds a playout and allocates everything it will use.
     ///
-    /// # Panics
-    /// If `rate`, `channels`, `capacity_packets` or `max_frames_per_packet` is 0.
+    /// Sizes of 0 (`rate`, `channels`, `capacity_packets`, `max_frames_per_packet`, which may
+    /// come from a stream's status message) are raised to 1 rather than panicking; such a
+    /// playout only ever outputs silence for a real stream.
     pub fn new(cfg: PlayoutConfig) -> Self {
-        assert!(cfg.rate > 0, "Playout needs a non-zero rate");
+        let mut cfg = cfg;
+        cfg.rate = cfg.rate.max(1);
+        cfg.channels = cfg.channels.max(1);
+        cfg.capacity_packets = cfg.capacity_packets.max(1);
+        cfg.max_frames_per_packet = cfg.max_frames_per_packet.max(1);
         let ch = cfg.channels as usize;
         let buffer = JitterBuffer::new(JitterConfig {
             capacity_packets: cfg.capacity_packets,

@@ -93,20 +93,16 @@ pub struct Processed {
 }
 
 impl Resampler {
-    /// A cubic resampler for `channels` interleaved channels, history silent, phase 0.
-    ///
-    /// # Panics
-    /// If `channels` is 0 (a programming error, not a data error).
+    /// A cubic resampler for `channels` interleaved channels (0 is taken as 1), history
+    /// silent, phase 0.
     pub fn new(channels: usize) -> Self {
         Resampler::with_quality(channels, Quality::Cubic)
     }
 
-    /// A resampler of the given quality (allocates its tables here, never afterwards).
-    ///
-    /// # Panics
-    /// If `channels` is 0 (a programming error, not a data error).
+    /// A resampler of the given quality for `channels` interleaved channels (0 is taken as
+    /// 1); allocates its tables here, never afterwards.
     pub fn with_quality(channels: usize, quality: Quality) -> Self {
-        assert!(channels > 0, "Resampler needs at least one channel");
+        let channels = channels.max(1);
         let taps = quality.taps();
         let table = match quality {
             Quality::Cubic => Vec::new(),

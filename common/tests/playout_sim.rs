@@ -535,3 +535,27 @@ fn noisy_dac_timestamps_are_filtered() {
         assert!(max <= 30_000.0, "max {max} ns");
     }
 }
+
+#[test]
+fn zero_sizes_from_a_bad_status_do_not_panic() {
+    let mut cfg = PlayoutConfig::new(0, 0);
+    cfg.capacity_packets = 0;
+    cfg.max_frames_per_packet = 0;
+    let mut p: Playout = Playout::new(cfg);
+    let o = p.push_parts(
+        0,
+        &PacketIn {
+            seq: 1,
+            timestamp: 0,
+            play_time: 0,
+            marker: true,
+            format: SampleFormat::L16,
+            payload: &[0; 64],
+        },
+    );
+    assert_eq!(o, PushOutcome::Malformed);
+    let mut out = [1.0f32; 8];
+    let r = p.fill(0, &mut out);
+    assert_eq!(r.frames, 8);
+    assert!(out.iter().all(|s| *s == 0.0));
+}
