@@ -11,7 +11,7 @@ use wavesync_lab::analyze::{self, DacLog, SkewConfig};
 use wavesync_lab::impair::{Overrides, Profile};
 use wavesync_lab::master::{self, MasterConfig};
 use wavesync_lab::relay::{Relay, RelayConfig, RelayReport};
-use wavesync_lab::report::{self, LabReport, Usage};
+use wavesync_lab::report::{self, LabReport, RxCounters, Usage};
 use wavesync_lab::topology::{self, Topology};
 use wavesync_lab::xcorr::{self, XcorrConfig};
 use wavesync_lab::{probe, signal};
@@ -40,6 +40,11 @@ enum Cmd {
     Master(MasterArgs),
     /// Puts a lab run's figures together: Markdown tables, then one JSON line.
     Report(ReportArgs),
+    /// Prints the JSON status a receiver serves on its unix socket.
+    ReadStatus {
+        /// The receiver's --status-socket.
+        socket: PathBuf,
+    },
     /// Sends a few multicast datagrams (topology check).
     ProbeSend(ProbeArgs),
     /// Waits for multicast datagrams from probe-send; exit status 0 if all arrived.
@@ -66,6 +71,9 @@ struct MasterArgs {
     /// Play the file again and again.
     #[arg(long = "loop")]
     looped: bool,
+    /// Frames per packet [default: as many as fit in a 1472-byte datagram].
+    #[arg(long)]
+    frames_per_packet: Option<u16>,
 }
 
 #[derive(Args, Debug)]
@@ -87,9 +95,13 @@ struct ReportArgs {
     /// A relay's stats file as NAME=FILE (repeat).
     #[arg(long)]
     relay_stats: Vec<String>,
-    /// Frames concealed by all receivers.
+    /// A receiver's status JSON (from read-status; repeat per receiver): concealed frames,
+    /// lost/recovered/late packets are summed.
     #[arg(long)]
-    concealed_frames: Option<u64>,
+    rx_status: Vec<PathBuf>,
+    /// Which master played (sender or lab).
+    #[arg(long)]
+    master: Option<String>,
     /// Black-box skew p99, us.
     #[arg(long)]
     blackbox_p99_us: Option<f64>,
@@ -452,6 +464,19 @@ fn signal_cmd(a: SignalArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn read_status(socket: &std::path::Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut conn = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    print!("{text}");
+    Ok(())
+}
+
 fn master_cmd(a: MasterArgs) -> Result<(), String> {
     let cfg = MasterConfig {
         wav: a.wav,
@@ -461,6 +486,7 @@ fn master_cmd(a: MasterArgs) -> Result<(), String> {
         latency_ns: (a.latency_ms * 1e6) as i64,
         looped: a.looped,
         push_frames: 240,
+        frames_per_packet: a.frames_per_packet,
     };
     let stop = stop_flag()?;
     eprintln!(
@@ -509,7 +535,15 @@ fn report_cmd(a: ReportArgs) -> Result<(), String> {
         relays.push((name.to_string(), rep));
     }
     let mut rep = LabReport::new(&a.profile, a.receivers, an.as_ref(), &usage, a.latency_ms);
-    rep.concealed_frames = a.concealed_frames;
+    let mut counters = Vec::new();
+    for p in &a.rx_status {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        counters.push(
+            RxCounters::from_status_json(&text).map_err(|e| format!("{}: {e}", p.display()))?,
+        );
+    }
+    rep.set_counters(&counters);
+    rep.master = a.master;
     rep.blackbox_skew_p99_us = a.blackbox_p99_us;
     if let Some(an) = &an {
         println!("Skew per pair (from the virtual-DAC logs):\n");
@@ -610,6 +644,7 @@ fn main() -> ExitCode {
         Cmd::Topology(a) => topology_cmd(a),
         Cmd::Report(a) => report_cmd(a),
         Cmd::Master(a) => master_cmd(a),
+        Cmd::ReadStatus { socket } => read_status(&socket),
         Cmd::ProbeSend(a) => probe_send(a),
         Cmd::ProbeRecv(a) => probe_recv(a),
     };

@@ -67,6 +67,8 @@ pub struct MasterConfig {
     pub looped: bool,
     /// Frames pushed at a time.
     pub push_frames: usize,
+    /// Frames per packet (None: the core's default, filling a 1472-byte datagram).
+    pub frames_per_packet: Option<u16>,
 }
 
 fn monotonic_ns() -> i64 {
@@ -132,6 +134,9 @@ pub fn run(cfg: &MasterConfig, stop: &AtomicBool) -> Result<SenderStats, MasterE
     sc.latency_ns = cfg.latency_ns;
     sc.time_port = cfg.control_port;
     sc.name = "wavesync-lab master".into();
+    if let Some(f) = cfg.frames_per_packet {
+        sc.frames_per_packet = f;
+    }
     let mut core = SenderCore::new(sc)?;
 
     let sock_err = |what| move |source| MasterError::Socket { what, source };

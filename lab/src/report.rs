@@ -39,6 +39,41 @@ pub struct LabReport {
     pub rx_rss_kib: Option<u64>,
     /// Black-box (recorded audio) skew p99, us.
     pub blackbox_skew_p99_us: Option<f64>,
+    /// Packets the receivers found missing, all receivers.
+    pub lost_packets: Option<u64>,
+    /// Missing packets that arrived after all (resent or reordered), all receivers.
+    pub recovered_packets: Option<u64>,
+    /// Packets that came too late to play, all receivers.
+    pub late_packets: Option<u64>,
+    /// Which master played: `sender` (wavesync-sender) or `lab` (the lab's stand-in).
+    pub master: Option<String>,
+}
+
+/// Counters read from the receivers' status sockets (JSON, see `receiver/src/status.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RxCounters {
+    /// Frames concealed.
+    pub concealed_frames: u64,
+    /// Packets found missing.
+    pub lost: u64,
+    /// Missing packets that arrived after all.
+    pub recovered: u64,
+    /// Packets too late to play.
+    pub late: u64,
+}
+
+impl RxCounters {
+    /// Reads the counters from a receiver's status JSON; absent fields count as 0.
+    pub fn from_status_json(text: &str) -> Result<RxCounters, serde_json::Error> {
+        let v: serde_json::Value = serde_json::from_str(text)?;
+        let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        Ok(RxCounters {
+            concealed_frames: n("concealed_frames"),
+            lost: n("lost"),
+            recovered: n("recovered"),
+            late: n("late"),
+        })
+    }
 }
 
 impl LabReport {
@@ -65,17 +100,37 @@ impl LabReport {
                 .then(|| usage.iter().map(|u| u.cpu_pct).sum::<f64>() / usage.len() as f64),
             rx_rss_kib: usage.iter().map(|u| u.rss_kib).max(),
             blackbox_skew_p99_us: None,
+            lost_packets: None,
+            recovered_packets: None,
+            late_packets: None,
+            master: None,
         }
+    }
+
+    /// Adds the receivers' counters (summed).
+    pub fn set_counters(&mut self, rx: &[RxCounters]) {
+        if rx.is_empty() {
+            return;
+        }
+        self.concealed_frames = Some(rx.iter().map(|r| r.concealed_frames).sum());
+        self.lost_packets = Some(rx.iter().map(|r| r.lost).sum());
+        self.recovered_packets = Some(rx.iter().map(|r| r.recovered).sum());
+        self.late_packets = Some(rx.iter().map(|r| r.late).sum());
     }
 
     /// The table: one row per system.
     pub fn markdown(&self) -> String {
         let f = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
         let mut s = String::new();
-        s += "| system | profile | receivers | skew p50 us | skew p99 us | skew max us | lock ms | latency ms | concealed frames | rx CPU % | rx RSS KiB | black-box skew p99 us |\n";
-        s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        s += "| system | profile | receivers | skew p50 us | skew p99 us | skew max us | lock ms | latency ms | concealed frames | lost / recovered / late packets | rx CPU % | rx RSS KiB | black-box skew p99 us |\n";
+        s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        let system = match self.master.as_deref() {
+            Some("lab") => "WaveSync (lab master)",
+            _ => "WaveSync",
+        };
         s += &format!(
-            "| WaveSync | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {system} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} |\n",
             self.profile,
             self.receivers,
             f(self.skew_p50_us, 1),
@@ -83,7 +138,10 @@ impl LabReport {
             f(self.skew_max_us, 1),
             f(self.lock_ms, 0),
             f(self.latency_ms, 1),
-            self.concealed_frames.map_or("-".into(), |c| c.to_string()),
+            opt(self.concealed_frames),
+            opt(self.lost_packets),
+            opt(self.recovered_packets),
+            opt(self.late_packets),
             f(self.rx_cpu_pct, 2),
             self.rx_rss_kib.map_or("-".into(), |r| r.to_string()),
             f(self.blackbox_skew_p99_us, 1),
@@ -160,6 +218,19 @@ mod tests {
         assert_eq!(v["rx_rss_kib"], 4000);
         assert!(v["concealed_frames"].is_null());
         assert!(r.markdown().contains("| WaveSync | wired | 2 | 20.0 |"));
+        let mut r = r;
+        let c = RxCounters::from_status_json(
+            r#"{"state":"playing","concealed_frames":480,"lost":3,"recovered":2,"late":1}"#,
+        )
+        .unwrap();
+        r.set_counters(&[c, RxCounters::default()]);
+        assert_eq!(r.concealed_frames, Some(480));
+        assert!(
+            r.markdown().contains("| 480 | 3 / 2 / 1 |"),
+            "{}",
+            r.markdown()
+        );
+        assert!(RxCounters::from_status_json("not json").is_err());
         let none = LabReport::new("wifi", 2, None, &[], None);
         assert!(serde_json::to_value(&none).unwrap()["skew_p99_us"].is_null());
     }
