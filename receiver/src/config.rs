@@ -84,7 +84,7 @@ pub struct Args {
     #[arg(long, value_name = "MS", allow_hyphen_values = true)]
     pub sink_latency: Option<f64>,
     /// Errors larger than this are fixed at once by skipping or inserting audio; smaller ones
-    /// by inaudibly adjusting the speed [default: 5].
+    /// by inaudibly adjusting the speed [default: 2].
     #[arg(long, value_name = "MS")]
     pub tolerance: Option<f64>,
     /// Do not adjust the playback speed (crystal drift then accumulates until --tolerance).
@@ -377,7 +377,7 @@ impl Config {
         )?;
         let tolerance_ns = ms_to_ns(
             "tolerance",
-            a.tolerance.or(f.tolerance).unwrap_or(5.0),
+            a.tolerance.or(f.tolerance).unwrap_or(2.0),
             0.05,
             10_000.0,
         )?;
@@ -441,7 +441,7 @@ mod tests {
         assert_eq!(c.listen, "239.255.77.77:45300".parse().unwrap());
         assert_eq!(c.clock, ClockSource::Master);
         assert!(matches!(c.output, OutputConfig::Alsa { ref device, .. } if device == "default"));
-        assert_eq!(c.tolerance_ns, 5_000_000);
+        assert_eq!(c.tolerance_ns, 2_000_000);
         assert!(c.drift_correction && c.resend);
     }
 
