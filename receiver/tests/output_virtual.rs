@@ -39,19 +39,15 @@ fn percentile(v: &mut [i64], p: f64) -> i64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Plays `secs` of silence `chunk` frames at a time (0: a period), each write tagged with its frame index as
+/// Plays `secs` of silence a period at a time (reading the status `phase_ms` after each wake), each write tagged with its frame index as
 /// the stream position; returns |predicted - true| for every write after the first
 /// `warmup` of a run, in ns. An underrun (a descheduled test thread on a loaded host) starts
 /// a new run instead of failing the test.
-fn prediction_errors(cfg: VirtualConfig, secs: f64, warmup: usize, chunk: usize) -> Vec<i64> {
+fn prediction_errors(cfg: VirtualConfig, secs: f64, warmup: usize, phase_ms: u64) -> Vec<i64> {
     let log = cfg.log.clone().expect("a log path");
     let mut dac = VirtualDac::new(cfg);
     let info = dac.open(RATE, 2).expect("open");
-    let chunk = if chunk == 0 {
-        info.period_frames
-    } else {
-        chunk
-    };
+    let chunk = info.period_frames;
     let buf = vec![0.0f32; chunk * 2];
     // (stream position, predicted instant, counts)
     let mut predicted: Vec<(usize, i64, bool)> = Vec::new();
@@ -59,14 +55,22 @@ fn prediction_errors(cfg: VirtualConfig, secs: f64, warmup: usize, chunk: usize)
     let mut in_run = 0usize;
     let end = Instant::now() + Duration::from_secs_f64(secs);
     while Instant::now() < end {
-        let step = dac.wait(100).and_then(|_| dac.timing()).and_then(|t| {
-            let n = t.avail_frames.min(chunk);
-            let meta = WriteMeta {
-                stream_position: Some(pos as f64),
-                audio_start: None,
-            };
-            dac.write(&buf[..n * 2], &meta).map(|w| (t, w))
-        });
+        let step = dac
+            .wait(100)
+            .and_then(|_| {
+                if phase_ms > 0 {
+                    std::thread::sleep(Duration::from_millis(phase_ms));
+                }
+                dac.timing()
+            })
+            .and_then(|t| {
+                let n = t.avail_frames.min(chunk);
+                let meta = WriteMeta {
+                    stream_position: Some(pos as f64),
+                    audio_start: None,
+                };
+                dac.write(&buf[..n * 2], &meta).map(|w| (t, w))
+            });
         match step {
             Ok((t, w)) => {
                 predicted.push((pos, t.next_frame_local, in_run >= warmup));
@@ -97,7 +101,7 @@ fn prediction_errors(cfg: VirtualConfig, secs: f64, warmup: usize, chunk: usize)
         .collect()
 }
 
-fn check_prediction(name: &str, cfg: VirtualConfig, median_bound_ns: i64) {
+fn check_prediction(name: &str, cfg: VirtualConfig, median_bound_ns: i64, max_bound_ns: i64) {
     let mut err = prediction_errors(cfg, 1.5, 20, 0);
     let p50 = percentile(&mut err, 0.5);
     let p99 = percentile(&mut err, 0.99);
@@ -111,7 +115,7 @@ fn check_prediction(name: &str, cfg: VirtualConfig, median_bound_ns: i64) {
     );
     // The model error is < 1 frame plus ppm * delay; the bounds leave room for a loaded host.
     assert!(p50 < median_bound_ns, "{name}: median error {p50} ns");
-    assert!(max < 500_000, "{name}: worst error {max} ns");
+    assert!(max < max_bound_ns, "{name}: worst error {max} ns");
 }
 
 #[test]
@@ -125,6 +129,7 @@ fn output_virtual_prediction_matches_log() {
             ..VirtualConfig::default()
         },
         50_000,
+        500_000,
     );
 }
 
@@ -133,7 +138,8 @@ fn output_virtual_coarse_prediction_matches_log() {
     // The pointer moves per period only: the prediction must come from the fitted envelope
     // (raw snapshots would be up to a period, 5 ms, late). The loop wakes at each pointer step
     // and reads the status a wake-up latency later, so the envelope lags by that latency
-    // (~0.1 ms here): nothing in the snapshots can reveal it.
+    // (~0.1 ms here, more when other builds load the host): nothing in the snapshots can
+    // reveal it. Hence looser bounds than for a smooth device.
     check_prediction(
         "coarse -500 ppm",
         VirtualConfig {
@@ -143,9 +149,10 @@ fn output_virtual_coarse_prediction_matches_log() {
             ..VirtualConfig::default()
         },
         250_000,
+        1_000_000,
     );
-    // The same device taken at its word is late by up to a period (half-period writes read
-    // the status in the middle of a step too).
+    // The same device taken at its word is late by up to a period: read the status 2 ms after
+    // each step, and the raw reading is 2 ms late.
     let mut raw = prediction_errors(
         VirtualConfig {
             ppm: -500.0,
@@ -156,7 +163,7 @@ fn output_virtual_coarse_prediction_matches_log() {
         },
         1.0,
         1,
-        120,
+        2,
     );
     let raw_max = percentile(&mut raw, 1.0);
     eprintln!(

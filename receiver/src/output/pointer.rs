@@ -10,16 +10,23 @@
 //! position, and the one taken right after a step is exact. [`PointerTracker`] keeps the
 //! observations of a short window and predicts from the most advanced one.
 //!
-//! The window adapts to the step size it sees (ten times the longest stall, at least 20 ms,
+//! The window adapts to the step size it sees (ten times the longest stall, at least 60 ms,
 //! at most 500 ms), so the error from projecting at the nominal instead of the true rate stays
 //! below `window * ppm` (50 us at 100 ppm over the longest window).
+//!
+//! Two things break "every old snapshot is a lower bound", and both are handled: a device that
+//! does not consume yet right after the start (the snapshots before the pointer first moves are
+//! not projected), and a device whose timeline slips (a sound server's graph missing a cycle:
+//! when the newest snapshots agree with each other but all lie behind an older one, the older
+//! ones are dropped).
 
 use wavesync_common::time::{LocalNs, NS_PER_SEC};
 
 /// How [`PointerTracker`] turns snapshots into a prediction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PointerMode {
-    /// Use each snapshot as-is until the pointer is seen to move coarsely, then the envelope.
+    /// Use each snapshot as-is until the pointer is seen to stall (over 1 ms, twice), then the
+    /// envelope; a snapshot more than 0.5 ms behind the envelope is never used as-is.
     #[default]
     Auto,
     /// Always each snapshot as-is (`ts + delay / rate`).
@@ -31,9 +38,17 @@ pub enum PointerMode {
 const CAP: usize = 128;
 /// A stall this long (pointer unmoved while running) marks the device as coarse.
 const STALL_NS: i64 = 1_000_000;
-/// A raw snapshot this far behind the envelope marks the device as coarse.
-const LAG_NS: i64 = 1_000_000;
-const MIN_WINDOW_NS: i64 = 20_000_000;
+/// Snapshots that must agree to reveal a slip of the device's timeline.
+const SLIP_SAMPLES: usize = 5;
+/// How closely they must agree (a coarse device's scatter over a step is far wider).
+const SLIP_AGREE_NS: i64 = 200_000;
+/// The smallest slip acted on.
+const SLIP_MIN_NS: i64 = 1_000_000;
+/// A raw snapshot this far behind the envelope is not used, even before the device is known
+/// to be coarse (a smooth device's readings differ from the envelope by jitter and
+/// `ppm * window`, far less).
+const STALE_NS: i64 = 500_000;
+const MIN_WINDOW_NS: i64 = 60_000_000;
 const MAX_WINDOW_NS: i64 = 500_000_000;
 
 /// Tracks the DAC pointer of one device over time; see the module documentation.
@@ -48,6 +63,9 @@ pub struct PointerTracker {
     evidence: u32,
     stall_start: Option<(i64, i64)>,
     max_stall_ns: i64,
+    last: Option<(i64, i64)>,
+    first_consumed: Option<i64>,
+    moved: bool,
 }
 
 impl PointerTracker {
@@ -63,6 +81,9 @@ impl PointerTracker {
             evidence: 0,
             stall_start: None,
             max_stall_ns: 0,
+            last: None,
+            first_consumed: None,
+            moved: false,
         }
     }
 
@@ -72,6 +93,9 @@ impl PointerTracker {
         self.len = 0;
         self.head = 0;
         self.stall_start = None;
+        self.last = None;
+        self.first_consumed = None;
+        self.moved = false;
     }
 
     /// True once the device has been seen to move its pointer in coarse steps.
@@ -98,11 +122,22 @@ impl PointerTracker {
     pub fn predict(&mut self, ts: LocalNs, written: i64, delay: i64) -> LocalNs {
         let consumed = written - delay;
         let raw = ts + self.frames_to_ns(delay as f64).round() as i64;
-        if let Some((lt, lc)) = self.latest() {
+        if let Some((lt, lc)) = self.last {
             if ts < lt || consumed < lc {
                 // Time or pointer went backwards: a new run the caller did not announce.
                 self.reset();
             }
+        }
+        self.last = Some((ts, consumed));
+        // Until the pointer first moves, the device may not be consuming yet (a sound server
+        // pulls its first quantum a graph cycle later): such snapshots must not be projected.
+        match self.first_consumed {
+            None => self.first_consumed = Some(consumed),
+            Some(c0) if c0 != consumed => self.moved = true,
+            Some(_) => {}
+        }
+        if !self.moved {
+            return raw;
         }
         // Stall tracking: how long the pointer stays put while time runs.
         match self.stall_start {
@@ -118,10 +153,11 @@ impl PointerTracker {
             _ => self.stall_start = Some((ts, consumed)),
         }
         self.push(ts, consumed);
+        self.forget_before_slip(ts);
         let window = self.window_ns();
         let mut best = consumed as f64;
         for i in 0..self.len {
-            let (t, c) = self.ring[(self.head + CAP - 1 - i) % CAP];
+            let (t, c) = self.nth_latest(i);
             if ts - t > window {
                 break;
             }
@@ -131,18 +167,55 @@ impl PointerTracker {
             }
         }
         let env = ts + self.frames_to_ns(written as f64 - best).round() as i64;
-        if self.mode == PointerMode::Auto && !self.coarse && raw - env > LAG_NS {
-            self.note_evidence();
-        }
         let use_env = match self.mode {
             PointerMode::Raw => false,
             PointerMode::Envelope => true,
-            PointerMode::Auto => self.coarse,
+            // A reading far behind a recent one is stale whatever the device.
+            PointerMode::Auto => self.coarse || raw - env > STALE_NS,
         };
         if use_env {
             env
         } else {
             raw
+        }
+    }
+
+    /// The pointer's phase: frames consumed extrapolated back to local time 0 at the nominal
+    /// rate. Snapshots of a steadily running device share it (up to the step lag).
+    fn phase(&self, (t, c): (i64, i64)) -> f64 {
+        c as f64 - t as f64 * self.rate as f64 / NS_PER_SEC as f64
+    }
+
+    /// When the last [`SLIP_SAMPLES`] snapshots agree with each other but all lie behind an
+    /// older one, the device slipped (a sound server's graph missed a cycle, a device paused):
+    /// the older snapshots describe a timeline that is gone, so they are dropped. A coarse
+    /// device's snapshots scatter over a whole step instead of agreeing.
+    fn forget_before_slip(&mut self, now: LocalNs) {
+        if self.len <= SLIP_SAMPLES {
+            return;
+        }
+        let per_ns = self.rate as f64 / NS_PER_SEC as f64;
+        let (mut lo, mut hi) = (f64::MAX, f64::MIN);
+        for i in 0..SLIP_SAMPLES {
+            let p = self.phase(self.nth_latest(i));
+            lo = lo.min(p);
+            hi = hi.max(p);
+        }
+        if hi - lo > SLIP_AGREE_NS as f64 * per_ns {
+            return;
+        }
+        let window = self.window_ns();
+        let older_best = (SLIP_SAMPLES..self.len)
+            .map(|i| self.nth_latest(i))
+            .take_while(|(t, _)| now - t <= window)
+            .map(|s| self.phase(s))
+            .fold(f64::MIN, f64::max);
+        if older_best - hi > SLIP_MIN_NS as f64 * per_ns {
+            log::debug!(
+                "output: the device pointer slipped by {:.0} frames; refitting",
+                older_best - hi
+            );
+            self.len = SLIP_SAMPLES;
         }
     }
 
@@ -157,8 +230,9 @@ impl PointerTracker {
         }
     }
 
-    fn latest(&self) -> Option<(i64, i64)> {
-        (self.len > 0).then(|| self.ring[(self.head + CAP - 1) % CAP])
+    /// The `i`-th newest snapshot (0: the newest); `i < self.len`.
+    fn nth_latest(&self, i: usize) -> (i64, i64) {
+        self.ring[(self.head + CAP - 1 - i) % CAP]
     }
 
     fn push(&mut self, t: i64, c: i64) {
@@ -222,6 +296,48 @@ mod tests {
         // After warm-up the envelope is within a poll-phase miss plus drift over the window.
         eprintln!("raw worst lag {raw_worst} ns, fitted worst {worst_late} ns");
         assert!(worst_late < 2_000_000, "fitted error {worst_late} ns");
+    }
+
+    #[test]
+    fn snapshots_before_the_device_moves_are_not_projected() {
+        // A sound server: "running" at t=0 but the first quantum is pulled 12.5 ms later.
+        let mut p = PointerTracker::new(RATE, PointerMode::Auto);
+        let start = 12_500_000;
+        let truth = |w: i64| start + w * 1_000_000_000 / RATE as i64;
+        for (t, w) in [(10_000, 240), (50_000, 480), (100_000, 720)] {
+            p.predict(t, w, w);
+        }
+        for k in 0..40i64 {
+            let t = start + 300_000 + k * 5_000_000;
+            let consumed = (t - start) * RATE as i64 / 1_000_000_000;
+            let w = consumed + 800;
+            let err = p.predict(t, w, w - consumed) - truth(w);
+            assert!(err.abs() < 50_000, "k {k}: error {err} ns");
+        }
+    }
+
+    #[test]
+    fn a_slip_of_the_timeline_is_followed() {
+        // A smooth device that loses 128 frames (2.67 ms) at t = 500 ms.
+        let mut p = PointerTracker::new(RATE, PointerMode::Auto);
+        let slip = 128i64;
+        let mut worst_after = 0i64;
+        for k in 1..200i64 {
+            let t = k * 5_000_000 + (k * 7919 % 300) * 1000;
+            let mut consumed = t * RATE as i64 / 1_000_000_000;
+            if t > 500_000_000 {
+                consumed -= slip;
+            }
+            let w = consumed + 900;
+            let truth = t + 900 * 1_000_000_000 / RATE as i64;
+            let err = p.predict(t, w, w - consumed) - truth;
+            // Right after the slip the tracker may trust the old timeline for a few readings.
+            if !(500_000_000..=500_000_000 + 5 * 5_400_000).contains(&t) {
+                worst_after = worst_after.max(err.abs());
+            }
+        }
+        assert!(worst_after < 50_000, "error {worst_after} ns");
+        assert!(!p.is_coarse());
     }
 
     #[test]
