@@ -105,6 +105,9 @@ fn play(cfg: AlsaConfig) -> Run {
     let mut samples: Vec<(usize, i64, i64, i64)> = Vec::new();
     let started = Instant::now();
     let mut timeouts = 0;
+    // (predicted frame 0 before the device was seen consuming, when it was first seen)
+    let mut unsettled: Option<i64> = None;
+    let mut settled_at: Option<(f64, i64)> = None;
     while written < total {
         assert!(
             started.elapsed() < Duration::from_secs(10),
@@ -125,11 +128,26 @@ fn play(cfg: AlsaConfig) -> Run {
             .expect("write");
         // The device's own word, for comparison: now + delay / rate.
         let raw = monotonic_ns() + t.delay_frames * 1_000_000_000 / RATE as i64;
+        let frame0 = t.next_frame_local - written as i64 * 1_000_000_000 / RATE as i64;
+        if !t.settled {
+            unsettled.get_or_insert(frame0);
+        } else if settled_at.is_none() {
+            settled_at = Some((started.elapsed().as_secs_f64(), frame0));
+        }
         samples.push((written, t.next_frame_local, t.delay_frames, raw));
         written += w;
     }
     let elapsed_s = started.elapsed().as_secs_f64();
     let end_now = monotonic_ns();
+    let (settle_s, settled0) = settled_at.expect("the device was never seen consuming");
+    if let Some(u) = unsettled {
+        eprintln!(
+            "  seen consuming after {:.1} ms; the start-up prediction was {:.2} ms early",
+            settle_s * 1e3,
+            (settled0 - u) as f64 / 1e6
+        );
+    }
+    assert!(settle_s < 0.5, "not consuming after {settle_s} s");
     let last = out.timing().expect("timing");
     let coarse = out.is_coarse();
     assert!(out.has_monotonic_timestamps());

@@ -256,6 +256,7 @@ fn output_virtual_underrun_is_reported_then_recovers() {
     // Reported once; the DAC is stopped and ready.
     let t = dac.timing().expect("timing after the underrun");
     assert_eq!(t.avail_frames, info.buffer_frames);
+    assert!(!t.settled);
     dac.recover(&err).expect("recover");
     let before = monotonic_ns();
     let meta2 = WriteMeta {

@@ -409,6 +409,7 @@ impl Output for AlsaOutput {
                 next_frame_local: now + d.ns_of(queued),
                 delay_frames: queued,
                 avail_frames: d.buffer.saturating_sub(queued as usize),
+                settled: false,
             });
         }
         let h = status.get_htstamp();
@@ -426,6 +427,7 @@ impl Output for AlsaOutput {
             next_frame_local: next,
             delay_frames: delay,
             avail_frames: avail,
+            settled: d.tracker.is_moving(),
         })
     }
 

@@ -44,6 +44,11 @@ pub struct DacTiming {
     pub delay_frames: i64,
     /// Frames that can be written now without blocking.
     pub avail_frames: usize,
+    /// True when the prediction comes from a device seen consuming (running, pointer moved).
+    /// False before that: the device has not started (or, like a sound server, has not pulled
+    /// its first frames yet) and the prediction assumes it starts now; it may be late by the
+    /// start-up latency (PipeWire: 5-13 ms). A playout may wait for `settled` before aligning.
+    pub settled: bool,
 }
 
 /// What a write carries, for logs (the virtual DAC records it; ALSA ignores it).

@@ -103,6 +103,11 @@ impl PointerTracker {
         self.coarse
     }
 
+    /// True once the pointer has moved in this run (the device is consuming).
+    pub fn is_moving(&self) -> bool {
+        self.moved
+    }
+
     /// The longest stall of the pointer seen so far, in ns.
     pub fn max_stall_ns(&self) -> i64 {
         self.max_stall_ns

@@ -329,6 +329,7 @@ impl Output for VirtualDac {
                 next_frame_local: now + o.latency_ns,
                 delay_frames: o.latency_frames,
                 avail_frames: o.buffer as usize,
+                settled: false,
             });
         };
         let reported = o.reported(o.consumed(&run, now));
@@ -339,6 +340,7 @@ impl Output for VirtualDac {
             next_frame_local: next,
             delay_frames: delay,
             avail_frames: (o.buffer - queued).max(0) as usize,
+            settled: true,
         })
     }
 
