@@ -137,6 +137,18 @@ impl StampedSocket {
         Self::new(sock)
     }
 
+    /// A socket bound to `addr` (e.g. a master's control port); an IPv6 unspecified address
+    /// also accepts IPv4 (dual stack).
+    pub fn bound(addr: SocketAddr) -> Result<Self, NetError> {
+        let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            let _ = sock.set_only_v6(false);
+        }
+        sock.bind(&addr.into())
+            .map_err(|source| NetError::Bind { addr, source })?;
+        Self::new(sock)
+    }
+
     /// The raw descriptor, for poll(2).
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.sock.as_fd()
