@@ -460,16 +460,16 @@ mod tests {
     #[test]
     fn prepared_dac_reports_latency_and_full_room() {
         let mut d = VirtualDac::new(VirtualConfig::default());
-        let info = d.open(48_000, 2).ok().unwrap_or_else(|| panic!("open"));
+        let info = d.open(48_000, 2).expect("open");
         assert_eq!(info.period_frames, 240);
         assert_eq!(info.buffer_frames, 960);
-        let t = d.timing().unwrap_or_else(|e| panic!("{e}"));
+        let t = d.timing().expect("timing");
         assert_eq!(t.delay_frames, 96);
         assert_eq!(t.avail_frames, 960);
         // A write larger than the ring is cut to the ring.
         let n = d
             .write(&[0.0; 2 * 2000], &WriteMeta::default())
-            .unwrap_or_else(|e| panic!("{e}"));
+            .expect("write");
         assert_eq!(n, 960);
     }
 }
