@@ -10,5 +10,6 @@ pub mod probe;
 pub mod relay;
 pub mod report;
 pub mod signal;
+pub mod stamps;
 pub mod topology;
 pub mod xcorr;

@@ -12,6 +12,7 @@ use wavesync_lab::impair::{Overrides, Profile};
 use wavesync_lab::master::{self, MasterConfig};
 use wavesync_lab::relay::{Relay, RelayConfig, RelayReport};
 use wavesync_lab::report::{self, LabReport, RxCounters, Usage};
+use wavesync_lab::stamps::{self, AnchorLog};
 use wavesync_lab::topology::{self, Topology};
 use wavesync_lab::xcorr::{self, XcorrConfig};
 use wavesync_lab::{probe, signal};
@@ -102,6 +103,9 @@ struct ReportArgs {
     /// Which master played (sender or lab).
     #[arg(long)]
     master: Option<String>,
+    /// The data relay's anchors file: judge each receiver against the master's stamps.
+    #[arg(long)]
+    anchors: Option<PathBuf>,
     /// Black-box skew p99, us.
     #[arg(long)]
     blackbox_p99_us: Option<f64>,
@@ -288,6 +292,12 @@ struct RelayArgs {
     /// Write the relay's figures (JSON) here every second and at exit.
     #[arg(long)]
     stats: Option<PathBuf>,
+    /// Log the stamps of the audio stream passing through (one anchor per run) to this file.
+    #[arg(long)]
+    anchors: Option<PathBuf>,
+    /// Stream rate, for --anchors.
+    #[arg(long, default_value_t = 48_000)]
+    rate: u32,
     #[command(flatten)]
     impair: ImpairArgs,
 }
@@ -329,6 +339,19 @@ fn relay(a: RelayArgs) -> Result<(), String> {
         None => fwd.name.clone(),
     };
     let mut relay = Relay::bind(cfg).map_err(|e| e.to_string())?;
+    if let Some(path) = &a.anchors {
+        let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut log = AnchorLog::new(file, a.rate);
+        let mut failed = false;
+        relay.set_observer(Box::new(move |d| {
+            if let Err(e) = log.observe(d) {
+                if !failed {
+                    eprintln!("relay: cannot write anchors: {e}");
+                    failed = true;
+                }
+            }
+        }));
+    }
     let stop = stop_flag()?;
     eprintln!(
         "relay: {} -> {} profile {} (seed {})",
@@ -544,6 +567,30 @@ fn report_cmd(a: ReportArgs) -> Result<(), String> {
     }
     rep.set_counters(&counters);
     rep.master = a.master;
+    if let Some(path) = &a.anchors {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let anchors = stamps::parse_anchors(&text).map_err(|e| e.to_string())?;
+        println!("Each receiver against the master's stamps (after the first 2 s; + = late):\n");
+        println!("| receiver | samples | mean us | p50 us | p99 us | max us |");
+        println!("|---|---|---|---|---|---|");
+        let mut all = Vec::new();
+        for (i, log) in logs.iter().enumerate() {
+            let e = stamps::stamp_errors(log, &anchors, a.rate);
+            let s = stamps::summarize(&e, 2_000_000_000);
+            println!(
+                "| rx{} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                i + 1,
+                s.samples,
+                s.mean_us,
+                s.p50_us,
+                s.p99_us,
+                s.max_us
+            );
+            all.push(s);
+        }
+        println!();
+        rep.set_stamp_errors(&all);
+    }
     rep.blackbox_skew_p99_us = a.blackbox_p99_us;
     if let Some(an) = &an {
         println!("Skew per pair (from the virtual-DAC logs):\n");

@@ -177,8 +177,10 @@ struct Session {
     generation: u64,
 }
 
+/// Called with every datagram a client sends, before it is impaired.
+pub type Observer = Box<dyn FnMut(&[u8]) + Send>;
+
 /// A bound relay, ready to [`Relay::run`].
-#[derive(Debug)]
 pub struct Relay {
     cfg: RelayConfig,
     listen: UdpSocket,
@@ -197,6 +199,17 @@ pub struct Relay {
     lateness: Histogram,
     shared: Arc<Mutex<RelayReport>>,
     epoch: Instant,
+    observer: Option<Observer>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("listen", &self.cfg.listen)
+            .field("forward", &self.cfg.forward)
+            .field("report", &self.report)
+            .finish_non_exhaustive()
+    }
 }
 
 fn udp_socket(what: &'static str, addr: SocketAddrV4) -> Result<Socket, RelayError> {
@@ -254,6 +267,7 @@ impl Relay {
             report,
             lateness: Histogram::new(),
             epoch: Instant::now(),
+            observer: None,
             cfg,
         })
     }
@@ -278,6 +292,12 @@ impl Relay {
                 .map_err(err)?;
         }
         Ok(s.into())
+    }
+
+    /// Shows every datagram clients send (before impairment) to `f`, e.g. to log the stream's
+    /// stamps.
+    pub fn set_observer(&mut self, f: Observer) {
+        self.observer = Some(f);
     }
 
     /// The address the relay listens on (with the port the OS chose if it was 0).
@@ -401,6 +421,9 @@ impl Relay {
                     let now = self.now();
                     let s = self.session_of(from, now)?;
                     let data = buf[..n].to_vec();
+                    if let Some(obs) = self.observer.as_mut() {
+                        obs(&data);
+                    }
                     self.impair(now, Dir::Forward, s, &data);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,

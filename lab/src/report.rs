@@ -47,6 +47,10 @@ pub struct LabReport {
     pub late_packets: Option<u64>,
     /// Which master played: `sender` (wavesync-sender) or `lab` (the lab's stand-in).
     pub master: Option<String>,
+    /// Receivers' error against the master's stamps, worst receiver's p99 |error|, us.
+    pub stamp_error_p99_us: Option<f64>,
+    /// Receivers' error against the master's stamps, largest |error|, us.
+    pub stamp_error_max_us: Option<f64>,
 }
 
 /// Counters read from the receivers' status sockets (JSON, see `receiver/src/status.rs`).
@@ -104,7 +108,22 @@ impl LabReport {
             recovered_packets: None,
             late_packets: None,
             master: None,
+            stamp_error_p99_us: None,
+            stamp_error_max_us: None,
         }
+    }
+
+    /// Adds the receivers' errors against the stamps; the latency becomes the measured one
+    /// (configured latency + mean error over the receivers).
+    pub fn set_stamp_errors(&mut self, rx: &[crate::stamps::StampSummary]) {
+        let judged: Vec<_> = rx.iter().filter(|s| s.samples > 0).collect();
+        if judged.is_empty() {
+            return;
+        }
+        self.stamp_error_p99_us = judged.iter().map(|s| s.p99_us).reduce(f64::max);
+        self.stamp_error_max_us = judged.iter().map(|s| s.max_us).reduce(f64::max);
+        let mean_ms = judged.iter().map(|s| s.mean_us).sum::<f64>() / judged.len() as f64 / 1e3;
+        self.latency_ms = self.latency_ms.map(|l| l + mean_ms);
     }
 
     /// Adds the receivers' counters (summed).
