@@ -7,9 +7,18 @@ use wavesync_receiver::output::alsa::{playback_devices, AlsaConfig, AlsaOutput};
 use wavesync_receiver::output::{DeviceFormat, Output, OutputError, WriteMeta};
 
 fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wavesync-alsa-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create the temp dir");
-    dir.join(name)
+    std::env::temp_dir().join(format!("wavesync-alsa-test-{}-{name}", std::process::id()))
+}
+
+/// Removes the files it holds when dropped (also when a test fails).
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 #[test]
@@ -42,6 +51,7 @@ fn output_alsa_null_opens_negotiates_and_writes() {
 #[test]
 fn output_alsa_file_pcm_is_byte_exact() {
     let path = temp_path("out.raw");
+    let _cleanup = Cleanup(vec![path.clone()]);
     let mut out = AlsaOutput::new(AlsaConfig {
         device: format!("file:'{}',raw", path.display()),
         format: Some(DeviceFormat::S16Le),

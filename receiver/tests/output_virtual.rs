@@ -11,9 +11,21 @@ use wavesync_receiver::output::{Output, OutputError, PointerMode, WriteMeta};
 const RATE: u32 = 48_000;
 
 fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wavesync-output-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create the temp dir");
-    dir.join(name)
+    std::env::temp_dir().join(format!(
+        "wavesync-output-test-{}-{name}",
+        std::process::id()
+    ))
+}
+
+/// Removes the files it holds when dropped (also when a test fails).
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// One log line: (stream position or None, frames, played realtime, played monotonic).
@@ -45,6 +57,7 @@ fn percentile(v: &mut [i64], p: f64) -> i64 {
 /// a new run instead of failing the test.
 fn prediction_errors(cfg: VirtualConfig, secs: f64, warmup: usize, phase_ms: u64) -> Vec<i64> {
     let log = cfg.log.clone().expect("a log path");
+    let _cleanup = Cleanup(vec![log.clone()]);
     let mut dac = VirtualDac::new(cfg);
     let info = dac.open(RATE, 2).expect("open");
     let chunk = info.period_frames;
@@ -225,6 +238,7 @@ fn output_virtual_ppm_sets_the_consumption_rate() {
 #[test]
 fn output_virtual_underrun_is_reported_then_recovers() {
     let log = temp_path("underrun.log");
+    let _cleanup = Cleanup(vec![log.clone()]);
     let mut dac = VirtualDac::new(VirtualConfig {
         log: Some(log.clone()),
         ..VirtualConfig::default()
@@ -306,6 +320,7 @@ fn output_virtual_write_error_while_starved() {
 fn output_virtual_audio_file_and_split_log_lines() {
     let log = temp_path("split.log");
     let audio = temp_path("audio.s16");
+    let _cleanup = Cleanup(vec![log.clone(), audio.clone()]);
     let mut dac = VirtualDac::new(VirtualConfig {
         log: Some(log.clone()),
         audio: Some(audio.clone()),
@@ -367,6 +382,7 @@ fn output_virtual_log_realtime_ignores_time_namespaces() {
     // monotonic instants, but realtime instants the lab can compare across namespaces.
     const SHIFT_S: i64 = 1_000_000;
     let log = temp_path("timens.log");
+    let _cleanup = Cleanup(vec![log.clone()]);
     let exe = std::env::current_exe().expect("test executable");
     let real0 = wavesync_receiver::clock_io::realtime_ns();
     let mono0 = monotonic_ns();
