@@ -1,3 +1,4 @@
 fn main() {
-    eprintln!("not yet");
+    eprintln!("wavesync-sender: not yet");
+    std::process::exit(1);
 }

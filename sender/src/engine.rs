@@ -1,0 +1,703 @@
+//! The sender engine: the common [`SenderCore`] running on real sockets in its own thread,
+//! fed by a real-time safe [`AudioInput`].
+//!
+//! ```text
+//!  producer (input thread or PipeWire's process callback)
+//!     AudioInput::push(capture_time, samples)  -- rtrb rings, no lock, no allocation
+//!        |  samples ring + (capture_time, frames) header ring, eventfd wake-up
+//!        v
+//!  "wavesync-net" thread: SenderCore  --> stream sockets (audio, status) to every destination
+//!                                     <-> control socket (NTP requests/replies, NACKs/resends)
+//! ```
+//!
+//! The timeline is CLOCK_MONOTONIC in ns (clock domain `master`): capture times pushed must be
+//! on it, and the time service answers with it.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use rtrb::{Consumer, Producer, RingBuffer};
+use wavesync_common::format::{ClockDomain, StreamFormat};
+use wavesync_common::packetizer::{ConfigError, PacketizerConfig};
+use wavesync_common::sender::{SenderConfig, SenderCore, SenderStats, Target};
+use wavesync_common::time::{frames_to_ns, TimelineNs, NS_PER_SEC};
+
+use crate::clock;
+use crate::net::{ControlSocket, NetError, NetOptions, StreamSockets, DEFAULT_CONTROL_PORT};
+
+/// What the engine needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineConfig {
+    /// Rate, channels and wire sample format. Pushed samples are interleaved with this many
+    /// channels at this rate.
+    pub format: StreamFormat,
+    /// Capture-to-DAC latency added to every stamp, ns.
+    pub latency_ns: i64,
+    /// Frames in a full packet.
+    pub frames_per_packet: u16,
+    /// Sender name in the status message.
+    pub name: String,
+    /// Where the stream goes: multicast groups and unicast receivers, IPv4 and IPv6 mixed.
+    pub destinations: Vec<SocketAddr>,
+    /// How the stream sockets send (TTL, interface, loop, broadcast, source address).
+    pub net: NetOptions,
+    /// The control port (time service, NACKs), announced in the status; 0 takes a free port.
+    pub control_port: u16,
+    /// Stop sending after this much all-zero input; `None` never stops.
+    pub silence_timeout_ns: Option<i64>,
+    /// Start a new run when capture times depart from the prediction by more than this, ns.
+    pub resync_threshold_ns: i64,
+    /// Audio the input ring holds, ns (what the network thread may lag behind the input).
+    pub ring_ns: i64,
+    /// Log a statistics line this often; `None` never.
+    pub stats_interval_ns: Option<i64>,
+}
+
+impl EngineConfig {
+    /// Defaults for `format` sent to `destinations`: 150 ms latency, packets filling a
+    /// 1472-byte UDP payload, control port 45301, name "WaveSync", 1 s silence timeout,
+    /// 20 ms resync threshold, 500 ms ring, no statistics lines.
+    pub fn new(format: StreamFormat, destinations: Vec<SocketAddr>) -> Self {
+        let p = PacketizerConfig::new(format, 150_000_000, 0);
+        EngineConfig {
+            format,
+            latency_ns: p.latency_ns,
+            frames_per_packet: p.frames_per_packet,
+            name: String::from("WaveSync"),
+            destinations,
+            net: NetOptions::default(),
+            control_port: DEFAULT_CONTROL_PORT,
+            silence_timeout_ns: p.silence_timeout_ns,
+            resync_threshold_ns: p.resync_threshold_ns,
+            ring_ns: 500_000_000,
+            stats_interval_ns: None,
+        }
+    }
+}
+
+/// Why the engine could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No destination to send to.
+    #[error("no destination given")]
+    NoDestinations,
+    /// A socket could not be set up.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The sender core refused the configuration.
+    #[error("stream settings: {0}")]
+    Config(#[from] ConfigError),
+    /// The wake-up eventfd or the network thread could not be created.
+    #[error("cannot start the network thread: {0}")]
+    Thread(std::io::Error),
+    /// The network thread panicked.
+    #[error("the network thread crashed")]
+    Panicked,
+}
+
+/// Counters of a running engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// The sender core's counters (packets, status, time service, NACKs, resends, runs).
+    pub core: SenderStats,
+    /// Pushes refused because the input ring was full (the network thread fell behind).
+    pub input_refused: u64,
+    /// Frames in those pushes.
+    pub input_refused_frames: u64,
+    /// Frames the network thread took from the ring.
+    pub frames_in: u64,
+    /// Datagram copies sent (one per destination).
+    pub datagrams_sent: u64,
+    /// Datagram copies dropped because a socket buffer was full.
+    pub send_dropped: u64,
+    /// Datagram copies that failed (logged once per destination).
+    pub send_failed: u64,
+    /// Control datagrams received.
+    pub control_received: u64,
+    /// Of those, stamped by the kernel on arrival.
+    pub control_kernel_stamped: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    capture_time: TimelineNs,
+    frames: u32,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    refused: AtomicU64,
+    refused_frames: AtomicU64,
+    wake: EventFd,
+    stats: Mutex<EngineStats>,
+}
+
+impl Shared {
+    fn wake(&self) {
+        // Non-blocking eventfd: a full counter (never, in practice) just means already woken.
+        let _ = nix::unistd::write(self.wake.as_fd(), &1u64.to_ne_bytes());
+    }
+}
+
+/// The producer side: hands audio to the network thread.
+///
+/// [`AudioInput::push`] is real-time safe: no allocation, no lock, no blocking system call
+/// (one non-blocking eventfd write to wake the network thread). It can be called from
+/// PipeWire's real-time process callback.
+pub struct AudioInput {
+    samples: Producer<f32>,
+    headers: Producer<Header>,
+    channels: usize,
+    shared: Arc<Shared>,
+}
+
+impl AudioInput {
+    /// Queues interleaved samples whose first frame was captured at `capture_time` (timeline
+    /// ns). A trailing partial frame is ignored. Returns false, and counts the push in
+    /// [`EngineStats::input_refused`], when the ring has no room for all of it (nothing is
+    /// queued then).
+    pub fn push(&mut self, capture_time: TimelineNs, samples: &[f32]) -> bool {
+        let frames = samples.len() / self.channels;
+        let n = frames * self.channels;
+        if n == 0 {
+            return true;
+        }
+        if self.samples.slots() < n || self.headers.slots() == 0 || frames > u32::MAX as usize {
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .refused_frames
+                .fetch_add(frames as u64, Ordering::Relaxed);
+            return false;
+        }
+        match self.samples.write_chunk_uninit(n) {
+            Ok(chunk) => {
+                chunk.fill_from_iter(samples[..n].iter().copied());
+            }
+            Err(_) => return false,
+        }
+        let _ = self.headers.push(Header {
+            capture_time,
+            frames: frames as u32,
+        });
+        self.shared.wake();
+        true
+    }
+
+    /// Interleaved channels per frame expected by [`AudioInput::push`].
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Frames the ring can take now.
+    pub fn free_frames(&self) -> usize {
+        if self.headers.slots() == 0 {
+            0
+        } else {
+            self.samples.slots() / self.channels
+        }
+    }
+}
+
+/// The running engine. Dropping it stops it too.
+pub struct Engine {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    control_port: u16,
+    destinations: Vec<SocketAddr>,
+    ssrc: u32,
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: getrandom writes at most the 4 bytes of the buffer we pass.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), libc::GRND_NONBLOCK) };
+    if n == 4 {
+        u32::from_ne_bytes(b)
+    } else {
+        // No entropy yet (early boot): time and pid are unique enough for a stream id.
+        (clock::realtime_ns() as u32) ^ std::process::id().rotate_left(16)
+    }
+}
+
+impl Engine {
+    /// Opens the sockets and starts the network thread. Socket problems (port in use, bad
+    /// interface, ...) are reported here, before anything runs.
+    pub fn start(cfg: EngineConfig) -> Result<(Engine, AudioInput), EngineError> {
+        if cfg.destinations.is_empty() {
+            return Err(EngineError::NoDestinations);
+        }
+        let stream = StreamSockets::open(&cfg.destinations, &cfg.net)?;
+        let control = ControlSocket::bind(cfg.control_port)?;
+        let control_port = control.port()?;
+        let ssrc = random_u32();
+        let mut scfg = SenderConfig::new(cfg.format, ssrc);
+        scfg.latency_ns = cfg.latency_ns;
+        scfg.frames_per_packet = cfg.frames_per_packet;
+        scfg.name = cfg.name.clone();
+        scfg.time_port = control_port;
+        scfg.clock_domain = ClockDomain::Master;
+        scfg.silence_timeout_ns = cfg.silence_timeout_ns;
+        scfg.resync_threshold_ns = cfg.resync_threshold_ns;
+        let core = SenderCore::new(scfg)?;
+
+        let channels = cfg.format.channels.max(1) as usize;
+        let ring_frames = (cfg.ring_ns.max(10_000_000) as i128 * cfg.format.rate as i128
+            / NS_PER_SEC as i128) as usize;
+        let (sp, sc) = RingBuffer::<f32>::new(ring_frames.max(1) * channels);
+        let (hp, hc) = RingBuffer::<Header>::new(4096);
+        let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .map_err(|e| EngineError::Thread(e.into()))?;
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+            refused_frames: AtomicU64::new(0),
+            wake,
+            stats: Mutex::new(EngineStats::default()),
+        });
+        let net = NetThread {
+            core,
+            stream,
+            control,
+            samples: sc,
+            headers: hc,
+            channels,
+            rate: cfg.format.rate,
+            shared: shared.clone(),
+            stats: EngineStats::default(),
+            stats_interval_ns: cfg.stats_interval_ns,
+            events: Events::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("wavesync-net".into())
+            .spawn(move || net.run())
+            .map_err(EngineError::Thread)?;
+        log::info!(
+            "streaming {} Hz, {} ch, {:?}, {} frames/packet, latency {} ms, stream id {ssrc:08x}; \
+             time service and NACKs on port {control_port}",
+            cfg.format.rate,
+            cfg.format.channels,
+            cfg.format.sample,
+            cfg.frames_per_packet,
+            cfg.latency_ns as f64 / 1e6
+        );
+        let input = AudioInput {
+            samples: sp,
+            headers: hp,
+            channels,
+            shared: shared.clone(),
+        };
+        Ok((
+            Engine {
+                shared,
+                thread: Some(thread),
+                control_port,
+                destinations: cfg.destinations,
+                ssrc,
+            },
+            input,
+        ))
+    }
+
+    /// The control port actually bound (the configured one, or the one picked for 0).
+    pub fn control_port(&self) -> u16 {
+        self.control_port
+    }
+
+    /// The destinations.
+    pub fn destinations(&self) -> &[SocketAddr] {
+        &self.destinations
+    }
+
+    /// The stream id (SSRC) of this run of the sender.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// Counters, as of the network thread's last round (a few ms old at most).
+    pub fn stats(&self) -> EngineStats {
+        let mut s = match self.shared.stats.lock() {
+            Ok(s) => *s,
+            Err(p) => *p.into_inner(),
+        };
+        s.input_refused = self.shared.refused.load(Ordering::Relaxed);
+        s.input_refused_frames = self.shared.refused_frames.load(Ordering::Relaxed);
+        s
+    }
+
+    /// True while the network thread runs.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Sends what is queued (the last partial packet too), stops the network thread and
+    /// returns the final counters.
+    pub fn stop(mut self) -> Result<EngineStats, EngineError> {
+        self.shutdown()?;
+        Ok(self.stats())
+    }
+
+    fn shutdown(&mut self) -> Result<(), EngineError> {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake();
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| EngineError::Panicked),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Rate limiter for event log lines: one per kind per second, the rest counted.
+#[derive(Default)]
+struct Events {
+    last_log: [TimelineNs; 3],
+    suppressed: [u64; 3],
+}
+
+const EV_RESYNC: usize = 0;
+const EV_SILENCE: usize = 1;
+const EV_RUN: usize = 2;
+
+impl Events {
+    /// True if an event of `kind` may be logged now; else it is counted.
+    fn allow(&mut self, kind: usize, now: TimelineNs) -> Option<u64> {
+        if self.last_log[kind] != 0 && now - self.last_log[kind] < NS_PER_SEC {
+            self.suppressed[kind] += 1;
+            return None;
+        }
+        self.last_log[kind] = now;
+        Some(std::mem::take(&mut self.suppressed[kind]))
+    }
+}
+
+fn more(n: u64) -> String {
+    if n > 0 {
+        format!(" ({n} more in the last second)")
+    } else {
+        String::new()
+    }
+}
+
+struct NetThread {
+    core: SenderCore,
+    stream: StreamSockets,
+    control: ControlSocket,
+    samples: Consumer<f32>,
+    headers: Consumer<Header>,
+    channels: usize,
+    rate: u32,
+    shared: Arc<Shared>,
+    stats: EngineStats,
+    stats_interval_ns: Option<i64>,
+    events: Events,
+}
+
+impl NetThread {
+    fn run(mut self) {
+        let mut out = vec![0u8; self.core.max_datagram_len()];
+        let mut inbuf = vec![0u8; 2048];
+        let mut next_stats = clock::monotonic_ns() + self.stats_interval_ns.unwrap_or(0);
+        let mut published = clock::monotonic_ns();
+        loop {
+            let stopping = self.shared.stop.load(Ordering::Acquire);
+            self.receive_control(&mut inbuf);
+            let before = self.core.stats();
+            self.take_audio();
+            if stopping {
+                self.core.flush();
+            }
+            let now = clock::monotonic_ns();
+            self.log_events(&before, now);
+            self.transmit(now, &mut out);
+            if let Some(iv) = self.stats_interval_ns {
+                if now >= next_stats {
+                    next_stats = now + iv;
+                    self.log_stats();
+                }
+            }
+            if stopping || now - published >= 20_000_000 {
+                published = now;
+                self.publish();
+            }
+            if stopping {
+                return;
+            }
+            self.wait(now);
+        }
+    }
+
+    fn receive_control(&mut self, buf: &mut [u8]) {
+        loop {
+            match self.control.recv(buf) {
+                Ok(Some(d)) => {
+                    self.stats.control_received += 1;
+                    if d.kernel_stamp {
+                        self.stats.control_kernel_stamped += 1;
+                    }
+                    self.core.handle_control(d.at, d.from, &buf[..d.len]);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    // E.g. ICMP errors reported on the next read; nothing to do but go on.
+                    log::debug!("control socket: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn take_audio(&mut self) {
+        while let Ok(h) = self.headers.pop() {
+            let n = h.frames as usize * self.channels;
+            let chunk = match self.samples.read_chunk(n) {
+                Ok(c) => c,
+                // The producer writes samples before their header: cannot happen.
+                Err(_) => break,
+            };
+            let (a, b) = chunk.as_slices();
+            self.core.push_audio(h.capture_time, a);
+            if !b.is_empty() {
+                let offset = frames_to_ns((a.len() / self.channels) as i64, self.rate);
+                self.core.push_audio(h.capture_time + offset, b);
+            }
+            chunk.commit_all();
+            self.stats.frames_in += h.frames as u64;
+        }
+    }
+
+    fn transmit(&mut self, now: TimelineNs, out: &mut [u8]) {
+        while let Some(t) = self.core.poll_transmit(now, out) {
+            let bytes = &out[..t.len];
+            match t.to {
+                Target::Stream => {
+                    let r = self.stream.send(bytes);
+                    self.stats.datagrams_sent += r.sent as u64;
+                    self.stats.send_dropped += r.dropped as u64;
+                    self.stats.send_failed += r.failed as u64;
+                }
+                Target::Peer(to) => match self.control.send_to(bytes, to) {
+                    Ok(true) => self.stats.datagrams_sent += 1,
+                    Ok(false) => self.stats.send_dropped += 1,
+                    Err(e) => {
+                        self.stats.send_failed += 1;
+                        log::debug!("cannot answer {to}: {e}");
+                    }
+                },
+            }
+        }
+    }
+
+    fn log_events(&mut self, before: &SenderStats, now: TimelineNs) {
+        let after = self.core.stats();
+        if after.resyncs > before.resyncs {
+            if let Some(n) = self.events.allow(EV_RESYNC, now) {
+                log::warn!(
+                    "run restarted: input time departed {:.1} ms from the stream's time{}",
+                    after.last_capture_departure_ns as f64 / 1e6,
+                    more(n)
+                );
+            }
+        } else if after.runs_started > before.runs_started {
+            if let Some(n) = self.events.allow(EV_RUN, now) {
+                if before.runs_started == 0 {
+                    log::info!("sound: stream started");
+                } else {
+                    log::info!("sound: stream resumed{}", more(n));
+                }
+            }
+        }
+        if after.silence_stops > before.silence_stops {
+            if let Some(n) = self.events.allow(EV_SILENCE, now) {
+                log::info!("silence: stream paused{}", more(n));
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        self.stats.core = self.core.stats();
+        let s = self.stats;
+        match self.shared.stats.lock() {
+            Ok(mut g) => *g = s,
+            Err(p) => *p.into_inner() = s,
+        }
+    }
+
+    fn log_stats(&mut self) {
+        let c = self.core.stats();
+        log::info!(
+            "stats: {} packets ({:.1} MB), {} status, {} runs ({} resyncs), {} time replies, \
+             {} NACKs, {} resends, {} refused input pushes, {} send errors",
+            c.packets_sent,
+            c.bytes_sent as f64 / 1e6,
+            c.status_sent,
+            c.runs_started,
+            c.resyncs,
+            c.ntp_replies,
+            c.nacks_received,
+            c.resends_sent,
+            self.shared.refused.load(Ordering::Relaxed),
+            self.stats.send_failed + self.stats.send_dropped,
+        );
+    }
+
+    fn wait(&mut self, now: TimelineNs) {
+        let due = self.core.poll_timeout();
+        let ms = ((due.saturating_sub(now)).max(0) + 999_999) / 1_000_000;
+        let ms = ms.clamp(0, 100) as u16;
+        let mut fds = [
+            PollFd::new(self.shared.wake.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.control.fd(), PollFlags::POLLIN),
+        ];
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+        let mut b = [0u8; 8];
+        let _ = nix::unistd::read(self.shared.wake.as_fd().as_raw_fd(), &mut b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::time::Duration;
+    use wavesync_common::format::SampleFormat;
+    use wavesync_common::wire::ntp::NtpPacket;
+    use wavesync_common::wire::rtp::AudioPacket;
+    use wavesync_common::wire::{classify, Kind};
+
+    const MS: i64 = 1_000_000;
+
+    fn assert_send<T: Send>() {}
+
+    fn listener() -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    }
+
+    fn config(dest: SocketAddr) -> EngineConfig {
+        let mut c = EngineConfig::new(StreamFormat::DEFAULT, vec![dest]);
+        c.control_port = 0;
+        c.frames_per_packet = 240;
+        c
+    }
+
+    #[test]
+    fn audio_input_can_move_to_the_realtime_thread() {
+        assert_send::<AudioInput>();
+    }
+
+    #[test]
+    fn pushed_audio_comes_out_as_stamped_packets_and_stop_flushes() {
+        let rx = listener();
+        let (engine, mut input) = Engine::start(config(rx.local_addr().unwrap())).unwrap();
+        let t0 = clock::monotonic_ns();
+        // 600 frames: two full packets and a partial one, sent at stop.
+        let samples: Vec<f32> = (0..1200).map(|i| (i as f32 - 600.0) / 1024.0).collect();
+        assert!(input.push(t0, &samples[..800]));
+        assert!(input.push(t0 + frames_to_ns(400, 48_000), &samples[800..]));
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        let mut status = 0;
+        while got.len() < 2 {
+            let n = rx.recv(&mut buf).unwrap();
+            match classify(&buf[..n]) {
+                Kind::Audio => {
+                    let p = AudioPacket::decode(&buf[..n]).unwrap();
+                    got.push((
+                        p.seq,
+                        p.timestamp,
+                        p.play_time,
+                        p.marker,
+                        p.payload.to_vec(),
+                    ));
+                }
+                Kind::Status => status += 1,
+                k => panic!("unexpected {k:?}"),
+            }
+        }
+        assert!(
+            status >= 1,
+            "a status message goes out before the first packet"
+        );
+        let stats = engine.stop().unwrap();
+        let n = rx.recv(&mut buf).unwrap();
+        let last = AudioPacket::decode(&buf[..n]).unwrap();
+        assert_eq!(last.frames(2), 120);
+        assert_eq!(got[0].2, t0 + 150 * MS);
+        assert!(got[0].3 && !got[1].3);
+        assert_eq!(got[1].1 - got[0].1, 240);
+        assert_eq!(got[1].2 - got[0].2, frames_to_ns(240, 48_000));
+        assert_eq!(last.play_time - got[0].2, frames_to_ns(480, 48_000));
+        // The samples survive L16 exactly (they are multiples of 1/1024).
+        let mut decoded = vec![0f32; 480];
+        wavesync_common::sample::wire_to_f32(SampleFormat::L16, &got[0].4, &mut decoded);
+        assert_eq!(&decoded[..], &samples[..480]);
+        assert_eq!(stats.core.packets_sent, 3);
+        assert_eq!(stats.frames_in, 600);
+    }
+
+    #[test]
+    fn the_control_port_answers_time_requests() {
+        let rx = listener();
+        let (engine, _input) = Engine::start(config(rx.local_addr().unwrap())).unwrap();
+        let client = listener();
+        let t1 = wavesync_common::time::ntp64_from_ns(12_345);
+        let before = clock::monotonic_ns();
+        client
+            .send_to(
+                &NtpPacket::client_request(t1).encode(),
+                ("127.0.0.1", engine.control_port()),
+            )
+            .unwrap();
+        let mut buf = [0u8; 128];
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        let after = clock::monotonic_ns();
+        assert_eq!(from.port(), engine.control_port());
+        let reply = NtpPacket::decode(&buf[..n]).unwrap();
+        assert_eq!(reply.origin_ts, t1);
+        let t2 = wavesync_common::time::ns_from_ntp64(reply.receive_ts);
+        let t3 = wavesync_common::time::ns_from_ntp64(reply.transmit_ts);
+        assert!(
+            before - MS <= t2 && t2 <= t3 && t3 <= after,
+            "{before} {t2} {t3} {after}"
+        );
+        let s = engine.stop().unwrap();
+        assert_eq!(s.core.ntp_replies, 1);
+        assert_eq!(s.control_received, 1);
+    }
+
+    #[test]
+    fn a_push_that_does_not_fit_is_refused_and_counted() {
+        let rx = listener();
+        let mut c = config(rx.local_addr().unwrap());
+        c.ring_ns = 10 * MS; // 480 frames
+        let (engine, mut input) = Engine::start(c).unwrap();
+        assert_eq!(input.free_frames(), 480);
+        let big = vec![0.25f32; 2 * 1000];
+        assert!(!input.push(clock::monotonic_ns(), &big));
+        assert!(input.push(clock::monotonic_ns(), &big[..2 * 400]));
+        let s = engine.stop().unwrap();
+        assert_eq!((s.input_refused, s.input_refused_frames), (1, 1000));
+        assert_eq!(s.frames_in, 400);
+    }
+
+    #[test]
+    fn no_destination_is_an_error() {
+        let mut c = config("127.0.0.1:9".parse().unwrap());
+        c.destinations.clear();
+        assert!(matches!(
+            Engine::start(c).err(),
+            Some(EngineError::NoDestinations)
+        ));
+    }
+}
