@@ -186,6 +186,10 @@ struct XcorrArgs {
     /// Channel to use (0-based).
     #[arg(long, default_value_t = 0)]
     channel: u16,
+    /// Channel of B, if not --channel (B may be the same file as A: one multichannel
+    /// recording of several receivers).
+    #[arg(long)]
+    channel_b: Option<u16>,
     /// Window, samples (power of two).
     #[arg(long, default_value_t = 8192)]
     window: usize,
@@ -198,6 +202,9 @@ struct XcorrArgs {
     /// Windows whose whitened peak (0..1) is below this are left out.
     #[arg(long, default_value_t = 0.1)]
     min_peak: f64,
+    /// Leave out the windows centred in the first this many seconds (start-up, locking).
+    #[arg(long, default_value_t = 0.0)]
+    skip_s: f64,
     /// Write every window's delay here as CSV (time_s, delay_us, peak).
     #[arg(long)]
     series: Option<PathBuf>,
@@ -422,18 +429,22 @@ fn skew(a: SkewArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn read_input(a: &XcorrArgs, path: &std::path::Path) -> Result<(Vec<f32>, u32), String> {
+fn read_input(
+    a: &XcorrArgs,
+    path: &std::path::Path,
+    channel: u16,
+) -> Result<(Vec<f32>, u32), String> {
     if a.raw {
-        let x = signal::read_raw_s16le(path, a.channels, a.channel).map_err(|e| e.to_string())?;
+        let x = signal::read_raw_s16le(path, a.channels, channel).map_err(|e| e.to_string())?;
         Ok((x, a.rate))
     } else {
-        signal::read_wav(path, a.channel).map_err(|e| e.to_string())
+        signal::read_wav(path, channel).map_err(|e| e.to_string())
     }
 }
 
 fn xcorr_cmd(a: XcorrArgs) -> Result<(), String> {
-    let (x, rate_a) = read_input(&a, &a.a)?;
-    let (y, rate_b) = read_input(&a, &a.b)?;
+    let (x, rate_a) = read_input(&a, &a.a, a.channel)?;
+    let (y, rate_b) = read_input(&a, &a.b, a.channel_b.unwrap_or(a.channel))?;
     if rate_a != rate_b {
         return Err(format!("sample rates differ: {rate_a} and {rate_b}"));
     }
@@ -442,7 +453,8 @@ fn xcorr_cmd(a: XcorrArgs) -> Result<(), String> {
     cfg.hop = ((a.hop_ms * f64::from(rate_a) / 1e3) as usize).max(1);
     cfg.max_lag = (a.max_lag_ms * f64::from(rate_a) / 1e3) as usize;
     cfg.min_peak = a.min_peak;
-    let w = xcorr::sliding(&x, &y, &cfg).map_err(|e| e.to_string())?;
+    let mut w = xcorr::sliding(&x, &y, &cfg).map_err(|e| e.to_string())?;
+    w.retain(|d| d.time_s >= a.skip_s);
     if let Some(path) = &a.series {
         let mut csv = String::from("time_s,delay_us,peak\n");
         for d in &w {
