@@ -128,6 +128,8 @@ pub fn run_status(args: &[String]) -> Result<(), String> {
                         "{}",
                         serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?
                     );
+                } else if one_line {
+                    println!("{}", brief(&s));
                 } else {
                     println!("{}", render(&s));
                 }
