@@ -6,6 +6,7 @@
 //! [`time`].
 
 pub mod clock;
+pub mod dll;
 pub mod format;
 pub mod jitter;
 pub mod loss;
