@@ -1,24 +1,43 @@
 //! Which packets are missing, and when to ask the master for them again (the NACK schedule).
 //!
 //! The receiver feeds every audio packet's sequence number and play time. A jump in sequence
-//! opens gaps; each missing packet is asked for after a short reordering grace (a reordered
-//! packet usually arrives within a packet time), then again every `retry_ns` while an answer can
-//! still be played, up to `max_tries`. A packet that is still missing when it can no longer be
-//! played in time is given up (the playout conceals it). Memory is fixed: at most `capacity`
-//! missing packets are tracked; a longer outage (a partition) gives up the oldest ones.
+//! opens gaps; each missing packet is asked for after a reordering grace, then again whenever a
+//! resend should have arrived and did not, while an answer can still be played, up to
+//! `max_tries`. A packet that is still missing when it can no longer be played in time is given
+//! up (the playout conceals it). Memory is fixed: at most `capacity` missing packets are
+//! tracked; a longer outage (a partition) gives up the oldest ones.
+//!
+//! Both waits adapt to the path, from what the tracker sees:
+//! - **Reordering grace**: a missing packet that turns up before it was asked for, or sooner
+//!   after its NACK than any resend could come back, was reordered; the grace follows the
+//!   deepest recent reordering (a decaying maximum) plus a millisecond, between
+//!   `reorder_grace_ns` and `max_grace_ns`. Asking too early costs a needless resend, asking too
+//!   late eats the latency budget.
+//! - **Retry interval**: the time from a NACK to the resend's arrival is measured on packets
+//!   asked for once (Karn's rule: the answer to a retry is ambiguous) and smoothed as TCP does its
+//!   RTO (`srtt + 4 rttvar`, RFC 6298), between `min_retry_ns` and `max_retry_ns`; until the
+//!   first measurement it is `retry_ns`.
 
 use crate::time::{frames_to_ns, LocalNs, TimelineNs};
 
 /// Tuning of the NACK schedule.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossConfig {
-    /// Wait this long after noticing a gap before the first NACK (reordering grace).
+    /// Shortest wait after noticing a gap before the first NACK (reordering grace).
     pub reorder_grace_ns: i64,
-    /// Ask again after this long without an answer.
+    /// Longest reordering grace, however deep the reordering seen.
+    pub max_grace_ns: i64,
+    /// Ask again after this long without an answer, until the resend delay is measured.
     pub retry_ns: i64,
+    /// Bounds of the measured retry interval.
+    pub min_retry_ns: i64,
+    /// See `min_retry_ns`.
+    pub max_retry_ns: i64,
     /// Ask at most this many times for one packet.
     pub max_tries: u8,
-    /// Do not ask when the packet's play time is closer than this (it could not arrive in time).
+    /// Do not ask when the packet's play time is closer than this plus the measured resend
+    /// delay (it could not arrive in time: the output's lead over the DAC, plus a margin). See
+    /// [`LossTracker::set_deadline_margin`].
     pub deadline_margin_ns: i64,
     /// Most missing packets tracked at once.
     pub capacity: usize,
@@ -28,8 +47,11 @@ impl Default for LossConfig {
     fn default() -> Self {
         LossConfig {
             reorder_grace_ns: 3_000_000,
+            max_grace_ns: 30_000_000,
             retry_ns: 20_000_000,
-            max_tries: 5,
+            min_retry_ns: 5_000_000,
+            max_retry_ns: 60_000_000,
+            max_tries: 10,
             deadline_margin_ns: 3_000_000,
             capacity: 512,
         }
@@ -40,7 +62,9 @@ impl Default for LossConfig {
 struct Missing {
     seq: u64,
     due: TimelineNs,
+    noticed: LocalNs,
     next_at: LocalNs,
+    last_asked: LocalNs,
     tries: u8,
 }
 
@@ -53,6 +77,9 @@ pub struct LossStats {
     pub requested: u64,
     /// Missing packets that arrived after all (resent or reordered).
     pub recovered: u64,
+    /// Of those, packets that were only reordered (before their NACK, or too soon after it to
+    /// be its answer).
+    pub reordered: u64,
     /// Missing packets given up (too late, too many tries, or beyond capacity).
     pub given_up: u64,
 }
@@ -64,7 +91,17 @@ pub struct LossTracker {
     highest: Option<u64>,
     missing: Vec<Missing>,
     stats: LossStats,
+    /// Deepest recent reordering, ns, as of `reorder_at`.
+    reorder_ns: f64,
+    reorder_at: LocalNs,
+    /// Smoothed NACK-to-resend delay and its mean deviation (None before the first sample).
+    srtt: Option<(f64, f64)>,
+    /// Shortest time a resend can take (the time client's round trip), ns.
+    rtt_floor_ns: i64,
 }
+
+/// Half-life of the reordering depth, ns.
+const REORDER_HALF_LIFE_NS: f64 = 5e9;
 
 /// Extends a 16-bit sequence number to the 64-bit value closest to `reference`.
 pub fn extend_seq(reference: u64, seq: u16) -> u64 {
@@ -87,10 +124,15 @@ impl LossTracker {
             highest: None,
             missing: Vec::with_capacity(cfg.capacity.max(1)),
             stats: LossStats::default(),
+            reorder_ns: 0.0,
+            reorder_at: 0,
+            srtt: None,
+            rtt_floor_ns: 0,
         }
     }
 
-    /// Forgets everything (a new stream).
+    /// Forgets the sequence and what is missing (a new stream). What was learnt of the path
+    /// (reordering, resend delay) and the counters stay.
     pub fn reset(&mut self) {
         self.highest = None;
         self.missing.clear();
@@ -106,6 +148,53 @@ impl LossTracker {
         self.missing.len()
     }
 
+    /// Sets how long before its play time a packet must arrive to be of use (the output's
+    /// lead over the DAC plus a margin).
+    pub fn set_deadline_margin(&mut self, ns: i64) {
+        self.cfg.deadline_margin_ns = ns.max(0);
+    }
+
+    /// Sets the shortest round trip to the master (from the time client): a missing packet
+    /// arriving sooner than this (plus 1 ms) after its NACK was reordered, not resent.
+    pub fn set_rtt_floor(&mut self, ns: i64) {
+        self.rtt_floor_ns = ns.max(0);
+    }
+
+    /// The current reordering grace, ns.
+    pub fn grace_ns(&self, now: LocalNs) -> i64 {
+        let age = (now - self.reorder_at).max(0) as f64;
+        let depth = self.reorder_ns * 0.5f64.powf(age / REORDER_HALF_LIFE_NS);
+        ((depth as i64).saturating_add(1_000_000))
+            .clamp(self.cfg.reorder_grace_ns, self.cfg.max_grace_ns)
+    }
+
+    /// The current retry interval, ns.
+    pub fn retry_ns(&self) -> i64 {
+        match self.srtt {
+            None => self.cfg.retry_ns,
+            Some((s, v)) => ((s + 4.0 * v) as i64 + 1_000_000)
+                .clamp(self.cfg.min_retry_ns, self.cfg.max_retry_ns),
+        }
+    }
+
+    fn note_reorder(&mut self, now: LocalNs, depth_ns: i64) {
+        let age = (now - self.reorder_at).max(0) as f64;
+        let current = self.reorder_ns * 0.5f64.powf(age / REORDER_HALF_LIFE_NS);
+        self.reorder_ns = current.max(depth_ns as f64);
+        self.reorder_at = now;
+    }
+
+    fn note_repair(&mut self, sample_ns: i64) {
+        let s = sample_ns as f64;
+        self.srtt = Some(match self.srtt {
+            None => (s, s / 2.0),
+            Some((srtt, var)) => (
+                0.875 * srtt + 0.125 * s,
+                0.75 * var + 0.25 * (s - srtt).abs(),
+            ),
+        });
+    }
+
     /// Notes an arrived packet: `seq`, the play time of its first frame, and its duration.
     pub fn on_packet(&mut self, now: LocalNs, seq: u16, play_time: TimelineNs, duration_ns: i64) {
         let Some(highest) = self.highest else {
@@ -115,8 +204,15 @@ impl LossTracker {
         let ext = extend_seq(highest, seq);
         if ext <= highest {
             if let Some(i) = self.missing.iter().position(|m| m.seq == ext) {
-                self.missing.swap_remove(i);
+                let m = self.missing.swap_remove(i);
                 self.stats.recovered += 1;
+                let since_asked = now - m.last_asked;
+                if m.tries == 0 || since_asked < self.rtt_floor_ns + 1_000_000 {
+                    self.stats.reordered += 1;
+                    self.note_reorder(now, now - m.noticed);
+                } else if m.tries == 1 {
+                    self.note_repair(since_asked);
+                }
             }
             return;
         }
@@ -129,6 +225,7 @@ impl LossTracker {
         // Only the newest `capacity` of a long outage can still matter.
         let keep = gap.min(self.cfg.capacity as u64);
         self.stats.given_up += gap - keep;
+        let first_at = now + self.grace_ns(now);
         for k in (1..=keep).rev() {
             if self.missing.len() == self.cfg.capacity {
                 // Full: the entry due first is the least likely to be saved.
@@ -140,7 +237,9 @@ impl LossTracker {
             self.missing.push(Missing {
                 seq: ext - k,
                 due: play_time - k as i64 * duration_ns,
-                next_at: now + self.cfg.reorder_grace_ns,
+                noticed: now,
+                next_at: first_at,
+                last_asked: now,
                 tries: 0,
             });
         }
@@ -154,11 +253,15 @@ impl LossTracker {
         to_local: Option<&dyn Fn(TimelineNs) -> LocalNs>,
         out: &mut [u16],
     ) -> usize {
+        let retry = self.retry_ns();
+        // A NACK sent now is answered this long from now, on average.
+        let flight = self.srtt.map_or(0, |(s, _)| s as i64);
+        let margin = self.cfg.deadline_margin_ns.saturating_add(flight);
         let mut n = 0;
         let mut i = 0;
         while i < self.missing.len() {
             let m = self.missing[i];
-            let too_late = to_local.is_some_and(|f| f(m.due) - self.cfg.deadline_margin_ns < now);
+            let too_late = to_local.is_some_and(|f| f(m.due) - margin < now);
             if too_late || (m.tries >= self.cfg.max_tries && m.next_at <= now) {
                 self.missing.swap_remove(i);
                 self.stats.given_up += 1;
@@ -169,7 +272,8 @@ impl LossTracker {
                 n += 1;
                 let e = &mut self.missing[i];
                 e.tries += 1;
-                e.next_at = now + self.cfg.retry_ns;
+                e.last_asked = now;
+                e.next_at = now + retry;
                 self.stats.requested += 1;
             }
             i += 1;
@@ -241,7 +345,11 @@ mod tests {
             asked += v.len();
             now += 20 * MS;
         }
-        assert_eq!(asked, 5, "max_tries bounds the requests for one packet");
+        assert_eq!(
+            asked,
+            LossConfig::default().max_tries as usize,
+            "max_tries bounds the requests for one packet"
+        );
         assert_eq!(t.stats().given_up, 1);
     }
 
@@ -287,5 +395,79 @@ mod tests {
         t.on_packet(0, 3, 0, MS);
         assert_eq!(t.outstanding(), 0);
         assert_eq!(t.stats(), LossStats::default());
+    }
+
+    #[test]
+    fn reordering_widens_the_grace_and_it_decays() {
+        let mut t = tracker();
+        assert_eq!(t.grace_ns(0), 3 * MS);
+        t.on_packet(0, 1, 0, 5 * MS);
+        t.on_packet(0, 3, 10 * MS, 5 * MS); // 2 missing...
+        t.on_packet(2 * MS, 2, 5 * MS, 5 * MS); // ...only reordered, 2 ms late: not asked yet
+        assert_eq!(t.stats().reordered, 1);
+        assert!(nacks(&mut t, 2 * MS).is_empty());
+        // A packet 3.5 ms late arrives just after its NACK: too soon to be a resend.
+        t.on_packet(10 * MS, 5, 20 * MS, 5 * MS); // 4 missing
+        assert_eq!(nacks(&mut t, 13 * MS), vec![4]);
+        t.on_packet(13 * MS + MS / 2, 4, 15 * MS, 5 * MS);
+        assert_eq!(t.stats().reordered, 2);
+        let g = t.grace_ns(13 * MS + MS / 2);
+        assert_eq!(g, 4 * MS + MS / 2, "deepest reordering + 1 ms");
+        // The next gap waits that long before its first NACK.
+        t.on_packet(20 * MS, 7, 30 * MS, 5 * MS);
+        assert!(nacks(&mut t, 20 * MS + g - MS).is_empty());
+        assert_eq!(nacks(&mut t, 20 * MS + g), vec![6]);
+        // Without more reordering it falls back towards the floor (half-life 5 s).
+        assert!(t.grace_ns(20_000 * MS) < 4 * MS);
+        // Never beyond the ceiling.
+        t.on_packet(20_000 * MS, 9, 40 * MS, 5 * MS);
+        t.on_packet(20_500 * MS, 8, 35 * MS, 5 * MS);
+        assert_eq!(t.grace_ns(20_500 * MS), LossConfig::default().max_grace_ns);
+    }
+
+    #[test]
+    fn the_retry_interval_follows_the_measured_resend_delay() {
+        let mut t = tracker();
+        assert_eq!(t.retry_ns(), 20 * MS, "before any measurement");
+        t.set_rtt_floor(MS / 2);
+        let mut seq = 1u16;
+        let mut now = 0;
+        t.on_packet(now, seq, 0, 5 * MS);
+        // Resends that take 30 ms: the interval grows beyond them.
+        for _ in 0..20 {
+            t.on_packet(now, seq + 2, 0, 5 * MS);
+            now += 5 * MS;
+            assert_eq!(nacks(&mut t, now), vec![seq + 1]);
+            now += 30 * MS;
+            t.on_packet(now, seq + 1, 0, 5 * MS);
+            seq += 2;
+        }
+        let slow = t.retry_ns();
+        assert!((31 * MS..=45 * MS).contains(&slow), "retry {slow}");
+        // A fast path (2 ms): it shrinks to the floor.
+        for _ in 0..40 {
+            t.on_packet(now, seq + 2, 0, 5 * MS);
+            now += 5 * MS;
+            assert_eq!(nacks(&mut t, now), vec![seq + 1]);
+            now += 2 * MS;
+            t.on_packet(now, seq + 1, 0, 5 * MS);
+            seq += 2;
+        }
+        assert_eq!(t.retry_ns(), LossConfig::default().min_retry_ns);
+        assert_eq!(t.stats().reordered, 0);
+    }
+
+    #[test]
+    fn the_deadline_margin_covers_the_outputs_lead() {
+        let mut t = tracker();
+        t.set_deadline_margin(40 * MS);
+        t.on_packet(0, 1, 100 * MS, 5 * MS);
+        t.on_packet(0, 4, 115 * MS, 5 * MS); // 2 due at 105 ms, 3 at 110 ms
+        let identity = |x: TimelineNs| x;
+        let mut out = [0u16; 8];
+        // At 68 ms, 2 is due in 37 ms: within the output's 40 ms lead, useless to ask.
+        let n = t.poll_nack(68 * MS, Some(&identity), &mut out);
+        assert_eq!(&out[..n], &[3]);
+        assert_eq!(t.stats().given_up, 1);
     }
 }

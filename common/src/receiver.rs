@@ -161,6 +161,8 @@ pub struct Receiver {
 }
 
 const MAX_EVENTS: usize = 32;
+/// Slack on top of the output's lead: the output thread's wake-up and fill time.
+const OUTPUT_MARGIN_NS: i64 = 2_000_000;
 
 impl Receiver {
     /// A receiver that follows no stream yet.
@@ -222,6 +224,20 @@ impl Receiver {
     /// output thread when it sees a new value.
     pub fn clock_generation(&self) -> u64 {
         self.clock_generation
+    }
+
+    /// Tells how far ahead of the DAC the output consumes audio (its measured delay plus the
+    /// sink latency trim), ns: a packet asked for must arrive that much before its play time,
+    /// so the NACK schedule gives up sooner and wastes no requests on packets that would come
+    /// too late.
+    pub fn set_output_lead(&mut self, lead_ns: i64) {
+        self.loss
+            .set_deadline_margin(lead_ns.saturating_add(OUTPUT_MARGIN_NS));
+    }
+
+    /// The NACK schedule (for status and tests).
+    pub fn loss(&self) -> &LossTracker {
+        &self.loss
     }
 
     /// Supplies the clock estimate when the source is [`ClockSource::External`].
@@ -392,7 +408,11 @@ impl Receiver {
             self.stats.time_rejected += 1;
             return;
         };
-        match t.handle_response(now, bytes) {
+        let event = t.handle_response(now, bytes);
+        if let Some(rtt) = t.model().min_rtt_ns() {
+            self.loss.set_rtt_floor(rtt);
+        }
+        match event {
             Ok(ClockEvent::Rejected) | Err(_) => self.stats.time_rejected += 1,
             Ok(ClockEvent::Updated) => self.clock_generation += 1,
             Ok(ClockEvent::Locked) => {

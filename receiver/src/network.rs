@@ -24,6 +24,7 @@ pub struct Network {
     out: rtrb::Producer<Feed>,
     status: Shared,
     overflow: u64,
+    sink_latency_ns: i64,
 }
 
 fn rx_config(cfg: &Config) -> ReceiverConfig {
@@ -63,6 +64,7 @@ impl Network {
             out,
             status,
             overflow: 0,
+            sink_latency_ns: cfg.sink_latency_ns,
         })
     }
 
@@ -141,10 +143,14 @@ impl Network {
             channels: i.status.format.channels,
             latency_ms: i.status.latency_ns as f64 / 1e6,
         });
+        // The output's lead over the DAC bounds when a resend is still of use.
+        let lead = (s.device_delay_ms * 1e6) as i64 + self.sink_latency_ns;
         s.packets = st.audio;
         s.lost = st.loss.missing;
         s.recovered = st.loss.recovered;
         s.dropped = st.malformed + st.foreign + st.before_status + self.overflow;
+        drop(s);
+        self.receiver.set_output_lead(lead.max(0));
     }
 
     /// Runs until `stop` is set.
