@@ -56,7 +56,7 @@ pub struct ModuleConfig {
     pub format: StreamFormat,
     /// Channel positions (`FL`, `FR`, ...), one per channel.
     pub positions: Vec<String>,
-    /// UDP port of the time service; 0 disables it.
+    /// UDP port of the time service; 0 picks a free port (announced in the status message).
     pub control_port: u16,
     /// Which clock the timeline is on.
     pub clock: ClockDomain,
@@ -263,8 +263,13 @@ impl ModuleConfig {
         };
         let clock = match get("wavesync.clock") {
             None | Some("master") => ClockDomain::Master,
-            Some("ntp") => ClockDomain::Ntp,
-            Some("system") => ClockDomain::System,
+            Some(v @ ("ntp" | "system")) => {
+                return Err(ConfigError::invalid(
+                    "wavesync.clock",
+                    v,
+                    "not supported yet: the sender engine serves the master clock only",
+                ))
+            }
             Some(v) => {
                 return Err(ConfigError::invalid(
                     "wavesync.clock",
@@ -557,6 +562,7 @@ mod tests {
             (&[("net.ttl", "0")], "net.ttl"),
             (&[("net.loop", "maybe")], "net.loop"),
             (&[("wavesync.clock", "gps")], "wavesync.clock"),
+            (&[("wavesync.clock", "system")], "not supported yet"),
             (&[("wavesync.control.prot", "1")], "wavesync"),
             (&[("sess.name", &"x".repeat(65))], "sess.name"),
             (

@@ -39,10 +39,11 @@
 //! - `audio.position = [ <str> ... ]`: channel map. Default `[ FL FR ]` for 2 channels.
 //! - `audio.format = L16 | L24`: sample format on the wire (big-endian PCM). Default `L16`.
 //! - `wavesync.control.port = <int>`: UDP port of the time service (NTPv4 on-wire format)
-//!   and of the receivers' NACKs; 0 disables both. Default `45301`.
-//! - `wavesync.clock = master | ntp | system`: the timeline's clock. `master` (default): this
-//!   host's CLOCK_MONOTONIC, receivers ask our time service; `ntp`/`system`: CLOCK_REALTIME,
-//!   for hosts kept in sync by NTP or PTP.
+//!   and of the receivers' NACKs; 0 picks a free port (the status message announces it).
+//!   Default `45301`.
+//! - `wavesync.clock = master`: the timeline's clock: this host's CLOCK_MONOTONIC; receivers
+//!   ask our time service. (`ntp` and `system`, CLOCK_REALTIME for hosts kept in sync by NTP
+//!   or PTP, are reserved: refused until the sender engine serves them.)
 //! - `stream.props = { ... }`: properties for the node, applied first (e.g. `node.latency`,
 //!   `priority.session`, `audio.position`).
 //!

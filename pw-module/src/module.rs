@@ -69,7 +69,7 @@ const MODULE_INFO: &[(&CStr, &CStr)] = &[
           ( audio.rate=<rate, default 48000> ) ( audio.channels=<channels, default 2> ) \
           ( audio.position=<channel map, default [ FL FR ]> ) ( audio.format=<L16|L24> ) \
           ( wavesync.control.port=<port, default 45301> ) \
-          ( wavesync.clock=<master|ntp|system> ) ( stream.props={ ... } )",
+          ( wavesync.clock=master ) ( stream.props={ ... } )",
     ),
     (c"module.version", c"0.1.0"),
 ];

@@ -5,4 +5,5 @@
 
 pub mod hook;
 pub mod log;
+pub mod log_bridge;
 pub mod props;
