@@ -281,6 +281,20 @@ impl LossTracker {
         n
     }
 
+    /// Takes back requests [`LossTracker::poll_nack`] handed out that could not be sent (a NACK
+    /// message holds only so many entries): they are due again at once.
+    pub fn retract(&mut self, seqs: &[u16]) {
+        for &seq in seqs {
+            if let Some(m) = self.missing.iter_mut().find(|m| m.seq as u16 == seq) {
+                if m.tries > 0 {
+                    m.tries -= 1;
+                    m.next_at = LocalNs::MIN;
+                    self.stats.requested -= 1;
+                }
+            }
+        }
+    }
+
     /// When [`LossTracker::poll_nack`] next has something to do.
     pub fn poll_timeout(&self) -> Option<LocalNs> {
         self.missing.iter().map(|m| m.next_at).min()
@@ -469,5 +483,21 @@ mod tests {
         let n = t.poll_nack(68 * MS, Some(&identity), &mut out);
         assert_eq!(&out[..n], &[3]);
         assert_eq!(t.stats().given_up, 1);
+    }
+
+    #[test]
+    fn retracted_requests_are_due_again_at_once() {
+        let mut t = tracker();
+        t.on_packet(0, 1, 0, MS);
+        t.on_packet(0, 5, 0, MS); // 2, 3, 4 missing
+        let mut asked = nacks(&mut t, 5 * MS);
+        asked.sort();
+        assert_eq!(asked, vec![2, 3, 4]);
+        t.retract(&[3, 4]);
+        assert_eq!(t.stats().requested, 1);
+        assert_eq!(t.poll_timeout(), Some(LocalNs::MIN));
+        let mut again = nacks(&mut t, 5 * MS);
+        again.sort();
+        assert_eq!(again, vec![3, 4]);
     }
 }

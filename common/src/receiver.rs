@@ -465,6 +465,10 @@ impl Receiver {
             buf,
         ) {
             Ok(enc) => {
+                // What did not fit this message goes in the next one.
+                if enc.consumed < n {
+                    self.loss.retract(&self.nack_seqs[enc.consumed..n]);
+                }
                 self.stats.nacks_sent += 1;
                 Some(Transmit {
                     to: info.control_addr(),
@@ -709,6 +713,37 @@ mod tests {
         quiet.handle_datagram(0, master(), &audio(7, 10, 0));
         quiet.handle_datagram(0, master(), &audio(7, 14, 0));
         assert!(quiet.poll_transmit(100 * MS, &mut buf).is_none());
+    }
+
+    #[test]
+    fn losses_beyond_one_nacks_capacity_go_out_in_several() {
+        let mut r = Receiver::new(ReceiverConfig {
+            clock: ClockSource::External,
+            ..ReceiverConfig::default()
+        });
+        r.handle_datagram(0, master(), &status(7));
+        // Every 20th packet lost: each needs its own FCI entry, 99 of them.
+        let mut lost = Vec::new();
+        for seq in 1..2000u16 {
+            if seq % 20 == 0 {
+                lost.push(seq);
+                continue;
+            }
+            r.handle_datagram(0, master(), &audio(7, seq, 10_000 * MS));
+        }
+        let mut buf = [0u8; 1500];
+        let now = r.poll_timeout();
+        let mut asked = Vec::new();
+        let mut messages = 0;
+        while let Some(t) = r.poll_transmit(now, &mut buf) {
+            let n = nack::Nack::decode(&buf[..t.len]).unwrap();
+            asked.extend(n.lost());
+            messages += 1;
+        }
+        asked.sort_unstable();
+        assert_eq!(asked, lost);
+        assert_eq!(messages, 2);
+        assert_eq!(r.stats().loss.requested, lost.len() as u64);
     }
 
     proptest! {

@@ -54,6 +54,14 @@ fn state_name(s: PlayoutState) -> &'static str {
     }
 }
 
+/// Replaces the state's name, allocating only when it changed.
+fn set_state(state: &mut String, name: &str) {
+    if state != name {
+        state.clear();
+        state.push_str(name);
+    }
+}
+
 impl Playback {
     /// Prepares the output thread; nothing is opened yet.
     pub fn new(cfg: &Config, feed: rtrb::Consumer<Feed>, status: Shared) -> Self {
@@ -185,14 +193,18 @@ impl Playback {
         self.failures += 1;
     }
 
+    /// Updates the shared status. Called from the audio thread: it never waits for the lock
+    /// (a busy snapshot is skipped, the next comes 100 ms later) and allocates only when the
+    /// state's name changes.
     fn publish(&mut self) {
         let Some(p) = self.playout.as_ref() else {
-            if let Ok(mut s) = self.status.lock() {
-                s.state = if self.stream.is_some() {
-                    "device unavailable".into()
-                } else {
-                    "waiting for a stream".into()
-                };
+            let name = if self.stream.is_some() {
+                "device unavailable"
+            } else {
+                "waiting for a stream"
+            };
+            if let Ok(mut s) = self.status.try_lock() {
+                set_state(&mut s.state, name);
             }
             return;
         };
@@ -200,8 +212,8 @@ impl Playback {
         let rate = self.stream.map(|s| s.format().rate).unwrap_or(48_000) as f64;
         let fpp = self.stream.map(|s| s.status.frames_per_packet).unwrap_or(0) as f64;
         let buffered = p.buffer().len() as f64 * fpp;
-        if let Ok(mut s) = self.status.lock() {
-            s.state = state_name(p.state()).into();
+        if let Ok(mut s) = self.status.try_lock() {
+            set_state(&mut s.state, state_name(p.state()));
             s.sync_error_us = self.last_error_ns.map(|e| e as f64 / 1e3);
             s.correction_ppm = p.ratio_ppm();
             s.buffer_ms = buffered / rate * 1e3;
