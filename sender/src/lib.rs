@@ -7,6 +7,10 @@
 //! - [`input`]: where the audio comes from, and how it is stamped;
 //! - [`args`] and [`run`]: the command line and the main loop of the `wavesync-sender` binary.
 
+pub mod args;
 pub mod clock;
 pub mod engine;
+pub mod input;
 pub mod net;
+pub mod run;
+pub mod signal;
