@@ -123,6 +123,17 @@ fn main() {
             )),
         },
         Case {
+            name: "libpipewire-module-wavesync, node.latency = 368/48000 as rtp-sink",
+            target: "wavesync",
+            dropin: Some(module_dropin(
+                &format!(
+                    "destination.ip = 127.0.0.1 destination.port = @PORT@ \
+                     wavesync.control.port = {control} node.latency = 368/48000"
+                ),
+                true,
+            )),
+        },
+        Case {
             name: "libpipewire-module-rtp-sink (S16BE, MTU 1472 -> 368 frames/packet)",
             target: "rtp-sink",
             dropin: Some((

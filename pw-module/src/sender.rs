@@ -46,8 +46,14 @@ impl Sender {
     /// Opens the sockets and starts the network thread; returns the sink's input.
     pub fn start(config: &ModuleConfig) -> Result<(Sender, Box<dyn BlockInput>), StartError> {
         crate::pw::log_bridge::install();
-        let (engine, input) =
-            Engine::start(engine_config(config)).map_err(|e| StartError::Engine(e.to_string()))?;
+        let (engine, input) = Engine::start(engine_config(config)).map_err(|e| {
+            // The engine's hints name the command line's options; here they are module
+            // arguments.
+            StartError::Engine(
+                e.to_string()
+                    .replace("--control-port", "wavesync.control.port"),
+            )
+        })?;
         Ok((
             Sender {
                 engine: Some(engine),

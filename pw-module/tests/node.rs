@@ -223,3 +223,31 @@ fn separate_client_process_creates_the_node() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_busy_control_port_refuses_to_load_with_the_reason() {
+    let busy = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let args = format!(
+        "destination.ip = 127.0.0.1 destination.port = {} wavesync.control.port = {port}",
+        free_udp_port()
+    );
+    let daemon = Daemon::start(&[module_dropin(&args, true)], false)
+        .unwrap_or_else(|f| panic!("daemon must run on with nofail: {f:?}"));
+    assert!(daemon.wait_node("ci-null-sink").is_some());
+    let log = daemon.log();
+    let lines = our_lines(&log);
+    note(&format!("log: {lines:?}"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("not loaded: cannot start the sender")
+                && l.contains(&port.to_string())
+                && l.contains("wavesync.control.port")),
+        "{log}"
+    );
+    assert!(daemon
+        .dump()
+        .iter()
+        .all(|o| o["info"]["props"]["node.name"] != "wavesync"));
+}

@@ -278,3 +278,42 @@ fn stopping_and_restarting_playback_restarts_the_timeline() {
         assert!(matching >= signal.len() - TAIL_SAMPLES, "{matching}");
     }
 }
+
+#[test]
+fn silence_in_the_middle_stops_sending_and_the_next_sound_starts_a_new_run() {
+    let (daemon, listener) = setup("");
+    let scratch = Scratch::new("silence");
+    let wav = scratch.path().join("gap.wav");
+    let first = test_signal(RATE as usize);
+    // One second of sound that differs from the first (the tail of a longer signal).
+    let second = test_signal(RATE as usize * 3)[RATE as usize * 4..].to_vec();
+    let mut file = first.clone();
+    file.extend(std::iter::repeat_n(0i16, RATE as usize * 2 * 2));
+    file.extend(&second);
+    write_wav(&wav, &file);
+
+    daemon.play("wavesync", &wav);
+    std::thread::sleep(Duration::from_millis(1500));
+    let packets = audio_packets(&listener.finish());
+    let runs = runs(&packets);
+    assert_eq!(runs.len(), 2, "silence ends a run, sound starts the next");
+    check_run(runs[0]);
+    let leads = check_run(runs[1]);
+    // Sending stopped during the silence: a long pause between two arrivals.
+    let pause = packets
+        .windows(2)
+        .map(|w| w[1].at - w[0].at)
+        .max()
+        .unwrap_or(0);
+    note(&format!(
+        "pause in sending {:.0} ms; second run lead {:.2} ms",
+        pause as f64 / 1e6,
+        leads[0] as f64 / 1e6
+    ));
+    assert!(pause > 700_000_000, "sending paused during 2 s of silence");
+    assert!((LEAD_MIN..=LEAD_MAX).contains(&leads[0]));
+    // The second run starts with the second sound, bit-exact.
+    let (at, matching) = locate(&stream_samples(runs[1]), &second);
+    assert_eq!(at, 0, "the new run starts where the sound starts");
+    assert!(matching >= second.len() - TAIL_SAMPLES, "{matching}");
+}
