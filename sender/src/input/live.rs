@@ -19,6 +19,11 @@ use crate::clock;
 
 /// How far ahead of its arrival a block's predicted end may lie before it is held back.
 pub const AHEAD_SLACK_NS: i64 = 2_000_000;
+/// Held back for this much audio in a row, the input has a backlog worth a log line (bursty
+/// sources are held back for a few tens of ms within each burst).
+pub const BACKLOG_LOG_NS: i64 = 1_000_000_000;
+/// At most one backlog log line this often.
+const BACKLOG_LOG_INTERVAL_NS: i64 = 10_000_000_000;
 /// No audio for this long is a stall.
 pub const STALL_NS: i64 = 500_000_000;
 /// The loop restarts when a block departs this far from its prediction.
@@ -46,7 +51,9 @@ pub struct LiveClock {
     dll: Dll,
     last_data: Option<LocalNs>,
     stalled: bool,
-    ahead: bool,
+    backlog_logged: Option<LocalNs>,
+    /// Audio held back in a row, ns.
+    held_in_a_row: i64,
     stats: LiveStats,
 }
 
@@ -58,7 +65,8 @@ impl LiveClock {
             dll: Dll::new(rate, BANDWIDTH_HZ, MAX_ERROR_NS),
             last_data: None,
             stalled: false,
-            ahead: false,
+            backlog_logged: None,
+            held_in_a_row: 0,
             stats: LiveStats::default(),
         }
     }
@@ -90,11 +98,16 @@ impl LiveClock {
         self.last_data = Some(arrival);
         if let Some(end) = self.dll.predicted_end(frames) {
             if end - arrival > AHEAD_SLACK_NS {
-                if !self.ahead {
-                    self.ahead = true;
+                let capture_start = self.dll.predicted_end(0).unwrap_or(end);
+                self.held_in_a_row += end - capture_start;
+                let quiet = self
+                    .backlog_logged
+                    .is_some_and(|t| arrival - t < BACKLOG_LOG_INTERVAL_NS);
+                if self.held_in_a_row > BACKLOG_LOG_NS && !quiet {
+                    self.backlog_logged = Some(arrival);
                     log::info!(
                         "{}: input delivers faster than real time (a backlog); reading it at \
-                         real-time pace",
+                         real-time pace, the rest waits in the input's buffer",
                         self.what
                     );
                 }
@@ -105,10 +118,7 @@ impl LiveClock {
                 return capture;
             }
         }
-        if self.ahead {
-            self.ahead = false;
-            log::debug!("{}: input back in step with real time", self.what);
-        }
+        self.held_in_a_row = 0;
         let first = !self.dll.is_started();
         match self.dll.update(arrival, frames) {
             DllUpdate::Tracked { capture } => capture,
