@@ -106,6 +106,12 @@ pub enum Event {
         /// The jump, ns.
         step_ns: i64,
     },
+    /// A new stream's stamps are far from where the clock model puts them (its master
+    /// restarted on another timeline): the model was reset and is being re-read.
+    ClockStale {
+        /// How far from the expected play time its first packet was, ns.
+        off_ns: i64,
+    },
 }
 
 /// Counters, all monotonic.
@@ -144,6 +150,8 @@ struct Followed {
     ssrc: u32,
     last_heard: LocalNs,
     lost_reported: bool,
+    /// Whether this stream's stamps were compared with the clock yet.
+    clock_checked: bool,
 }
 
 /// The receiver's network-side state machine.
@@ -161,6 +169,9 @@ pub struct Receiver {
 }
 
 const MAX_EVENTS: usize = 32;
+/// A new stream's first packet due further than this from where its latency puts it means
+/// the clock model of the master is stale.
+const STALE_SLACK_NS: i64 = 500_000_000;
 /// Slack on top of the output's lead: the output thread's wake-up and fill time.
 const OUTPUT_MARGIN_NS: i64 = 2_000_000;
 
@@ -287,6 +298,7 @@ impl Receiver {
             ssrc,
             last_heard: now,
             lost_reported: false,
+            clock_checked: false,
         });
         self.loss.reset();
         true
@@ -342,6 +354,12 @@ impl Receiver {
             self.stats.malformed += 1;
             return None;
         }
+        // The first packet of a stream, and of each run in it (a run restarts when the
+        // master's capture clock departs from its timeline, e.g. when the timeline steps).
+        if !s.clock_checked || p.marker {
+            s.clock_checked = true;
+            self.check_clock(now, &p, info.status.latency_ns);
+        }
         let frames = p.payload.len() / info.status.format.bytes_per_frame().max(1);
         self.loss.on_packet(
             now,
@@ -351,6 +369,31 @@ impl Receiver {
         );
         self.stats.audio += 1;
         Some(p)
+    }
+
+    /// Compares the first packet of a new stream or run with the clock: a fresh packet is due about
+    /// the stream's latency after it arrives. Far off, the master's clock is not the one the
+    /// model knows (it restarted on another timeline, or its host rebooted): the model is
+    /// reset and re-read at once with a burst, rather than at the next poll (up to a second
+    /// away) plus the step confirmation.
+    fn check_clock(&mut self, now: LocalNs, p: &AudioPacket<'_>, latency_ns: i64) {
+        if self.cfg.clock != ClockSource::Master {
+            return;
+        }
+        let Some(t) = self.time.as_mut() else {
+            return;
+        };
+        let Some(est) = t.estimate() else {
+            return;
+        };
+        let ahead = est.to_local(p.play_time).saturating_sub(now);
+        if ahead > latency_ns.saturating_add(STALE_SLACK_NS) || ahead < -STALE_SLACK_NS {
+            t.reset(now);
+            self.clock_generation += 1;
+            self.push_event(Event::ClockStale {
+                off_ns: ahead.saturating_sub(latency_ns),
+            });
+        }
     }
 
     fn on_status(&mut self, now: LocalNs, from: SocketAddr, bytes: &[u8]) {
@@ -744,6 +787,70 @@ mod tests {
         assert_eq!(asked, lost);
         assert_eq!(messages, 2);
         assert_eq!(r.stats().loss.requested, lost.len() as u64);
+    }
+
+    /// Answers the receiver's time queries as a master `offset` ahead until it locks; returns
+    /// the local time reached.
+    fn lock_clock(r: &mut Receiver, offset: i64, mut now: LocalNs) -> LocalNs {
+        let mut buf = [0u8; 1500];
+        let server: SocketAddr = "10.0.0.1:45301".parse().unwrap();
+        for _ in 0..40 {
+            while let Some(t) = r.poll_transmit(now, &mut buf) {
+                if t.to != server {
+                    continue;
+                }
+                let req = NtpPacket::decode(&buf[..t.len]).unwrap();
+                let t2 = ns_from_ntp64(req.transmit_ts) + 200_000 + offset;
+                let reply = NtpPacket::server_reply(&req, ntp64_from_ns(t2), ntp64_from_ns(t2));
+                r.handle_datagram(now + 400_000, server, &reply.encode());
+            }
+            now = r.poll_timeout().max(now + MS);
+        }
+        assert!(r.clock_locked());
+        now
+    }
+
+    #[test]
+    fn a_new_stream_far_off_the_clock_resets_it_at_once() {
+        let mut r = Receiver::new(ReceiverConfig::default());
+        r.handle_datagram(0, master(), &status(7));
+        // (Play times on the wire are NTP-64: keep them positive.)
+        let offset = 20_000_000 * MS;
+        let now = lock_clock(&mut r, offset, MS);
+        events(&mut r);
+        // The same stream, stamped 100 ms (its latency) ahead: nothing to say.
+        r.handle_datagram(now, master(), &audio(7, 1, now + offset + 100 * MS));
+        assert!(events(&mut r).is_empty());
+        // The master restarts on a timeline an hour behind.
+        r.handle_datagram(now, master(), &status(8));
+        let generation = r.clock_generation();
+        let far = now + offset - 3_600_000 * MS + 100 * MS;
+        assert!(r
+            .handle_datagram(now, master(), &audio(8, 1, far))
+            .is_some());
+        assert!(matches!(
+            events(&mut r).as_slice(),
+            [Event::StreamStarted(_), Event::ClockStale { off_ns }] if (*off_ns + 3_600_000 * MS).abs() < MS
+        ));
+        assert!(r.clock().is_none() && r.clock_generation() > generation);
+        // Re-read at once: a query goes out now, not at the next poll.
+        let mut buf = [0u8; 1500];
+        let t = r.poll_transmit(now + 1, &mut buf).expect("a time query");
+        assert_eq!(t.len, NtpPacket::LEN);
+        // Only the first packet of a stream is checked...
+        r.handle_datagram(now, master(), &audio(8, 2, far + 1_000_000 * MS));
+        assert!(events(&mut r).is_empty());
+        // ...and the first of every run: the master's timeline stepped 2 s ahead.
+        let offset = offset - 3_600_000 * MS;
+        let now = lock_clock(&mut r, offset, now + MS);
+        events(&mut r);
+        let mut marked = audio(8, 3, now + offset + 2_100 * MS);
+        marked[1] |= 0x80;
+        r.handle_datagram(now, master(), &marked);
+        assert!(matches!(
+            events(&mut r).as_slice(),
+            [Event::ClockStale { off_ns }] if (*off_ns - 2_000 * MS).abs() < MS
+        ));
     }
 
     proptest! {

@@ -106,6 +106,11 @@ impl Network {
             Event::ClockStep { step_ns } => {
                 warn!("the master's clock jumped by {step_ns} ns: resynchronising")
             }
+            Event::ClockStale { off_ns } => warn!(
+                "the new stream's stamps are {:+.3} s off our clock of the master: it jumped; \
+                 reading it again",
+                off_ns as f64 / 1e9
+            ),
         }
     }
 

@@ -97,6 +97,9 @@ pub struct SenderOpts {
     pub seed: u64,
     /// Answer NACKs (false: they are dropped on arrival).
     pub answer_nacks: bool,
+    /// Its timeline: this process's CLOCK_MONOTONIC plus this, ns (another master, or one
+    /// whose clock restarted).
+    pub timeline_offset_ns: i64,
 }
 
 impl Default for SenderOpts {
@@ -113,6 +116,7 @@ impl Default for SenderOpts {
             jitter_ms: 0.0,
             seed: 1,
             answer_nacks: true,
+            timeline_offset_ns: 0,
         }
     }
 }
@@ -285,7 +289,7 @@ impl TestSender {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             partitioned: AtomicBool::new(false),
-            timeline_offset: AtomicI64::new(0),
+            timeline_offset: AtomicI64::new(opts.timeline_offset_ns),
             answer_nacks: AtomicBool::new(opts.answer_nacks),
             sent: Mutex::new(Vec::new()),
         });
