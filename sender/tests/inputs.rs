@@ -19,6 +19,11 @@ const LATENCY_MS: f64 = 150.0;
 /// of real time, never late.
 fn check_leads(a: &[Audio]) {
     let leads = leads_ms(a);
+    let (lo, hi) = range(&leads[..leads.len() - 1]);
+    eprintln!(
+        "{} packets, lead {lo:.1}..{hi:.1} ms at latency {LATENCY_MS}",
+        a.len()
+    );
     for i in 0..a.len() {
         let last_of_run = i + 1 == a.len() || a[i + 1].marker;
         if last_of_run {

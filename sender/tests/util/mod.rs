@@ -87,15 +87,22 @@ impl Running {
         let mut out: Vec<Vec<Captured>> = socks.iter().map(|_| Vec::new()).collect();
         let mut exited: Option<(ExitStatus, i64)> = None;
         let mut buf = [0u8; 2048];
+        for s in socks {
+            s.set_nonblocking(true).unwrap();
+        }
         loop {
+            let mut idle = true;
             for (i, s) in socks.iter().enumerate() {
-                s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
                 while let Ok(n) = s.recv(&mut buf) {
+                    idle = false;
                     out[i].push(Captured {
                         at: monotonic_ns(),
                         bytes: buf[..n].to_vec(),
                     });
                 }
+            }
+            if idle {
+                std::thread::sleep(Duration::from_micros(300));
             }
             let now = monotonic_ns();
             if exited.is_none() {
