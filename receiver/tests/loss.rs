@@ -280,3 +280,36 @@ fn a_master_that_ignores_nacks_leaves_gaps_that_are_concealed() {
     eprintln!("[deaf] sync error: p50 {p50:.1} us, p99 {p99:.1} us, max {max:.1} us");
     assert!(p99 < 1000.0);
 }
+
+#[test]
+fn a_short_latency_still_leaves_room_for_resends() {
+    assert!(can_unshare_time(), "needs time namespaces (root, as CI)");
+    // 60 ms of latency: the output's lead (~17-22 ms here), a packet time (7.5 ms) to notice
+    // the gap and the 3 ms grace leave ~25 ms for the NACK and the resend.
+    let o = run(
+        "short",
+        6,
+        SenderOpts {
+            latency_ms: 60,
+            loss: 0.05,
+            seed: 50,
+            ..SenderOpts::default()
+        },
+        &[&[]],
+        8.0,
+    );
+    let c = o.counts[0];
+    let played = played_frames(&o.logs[0]);
+    let share = c.concealed as f64 / played.max(1) as f64;
+    eprintln!(
+        "[short] concealed {} of {} frames ({:.4}%), lost {} recovered {}",
+        c.concealed,
+        played,
+        share * 100.0,
+        c.lost,
+        c.recovered
+    );
+    assert!(c.lost > 20, "{c:?}");
+    assert!(c.recovered + 3 >= c.lost, "{c:?}");
+    assert!(share <= 0.001, "concealed {:.4}% > 0.1%", share * 100.0);
+}
