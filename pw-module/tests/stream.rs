@@ -317,3 +317,46 @@ fn silence_in_the_middle_stops_sending_and_the_next_sound_starts_a_new_run() {
     assert_eq!(at, 0, "the new run starts where the sound starts");
     assert!(matching >= second.len() - TAIL_SAMPLES, "{matching}");
 }
+
+#[test]
+fn l24_to_a_list_of_ipv4_and_ipv6_destinations() {
+    let v4 = Listener::start();
+    let v6 = Listener::start_on("[::1]:0");
+    let args = format!(
+        "destinations = [ \"127.0.0.1:{}\" \"[::1]:{}\" ] audio.format = L24 \
+         wavesync.control.port = {}",
+        v4.port,
+        v6.port,
+        free_udp_port()
+    );
+    let daemon = Daemon::start(&[module_dropin(&args, true)], false)
+        .unwrap_or_else(|f| panic!("daemon did not start: {f:?}"));
+    daemon.wait_node("wavesync").expect("node");
+    let scratch = Scratch::new("l24");
+    let wav = scratch.path().join("signal.wav");
+    let signal = test_signal(RATE as usize);
+    write_wav(&wav, &signal);
+    daemon.play("wavesync", &wav);
+    std::thread::sleep(Duration::from_millis(1500));
+    let a = audio_packets(&v4.finish());
+    let b = audio_packets(&v6.finish());
+    note(&format!(
+        "{} packets to 127.0.0.1, {} to [::1]",
+        a.len(),
+        b.len()
+    ));
+    assert!(!a.is_empty());
+    // Every destination gets the same stream.
+    let key = |p: &Packet| (p.ssrc, p.seq, p.timestamp, p.play_time, p.samples.clone());
+    assert_eq!(
+        a.iter().map(key).collect::<Vec<_>>(),
+        b.iter().map(key).collect::<Vec<_>>()
+    );
+    assert!(a.iter().all(|p| p.format == SampleFormat::L24));
+    // 16-bit input in 24-bit packets: each sample is the original shifted by 8 bits.
+    let sent: Vec<i32> = stream_samples(&a).iter().map(|s| s >> 8).collect();
+    assert!(stream_samples(&a).iter().all(|s| s & 0xff == 0));
+    let (_, matching) = locate(&sent, &signal);
+    assert!(matching >= signal.len() - TAIL_SAMPLES, "{matching}");
+    check_run(runs(&a)[0]);
+}

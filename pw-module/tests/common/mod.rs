@@ -375,7 +375,12 @@ pub struct Listener {
 
 impl Listener {
     pub fn start() -> Listener {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind listener");
+        Listener::start_on("127.0.0.1:0")
+    }
+
+    /// A listener bound to `addr` (e.g. `"[::1]:0"`).
+    pub fn start_on(addr: &str) -> Listener {
+        let sock = UdpSocket::bind(addr).expect("bind listener");
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("timeout");
         let port = sock.local_addr().expect("addr").port();
