@@ -234,6 +234,48 @@ fn after_a_10_s_partition_the_receiver_is_back_in_sync_within_2_s() {
 }
 
 #[test]
+fn after_the_master_stops_sending_for_10_s_the_receiver_is_back_in_sync_within_2_s() {
+    assert!(can_unshare_time(), "needs time namespaces (root, as CI)");
+    let scratch = Scratch::new("pause");
+    let g = group(6);
+    let sender = TestSender::with(g, SenderOpts::default());
+    let mut rx = spawn_receiver(
+        Some(5_151),
+        &rx_args(g, &scratch, "r", -40, 19.0, &[]),
+        &scratch.path("r.err"),
+    );
+    sleep_s(3.5);
+    sender.set_paused(true);
+    let cut = realtime_ns();
+    sleep_s(10.0);
+    sender.set_paused(false);
+    let event = realtime_ns();
+    let text = finish(&mut rx, &scratch.path("r.err"), Duration::from_secs(30));
+    let until = realtime_ns();
+    let log = read_log(&scratch.path("r.log"));
+    let during: u64 = log
+        .iter()
+        .filter(|w| w.pos.is_some() && w.real_ns > cut + 500_000_000 && w.real_ns < event)
+        .map(|w| w.frames)
+        .sum();
+    assert_eq!(during, 0, "audio played during the pause");
+    // The master is alive (its status messages go on): the receiver waits for audio.
+    assert!(text.contains("waiting for audio"), "{text}");
+    let secs = recovery(
+        "sender paused 10 s",
+        &log,
+        &sender.sent(),
+        48_000.0,
+        event,
+        until,
+    );
+    assert!(secs <= RECOVERY_S, "{secs:.3} s\n{text}");
+    let c = final_counts(&text).expect("final counters");
+    assert_eq!(c.lost, 0, "a pause is not a loss: {c:?}");
+    eprintln!("[pause] {c:?}\n{:?}", sender.stop());
+}
+
+#[test]
 fn a_step_of_the_masters_timeline_is_detected_and_resynced_within_2_s() {
     assert!(can_unshare_time(), "needs time namespaces (root, as CI)");
     let scratch = Scratch::new("step");

@@ -156,6 +156,7 @@ impl TestStats {
 struct Shared {
     stop: AtomicBool,
     partitioned: AtomicBool,
+    paused: AtomicBool,
     timeline_offset: AtomicI64,
     answer_nacks: AtomicBool,
     sent: Mutex<Vec<SentPacket>>,
@@ -289,6 +290,7 @@ impl TestSender {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             partitioned: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             timeline_offset: AtomicI64::new(opts.timeline_offset_ns),
             answer_nacks: AtomicBool::new(opts.answer_nacks),
             sent: Mutex::new(Vec::new()),
@@ -313,7 +315,10 @@ impl TestSender {
                 let cut = sh.partitioned.load(Ordering::Relaxed);
                 let mono = monotonic_ns();
                 let due = ((mono - start) as u128 * rate as u128 / 1_000_000_000) as u64;
-                if due > sent_frames {
+                if sh.paused.load(Ordering::Relaxed) {
+                    // Nothing captured: the audio of the pause never exists.
+                    sent_frames = sent_frames.max(due);
+                } else if due > sent_frames {
                     let n = ((due - sent_frames) as usize).min(chunk);
                     for i in 0..n {
                         signal_at(
@@ -413,6 +418,12 @@ impl TestSender {
     /// would; the stream keeps running meanwhile.
     pub fn set_partitioned(&self, cut: bool) {
         self.shared.partitioned.store(cut, Ordering::Relaxed);
+    }
+
+    /// Stops (true) or resumes (false) feeding audio to the core, as a master whose source
+    /// stopped: nothing is sent meanwhile but status messages and answers.
+    pub fn set_paused(&self, paused: bool) {
+        self.shared.paused.store(paused, Ordering::Relaxed);
     }
 
     /// Moves its timeline (stamps and time-service answers) by `ns` from now on.
