@@ -41,8 +41,6 @@ struct RtState {
     channels: usize,
     clock: TimelineMap,
     input: Box<dyn BlockInput>,
-    /// Set (from the main loop) once the stream is gone; read by the owner.
-    destroyed: bool,
 }
 
 /// The sink node. Dropping it destroys the stream (if PipeWire has not already done so).
@@ -69,7 +67,6 @@ impl Sink {
             channels: config.format.channels as usize,
             clock: TimelineMap::new(config.clock),
             input,
-            destroyed: false,
         });
         let name = CString::new("wavesync-sink").unwrap_or_default();
         // SAFETY: `core` is live (caller); pw_stream_new takes ownership of `props`.
@@ -120,11 +117,6 @@ impl Sink {
         }
         self.rt.stream = ptr::null_mut();
     }
-
-    /// Whether the stream was destroyed by PipeWire.
-    pub fn is_destroyed(&self) -> bool {
-        self.rt.destroyed
-    }
 }
 
 impl Drop for Sink {
@@ -160,7 +152,6 @@ unsafe extern "C" fn on_destroy(data: *mut c_void) {
     // SAFETY: the hook is linked into the stream being destroyed.
     unsafe { hook::remove(&mut rt.listener) };
     rt.stream = ptr::null_mut();
-    rt.destroyed = true;
 }
 
 unsafe extern "C" fn on_state_changed(

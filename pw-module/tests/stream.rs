@@ -360,3 +360,47 @@ fn l24_to_a_list_of_ipv4_and_ipv6_destinations() {
     assert!(matching >= signal.len() - TAIL_SAMPLES, "{matching}");
     check_run(runs(&a)[0]);
 }
+
+#[test]
+fn muted_sink_sends_no_audio() {
+    let (daemon, listener) = setup("");
+    let node = daemon.wait_node("wavesync").expect("node");
+    let id_num = node["id"].as_u64().expect("node id");
+    let id = id_num.to_string();
+    let status = daemon
+        .command("wpctl")
+        .args(["set-mute", &id, "1"])
+        .status()
+        .expect("run wpctl");
+    assert!(status.success());
+    // Wait for the mute to reach the node's Props.
+    let mut muted = false;
+    for _ in 0..50 {
+        let n = daemon
+            .dump()
+            .into_iter()
+            .find(|o| o["id"].as_u64() == Some(id_num));
+        muted = n
+            .and_then(|n| n["info"]["params"]["Props"].as_array().cloned())
+            .is_some_and(|ps| ps.iter().any(|p| p["mute"] == true));
+        if muted {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(muted, "wpctl set-mute reached the node");
+    let scratch = Scratch::new("mute");
+    let wav = scratch.path().join("signal.wav");
+    write_wav(&wav, &test_signal(RATE as usize * 3));
+    daemon.play("wavesync", &wav);
+    std::thread::sleep(Duration::from_millis(500));
+    let packets = audio_packets(&listener.finish());
+    let frames: usize = packets.iter().map(|p| p.samples.len() / 2).sum();
+    note(&format!(
+        "muted 3 s play: {} packets, {frames} frames sent",
+        packets.len()
+    ));
+    assert!(packets.iter().all(|p| p.samples.iter().all(|&s| s == 0)));
+    // At most the silence timeout (1 s) of zeros, not the 3 s played.
+    assert!(frames <= RATE as usize * 11 / 10, "{frames}");
+}
