@@ -177,8 +177,9 @@ fn separate_client_process_creates_the_node() {
     let log = scratch.path().join("client.log");
     let mut client = daemon
         .command("pipewire")
-        .arg("-c")
-        .arg(&conf)
+        // As the systemd unit runs it: by name, found in the config directory.
+        .args(["-c", "wavesync-master.conf"])
+        .env("PIPEWIRE_CONFIG_DIR", scratch.path())
         .env("PIPEWIRE_MODULE_DIR", daemon.module_dir_env())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log).expect("log file"))
