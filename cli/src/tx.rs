@@ -99,7 +99,8 @@ impl LegacyTx {
             self.channel.clone()
         };
         let args = SenderArgs {
-            input: InputSpec::Unix(self.tx.clone()),
+            input: Some(InputSpec::Unix(self.tx.clone())),
+            spec: None,
             dest,
             latency: self.latency as f64,
             packet_ms: None,
@@ -242,7 +243,7 @@ mod tests {
         );
         let (a, notes) = l.to_sender_args();
         assert!(notes.is_empty());
-        assert_eq!(a.input, InputSpec::Unix("/tmp/music.source".into()));
+        assert_eq!(a.input, Some(InputSpec::Unix("/tmp/music.source".into())));
         assert_eq!(a.dest, ["laptop:1111", "disp:1111", "phone:1111"]);
         assert_eq!(a.latency, 1000.0);
         assert_eq!(

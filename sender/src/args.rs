@@ -42,8 +42,11 @@ pub enum WireFormat {
 pub struct Args {
     /// Where the audio comes from: tone[:HZ], chirp[:SECONDS], wav:FILE, fifo:PATH, - (stdin),
     /// unix:PATH (PulseAudio's module-simple-protocol-unix socket) or pulse[:SOURCE].
-    #[arg(short, long, value_name = "SPEC")]
-    pub input: InputSpec,
+    #[arg(short, long, value_name = "SPEC", required_unless_present = "spec")]
+    pub input: Option<InputSpec>,
+    /// The input may also be given without --input.
+    #[arg(value_name = "SPEC", conflicts_with = "input", hide = true)]
+    pub spec: Option<InputSpec>,
     /// Where to send the stream: a multicast group or a receiver, HOST:PORT (repeat for
     /// several; names are resolved; IPv4 and IPv6) [default: 239.255.77.77:45300].
     #[arg(short, long = "dest", value_name = "HOST:PORT")]
@@ -210,8 +213,13 @@ impl Args {
         engine.control_port = self.control_port;
         engine.silence_timeout_ns = (silence > 0).then_some(silence);
         engine.stats_interval_ns = (stats > 0).then_some(stats);
+        let input = self
+            .input
+            .clone()
+            .or_else(|| self.spec.clone())
+            .ok_or_else(|| ArgsError::Range("no input given (--input SPEC)".into()))?;
         Ok(RunConfig {
-            input: self.input.clone(),
+            input,
             input_opts: InputOptions {
                 rate: self.rate,
                 channels: self.channels,
@@ -296,6 +304,16 @@ mod tests {
             sample: SampleFormat::L24,
         };
         assert_eq!(c.frames_per_packet(f), 221);
+    }
+
+    #[test]
+    fn the_input_may_be_positional() {
+        let c = parse("wav:/a.wav --loop -d 127.0.0.1:5")
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(c.input, InputSpec::Wav("/a.wav".into()));
+        assert!(parse("tone --input tone").is_err(), "not both");
     }
 
     #[test]
