@@ -404,3 +404,73 @@ fn muted_sink_sends_no_audio() {
     // At most the silence timeout (1 s) of zeros, not the 3 s played.
     assert!(frames <= RATE as usize * 11 / 10, "{frames}");
 }
+
+#[test]
+fn status_message_and_time_service_run_inside_the_module() {
+    use wavesync_common::format::ClockDomain;
+    use wavesync_common::time::{ns_from_ntp64, ntp64_from_ns};
+    use wavesync_common::wire::ntp::NtpPacket;
+    use wavesync_common::wire::status::Status;
+
+    let listener = Listener::start();
+    let control = free_udp_port();
+    let args = format!(
+        "destination.ip = 127.0.0.1 destination.port = {} wavesync.control.port = {control} \
+         sess.latency.msec = 100 sess.name = \"Test master\"",
+        listener.port
+    );
+    let daemon = Daemon::start(&[module_dropin(&args, true)], false)
+        .unwrap_or_else(|f| panic!("daemon did not start: {f:?}"));
+    daemon.wait_node("wavesync").expect("node");
+
+    // The time service answers an SNTP request with this host's CLOCK_MONOTONIC.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let t1 = monotonic_ns();
+    let req = NtpPacket::client_request(ntp64_from_ns(t1));
+    sock.send_to(&req.encode(), ("127.0.0.1", control))
+        .expect("send NTP request");
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("NTP reply from the module");
+    let t4 = monotonic_ns();
+    let reply = NtpPacket::decode(&buf[..n]).expect("valid NTP reply");
+    assert_eq!(
+        reply.origin_ts,
+        ntp64_from_ns(t1),
+        "reply matches our request"
+    );
+    let (t2, t3) = (
+        ns_from_ntp64(reply.receive_ts),
+        ns_from_ntp64(reply.transmit_ts),
+    );
+    note(&format!(
+        "time service: t2 - t1 = {} us, t4 - t3 = {} us",
+        (t2 - t1) / 1000,
+        (t4 - t3) / 1000
+    ));
+    assert!(t1 <= t2 && t2 <= t3 && t3 <= t4, "{t1} {t2} {t3} {t4}");
+
+    // While playing, status messages announce the stream.
+    let scratch = Scratch::new("status");
+    let wav = scratch.path().join("signal.wav");
+    write_wav(&wav, &test_signal(RATE as usize));
+    daemon.play("wavesync", &wav);
+    std::thread::sleep(Duration::from_millis(300));
+    let datagrams = listener.finish();
+    let status: Vec<Status> = datagrams
+        .iter()
+        .filter_map(|d| Status::decode(&d.bytes).ok())
+        .collect();
+    assert!(!status.is_empty(), "status messages on the stream port");
+    let s = status.last().expect("a status");
+    note(&format!("status: {s:?}"));
+    assert_eq!(s.time_port, control);
+    assert_eq!(s.latency_ns, LATENCY_NS);
+    assert_eq!(s.clock_domain, ClockDomain::Master);
+    assert_eq!(s.format.rate, RATE);
+    assert_eq!(s.format.channels, 2);
+    assert_eq!(s.name.as_str(), "Test master");
+    let packets = audio_packets(&datagrams);
+    assert!(packets.iter().all(|p| p.ssrc == s.ssrc));
+}
