@@ -1,0 +1,191 @@
+//! The real ALSA path, end to end: the receiver daemon plays a stream through alsa-lib into a
+//! headless PipeWire (so the device is paced in real time and reports a real delay), through a
+//! `type file` tee that keeps a byte-exact copy of everything written. With drift correction
+//! off and no loss, what reached the device must be the sender's samples, bit for bit, over a
+//! long contiguous stretch.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+use wavesync_common::sample::f32_to_i16;
+
+struct Daemon(PathBuf);
+
+impl Daemon {
+    fn start(dir: &Path) -> (Daemon, HashMap<String, String>) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/headless-pipewire");
+        let out = Command::new(script)
+            .arg("start")
+            .arg(dir)
+            .output()
+            .expect("run scripts/headless-pipewire");
+        assert!(
+            out.status.success(),
+            "headless PipeWire did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env_text = std::fs::read_to_string(dir.join("env")).expect("env file");
+        let env = env_text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        (Daemon(dir.to_path_buf()), env)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/headless-pipewire");
+        let _ = Command::new(script).arg("stop").arg(&self.0).status();
+    }
+}
+
+/// Decodes the tee's raw file in the device format the receiver logged, to 16-bit values,
+/// refusing any sample that is not exactly a 16-bit value (a converted or resampled one).
+fn decode(raw: &[u8], format: &str) -> Vec<Option<i16>> {
+    let exact = |x: f64| {
+        let q = x * 32_768.0;
+        (q.fract() == 0.0 && (-32_768.0..32_768.0).contains(&q)).then_some(q as i16)
+    };
+    match format {
+        "S16_LE" => raw
+            .chunks_exact(2)
+            .map(|b| Some(i16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        "S24_3LE" => raw
+            .chunks_exact(3)
+            .map(|b| exact((i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f64 / 8_388_608.0))
+            .collect(),
+        "S24_LE" => raw
+            .chunks_exact(4)
+            .map(|b| {
+                exact(
+                    ((i32::from_le_bytes([b[0], b[1], b[2], b[3]]) << 8) >> 8) as f64 / 8_388_608.0,
+                )
+            })
+            .collect(),
+        "S32_LE" => raw
+            .chunks_exact(4)
+            .map(|b| exact(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64 / 2_147_483_648.0))
+            .collect(),
+        "FLOAT_LE" => raw
+            .chunks_exact(4)
+            .map(|b| exact(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64))
+            .collect(),
+        other => panic!("unexpected device format {other}"),
+    }
+}
+
+fn expected(n: u64) -> [i16; 2] {
+    let mut f = [0.0f32; 2];
+    signal(n, &mut f);
+    [f32_to_i16(f[0]), f32_to_i16(f[1])]
+}
+
+#[test]
+fn lossless_run_reaches_the_alsa_device_bit_exact() {
+    let scratch = Scratch::new("alsa-path");
+    let (_pw, env) = Daemon::start(&scratch.path("pw"));
+    let home = scratch.path("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let raw = scratch.path("out.raw");
+    std::fs::write(
+        home.join(".asoundrc"),
+        format!(
+            "pcm.wstee {{\n  type file\n  slave.pcm \"pipewire\"\n  file \"{}\"\n  format \"raw\"\n}}\n",
+            raw.display()
+        ),
+    )
+    .expect("asoundrc");
+    let g = group(5);
+    let sender = TestSender::start(g, 200, 0);
+    let log = scratch.path("rx.err");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wavesync-receiver"));
+    cmd.envs(&env)
+        .env("HOME", &home)
+        .env("RUST_LOG", "info")
+        .args(["--listen", &g.to_string(), "--interface", "127.0.0.1"])
+        .args([
+            "--device",
+            "wstee",
+            "--no-drift-correction",
+            "--duration",
+            "7",
+        ])
+        .args(["--status-interval", "0", "--status-socket"])
+        .arg(scratch.path("rx.sock"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let mut rx = RxProcess(cmd.spawn().expect("spawn wavesync-receiver"));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = rx.0.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stats = sender.stop();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    eprintln!("{text}\nsender: {} packets", stats.core.packets_sent);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "receiver failed: {status:?}"
+    );
+    let format = text
+        .lines()
+        .find_map(|l| l.split("output open: ").nth(1))
+        .and_then(|l| {
+            l.rsplit_once('(')
+                .map(|(_, f)| f.trim_end_matches(')').to_string())
+        })
+        .expect("the receiver logged the device format");
+    let bytes = std::fs::read(&raw).expect("the tee wrote its file");
+    let samples = decode(&bytes, &format);
+    let frames: Vec<[Option<i16>; 2]> = samples.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+    // Find where the stream starts in the file, then its frame index in the sender's signal.
+    let start = frames
+        .iter()
+        .position(|f| f[0].is_some_and(|v| v != 0))
+        .expect("audio reached the device");
+    let probe: Vec<[Option<i16>; 2]> = frames[start..(start + 64).min(frames.len())].to_vec();
+    let n0 = (0..48_000 * 20)
+        .find(|&n| {
+            probe
+                .iter()
+                .enumerate()
+                .all(|(k, f)| *f == expected(n + k as u64).map(Some))
+        })
+        .expect("the first frames played are the sender's signal");
+    // The longest stretch of frames that are exactly the signal, in order.
+    let (mut best, mut run, mut breaks) = (0usize, 0usize, 0usize);
+    let mut n = n0;
+    for f in &frames[start..] {
+        if *f == expected(n).map(Some) {
+            run += 1;
+            best = best.max(run);
+        } else {
+            breaks += 1;
+            run = 0;
+        }
+        n += 1;
+    }
+    eprintln!(
+        "device format {format}; {} frames written, audio from frame {start}; longest bit-exact stretch {best} frames ({:.2} s), {breaks} frames off the signal",
+        frames.len(),
+        best as f64 / 48_000.0
+    );
+    assert!(
+        best >= 48_000 * 3,
+        "at least 3 s bit-exact in one piece, got {best} frames"
+    );
+}
