@@ -168,8 +168,7 @@ fn lossless_run_reaches_the_alsa_device_bit_exact() {
         .expect("the first frames played are the sender's signal");
     // The longest stretch of frames that are exactly the signal, in order.
     let (mut best, mut run, mut breaks) = (0usize, 0usize, 0usize);
-    let mut n = n0;
-    for f in &frames[start..] {
+    for (n, f) in (n0..).zip(frames[start..].iter()) {
         if *f == expected(n).map(Some) {
             run += 1;
             best = best.max(run);
@@ -177,7 +176,6 @@ fn lossless_run_reaches_the_alsa_device_bit_exact() {
             breaks += 1;
             run = 0;
         }
-        n += 1;
     }
     eprintln!(
         "device format {format}; {} frames written, audio from frame {start}; longest bit-exact stretch {best} frames ({:.2} s), {breaks} frames off the signal",
