@@ -99,6 +99,10 @@ pub enum Event {
         /// Its id.
         ssrc: u32,
     },
+    /// The followed stream is heard again after [`Event::StreamLost`] (same id and format: a
+    /// partition ended). The output must be ready for it again (it may have released the
+    /// device meanwhile).
+    StreamResumed(StreamInfo),
     /// The clock model locked.
     ClockLocked(ClockEstimate),
     /// The master's clock (or ours) jumped: the playout must resynchronise.
@@ -345,11 +349,15 @@ impl Receiver {
         }
         let s = self.stream.as_mut()?;
         s.last_heard = now;
-        s.lost_reported = false;
+        let resumed = std::mem::take(&mut s.lost_reported);
         let Some(info) = s.info else {
             self.stats.before_status += 1;
             return None;
         };
+        if resumed {
+            self.push_event(Event::StreamResumed(info));
+        }
+        let s = self.stream.as_mut()?;
         if p.format != info.status.format.sample {
             self.stats.malformed += 1;
             return None;
@@ -410,6 +418,7 @@ impl Receiver {
             return;
         };
         s.last_heard = now;
+        let resumed = std::mem::take(&mut s.lost_reported);
         let info = StreamInfo {
             source: from,
             status,
@@ -439,6 +448,8 @@ impl Receiver {
                 }
             }
             self.push_event(Event::StreamStarted(info));
+        } else if resumed {
+            self.push_event(Event::StreamResumed(info));
         }
     }
 
@@ -657,6 +668,34 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_heard_again_after_it_was_lost_is_resumed() {
+        let mut r = Receiver::new(ReceiverConfig {
+            clock: ClockSource::External,
+            ..ReceiverConfig::default()
+        });
+        r.handle_datagram(0, master(), &status(7));
+        r.handle_datagram(0, master(), &audio(7, 1, 0));
+        events(&mut r);
+        let mut buf = [0u8; 1500];
+        r.poll_transmit(3_000 * MS, &mut buf);
+        assert_eq!(events(&mut r), vec![Event::StreamLost { ssrc: 7 }]);
+        // Back after the partition: one event, on the first message (audio or status).
+        r.handle_datagram(12_000 * MS, master(), &audio(7, 1300, 0));
+        r.handle_datagram(12_001 * MS, master(), &audio(7, 1301, 0));
+        r.handle_datagram(12_002 * MS, master(), &status(7));
+        assert!(
+            matches!(events(&mut r).as_slice(), [Event::StreamResumed(i)] if i.status.ssrc == 7)
+        );
+        r.poll_transmit(15_000 * MS, &mut buf);
+        assert_eq!(events(&mut r), vec![Event::StreamLost { ssrc: 7 }]);
+        r.handle_datagram(16_000 * MS, master(), &status(7));
+        assert!(matches!(
+            events(&mut r).as_slice(),
+            [Event::StreamResumed(_)]
+        ));
+    }
+
+    #[test]
     fn a_restarted_master_is_followed_at_once() {
         let mut r = Receiver::new(ReceiverConfig::default());
         r.handle_datagram(0, master(), &status(7));
@@ -812,7 +851,11 @@ mod tests {
 
     #[test]
     fn a_new_stream_far_off_the_clock_resets_it_at_once() {
-        let mut r = Receiver::new(ReceiverConfig::default());
+        let mut r = Receiver::new(ReceiverConfig {
+            // (The stream stays alive while the test locks the clock.)
+            stream_timeout_ns: i64::MAX / 4,
+            ..ReceiverConfig::default()
+        });
         r.handle_datagram(0, master(), &status(7));
         // (Play times on the wire are NTP-64: keep them positive.)
         let offset = 20_000_000 * MS;

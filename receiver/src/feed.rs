@@ -26,6 +26,8 @@ pub enum Feed {
     Stream(StreamInfo),
     /// The followed stream fell silent.
     StreamLost,
+    /// The followed stream is back after [`Feed::StreamLost`] (same id and format).
+    StreamResumed(StreamInfo),
     /// The clock estimate changed (None: no estimate).
     Clock(Option<ClockEstimate>),
 }

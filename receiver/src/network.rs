@@ -97,6 +97,10 @@ impl Network {
                 info!("stream {ssrc:08x} silent: waiting");
                 self.send(Feed::StreamLost);
             }
+            Event::StreamResumed(info) => {
+                info!("stream {:08x} back", info.status.ssrc);
+                self.send(Feed::StreamResumed(info));
+            }
             Event::ClockLocked(est) => info!(
                 "clock locked: offset {:+.6} s, rate {:+.2} ppm, uncertainty {} us",
                 est.offset_ns() as f64 / 1e9,

@@ -154,6 +154,14 @@ impl Playback {
                     }
                 }
                 Feed::StreamLost => self.lost_since = Some(clock_io::monotonic_ns()),
+                Feed::StreamResumed(info) => {
+                    self.lost_since = None;
+                    // The device may have been released while the stream was away.
+                    if self.stream.is_none() {
+                        self.stream = Some(info);
+                        self.reopen();
+                    }
+                }
                 Feed::Clock(est) => {
                     self.clock = est;
                     if let Some(p) = self.playout.as_mut() {

@@ -234,6 +234,40 @@ fn after_a_10_s_partition_the_receiver_is_back_in_sync_within_2_s() {
 }
 
 #[test]
+fn after_a_partition_long_enough_to_release_the_device_it_is_reopened() {
+    assert!(can_unshare_time(), "needs time namespaces (root, as CI)");
+    // The device is released after 30 s without the stream; the same stream coming back must
+    // open it again (it used to wait for a new stream id forever).
+    let scratch = Scratch::new("long-partition");
+    let g = group(7);
+    let sender = TestSender::with(g, SenderOpts::default());
+    let mut rx = spawn_receiver(
+        Some(6_161),
+        &rx_args(g, &scratch, "r", 10, 43.0, &[]),
+        &scratch.path("r.err"),
+    );
+    sleep_s(3.0);
+    sender.set_partitioned(true);
+    sleep_s(34.0);
+    sender.set_partitioned(false);
+    let event = realtime_ns();
+    let text = finish(&mut rx, &scratch.path("r.err"), Duration::from_secs(30));
+    let until = realtime_ns();
+    assert!(text.contains("releasing the device"), "{text}");
+    assert!(text.matches("output open").count() >= 2, "{text}");
+    let log = read_log(&scratch.path("r.log"));
+    let secs = recovery(
+        "partition 34 s, device released",
+        &log,
+        &sender.sent(),
+        48_000.0,
+        event,
+        until,
+    );
+    assert!(secs <= RECOVERY_S, "{secs:.3} s\n{text}");
+}
+
+#[test]
 fn after_the_master_stops_sending_for_10_s_the_receiver_is_back_in_sync_within_2_s() {
     assert!(can_unshare_time(), "needs time namespaces (root, as CI)");
     let scratch = Scratch::new("pause");
