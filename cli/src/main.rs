@@ -5,14 +5,16 @@
 
 mod rx;
 mod status;
+mod tx;
 
 const USAGE: &str = "\
 usage: wavesync status [--json|--brief] [--socket PATH] show what this host's receiver is doing
        wavesync --rx [options]                    receive and play (the old command line)
        wavesync --tx SOURCE [options]             send (the old command line)
 
-The daemons are wavesync-receiver and wavesync-sender; `--help` after --rx or --tx lists the
-old options. Run `wavesync-receiver --help` for all the receiver's options.";
+The daemons are wavesync-receiver and wavesync-sender. `wavesync --rx --help` and
+`wavesync --tx SOURCE --help` list the old options; `wavesync-receiver --help` and
+`wavesync-sender --help` list all the new ones.";
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -23,6 +25,8 @@ fn main() {
         status::run_status(&args[1..])
     } else if args.iter().any(|a| a == "--rx") {
         rx::run_rx(&args)
+    } else if args.iter().any(|a| a == "--tx" || a.starts_with("--tx=")) {
+        tx::run_tx(&args)
     } else if args.iter().any(|a| a == "--version" || a == "-V") {
         println!("wavesync {}", env!("CARGO_PKG_VERSION"));
         Ok(())
