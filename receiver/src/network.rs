@@ -201,7 +201,8 @@ impl Network {
                 next_publish = now + 200_000_000;
             }
             let wake = self.receiver.poll_timeout().min(next_publish);
-            let wait_ms = ((wake - clock_io::monotonic_ns()) / 1_000_000).clamp(0, 100);
+            // Rounded up: a NACK or query due in 0.9 ms must not turn into a busy loop.
+            let wait_ms = ((wake - clock_io::monotonic_ns() + 999_999) / 1_000_000).clamp(0, 100);
             let mut fds = [
                 PollFd::new(self.stream.fd(), PollFlags::POLLIN),
                 PollFd::new(self.control.fd(), PollFlags::POLLIN),

@@ -181,7 +181,8 @@ fn twenty_percent_loss_in_50_ms_bursts_conceals_almost_nothing() {
     assert!(share <= 0.001, "concealed {:.4}% > 0.1%", share * 100.0);
     // One receiver: every resend came by unicast to its control socket, and was played.
     assert_eq!(o.stats.core.resends_multicast, 0);
-    assert!(c.recovered * 100 >= c.lost * 99, "{c:?}");
+    // (A burst, 7 packets, may be lost just before the receiver stops.)
+    assert!(c.recovered + 8 >= c.lost, "{c:?}");
     let (p50, p99, max) = sync_error(&o, &o.logs[0], 3.0);
     eprintln!("[loss20] sync error: p50 {p50:.1} us, p99 {p99:.1} us, max {max:.1} us");
     assert!(p99 < 1000.0);
