@@ -263,6 +263,9 @@ pub struct Playout<M: TimelineMap = ClockEstimate> {
     conceal_index: Option<usize>,
     /// Whether the current concealment is a drain (nothing buffered) rather than a gap.
     draining: bool,
+    /// Frames of silence written while draining in the current run: audio that should have
+    /// played if the packets had come in time. Late packets that prove it turn into concealment.
+    drained_frames: u64,
     /// Frames of fade-in left to apply to returning audio.
     fade_in_left: usize,
     scratch: Vec<f32>,
@@ -310,6 +313,7 @@ impl<M: TimelineMap> Playout<M> {
             fade_frames,
             conceal_index: None,
             draining: false,
+            drained_frames: 0,
             fade_in_left: 0,
             scratch: vec![0.0; SCRATCH_FRAMES * ch],
             stats: PlayoutStats::default(),
@@ -375,6 +379,7 @@ impl<M: TimelineMap> Playout<M> {
         self.hist_len = 0;
         self.conceal_index = None;
         self.draining = false;
+        self.drained_frames = 0;
         self.fade_in_left = 0;
         self.stats = PlayoutStats::default();
         self.last_jitter = JitterStats::default();
@@ -749,16 +754,22 @@ impl<M: TimelineMap> Playout<M> {
                 return Input::RunEnd(p);
             }
             if p.ts + p.frames as i64 <= self.in_pos {
-                // Arrived, but its frames were concealed or skipped already.
+                // Arrived, but its frames were concealed or skipped already. If silence was
+                // written in their place while the buffer ran dry, they were lost to a gap:
+                // count them as concealed (a known gap counted its frames when it concealed).
                 self.buffer.skip_to(p.seq);
                 self.buffer.advance();
                 self.stats.late += 1;
+                let lost = (p.frames as u64).min(self.drained_frames);
+                self.drained_frames -= lost;
+                self.stats.concealed_frames += lost;
                 continue;
             }
             if p.ts > self.in_pos {
                 return Input::Gap(p.ts - self.in_pos);
             }
             self.buffer.skip_to(p.seq);
+            self.drained_frames = 0;
             let offset = (self.in_pos - p.ts) as usize;
             return Input::Audio {
                 seq: p.seq,
@@ -847,6 +858,7 @@ impl<M: TimelineMap> Playout<M> {
                     let n = SCRATCH_FRAMES.min(hold.saturating_sub(idx).max(1));
                     let done = self.conceal(n, &mut out[j * ch..], ratio);
                     rep.silence_frames += done.1;
+                    self.drained_frames += done.0 as u64;
                     j += done.1;
                 }
                 Input::RunEnd(p) => {

@@ -559,3 +559,29 @@ fn zero_sizes_from_a_bad_status_do_not_panic() {
     assert_eq!(r.frames, 8);
     assert!(out.iter().all(|s| *s == 0.0));
 }
+
+#[test]
+fn packets_that_always_come_too_late_count_as_concealed_not_as_playing() {
+    // The sender's latency (8 ms) is shorter than the device's lead (4 periods of 256 frames,
+    // 21 ms): every packet arrives after its frames had to be written. What plays is silence,
+    // and the counters must say so (the status otherwise reads "playing, 0 concealed").
+    let mut sc = Scenario::new(0.0);
+    sc.latency_ns = 8_000_000;
+    sc.duration_s = 3.0;
+    let o = run(&sc);
+    let s = o.stats;
+    let sent_frames = o.pushes.len() as u64 * sc.fpp as u64;
+    assert!(
+        s.late * 2 > o.pushes.len() as u64,
+        "most packets late: {s:?}"
+    );
+    assert!(
+        s.concealed_frames * 2 > sent_frames,
+        "the lost audio is counted as concealed: {} of {sent_frames} frames, {s:?}",
+        s.concealed_frames
+    );
+    assert!(
+        !o.played.iter().any(|p| p.pos.is_some()),
+        "no frame of the stream was played late"
+    );
+}
