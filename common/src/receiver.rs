@@ -156,6 +156,8 @@ struct Followed {
     lost_reported: bool,
     /// Whether this stream's stamps were compared with the clock yet.
     clock_checked: bool,
+    /// A packet that was far off the clock, waiting for the next one to confirm it: ns off.
+    clock_suspect: Option<i64>,
 }
 
 /// The receiver's network-side state machine.
@@ -176,6 +178,8 @@ const MAX_EVENTS: usize = 32;
 /// A new stream's first packet due further than this from where its latency puts it means
 /// the clock model of the master is stale.
 const STALE_SLACK_NS: i64 = 500_000_000;
+/// Two packets confirm a stale clock when they are off by this close an amount.
+const STALE_AGREE_NS: i64 = 100_000_000;
 /// Slack on top of the output's lead: the output thread's wake-up and fill time.
 const OUTPUT_MARGIN_NS: i64 = 2_000_000;
 
@@ -303,6 +307,7 @@ impl Receiver {
             last_heard: now,
             lost_reported: false,
             clock_checked: false,
+            clock_suspect: None,
         });
         self.loss.reset();
         true
@@ -364,9 +369,13 @@ impl Receiver {
         }
         // The first packet of a stream, and of each run in it (a run restarts when the
         // master's capture clock departs from its timeline, e.g. when the timeline steps).
-        if !s.clock_checked || p.marker {
+        if !s.clock_checked || p.marker || s.clock_suspect.is_some() {
             s.clock_checked = true;
-            self.check_clock(now, &p, info.status.latency_ns);
+            let suspect = s.clock_suspect.take();
+            let off = self.check_clock(now, &p, info.status.latency_ns, suspect);
+            if let Some(s) = self.stream.as_mut() {
+                s.clock_suspect = off;
+            }
         }
         let frames = p.payload.len() / info.status.format.bytes_per_frame().max(1);
         self.loss.on_packet(
@@ -379,28 +388,37 @@ impl Receiver {
         Some(p)
     }
 
-    /// Compares the first packet of a new stream or run with the clock: a fresh packet is due about
-    /// the stream's latency after it arrives. Far off, the master's clock is not the one the
-    /// model knows (it restarted on another timeline, or its host rebooted): the model is
-    /// reset and re-read at once with a burst, rather than at the next poll (up to a second
-    /// away) plus the step confirmation.
-    fn check_clock(&mut self, now: LocalNs, p: &AudioPacket<'_>, latency_ns: i64) {
+    /// Compares the first packet of a new stream or run with the clock: a fresh packet is due
+    /// about the stream's latency after it arrives. Far off, and the next packet agreeing (one
+    /// odd packet proves nothing), the master's clock is not the one the model knows (it
+    /// restarted on another timeline, or its host rebooted): the model is reset and re-read at
+    /// once with a burst, rather than at the next poll (up to a second away) plus the step
+    /// confirmation. Returns how far off the packet was when that still needs confirming.
+    fn check_clock(
+        &mut self,
+        now: LocalNs,
+        p: &AudioPacket<'_>,
+        latency_ns: i64,
+        suspect: Option<i64>,
+    ) -> Option<i64> {
         if self.cfg.clock != ClockSource::Master {
-            return;
+            return None;
         }
-        let Some(t) = self.time.as_mut() else {
-            return;
-        };
-        let Some(est) = t.estimate() else {
-            return;
-        };
+        let t = self.time.as_mut()?;
+        let est = t.estimate()?;
         let ahead = est.to_local(p.play_time).saturating_sub(now);
-        if ahead > latency_ns.saturating_add(STALE_SLACK_NS) || ahead < -STALE_SLACK_NS {
-            t.reset(now);
-            self.clock_generation += 1;
-            self.push_event(Event::ClockStale {
-                off_ns: ahead.saturating_sub(latency_ns),
-            });
+        if ahead <= latency_ns.saturating_add(STALE_SLACK_NS) && ahead >= -STALE_SLACK_NS {
+            return None;
+        }
+        let off = ahead.saturating_sub(latency_ns);
+        match suspect {
+            Some(prev) if (off - prev).abs() < STALE_AGREE_NS => {
+                t.reset(now);
+                self.clock_generation += 1;
+                self.push_event(Event::ClockStale { off_ns: off });
+                None
+            }
+            _ => Some(off),
         }
     }
 
@@ -868,31 +886,45 @@ mod tests {
         r.handle_datagram(now, master(), &status(8));
         let generation = r.clock_generation();
         let far = now + offset - 3_600_000 * MS + 100 * MS;
-        assert!(r
-            .handle_datagram(now, master(), &audio(8, 1, far))
-            .is_some());
+        let first = audio(8, 1, far);
+        assert!(r.handle_datagram(now, master(), &first).is_some());
+        assert!(
+            matches!(events(&mut r).as_slice(), [Event::StreamStarted(_)]),
+            "one packet proves nothing"
+        );
+        assert!(r.clock().is_some());
+        r.handle_datagram(now + 5 * MS, master(), &audio(8, 2, far + 5 * MS));
         assert!(matches!(
             events(&mut r).as_slice(),
-            [Event::StreamStarted(_), Event::ClockStale { off_ns }] if (*off_ns + 3_600_000 * MS).abs() < MS
+            [Event::ClockStale { off_ns }] if (*off_ns + 3_600_000 * MS).abs() < MS
         ));
         assert!(r.clock().is_none() && r.clock_generation() > generation);
         // Re-read at once: a query goes out now, not at the next poll.
         let mut buf = [0u8; 1500];
-        let t = r.poll_transmit(now + 1, &mut buf).expect("a time query");
+        let t = r
+            .poll_transmit(now + 6 * MS, &mut buf)
+            .expect("a time query");
         assert_eq!(t.len, NtpPacket::LEN);
-        // Only the first packet of a stream is checked...
-        r.handle_datagram(now, master(), &audio(8, 2, far + 1_000_000 * MS));
+        // Only the first packets of a stream are checked...
+        r.handle_datagram(now, master(), &audio(8, 3, far + 1_000_000 * MS));
+        r.handle_datagram(now, master(), &audio(8, 4, far + 1_000_000 * MS));
         assert!(events(&mut r).is_empty());
         // ...and the first of every run: the master's timeline stepped 2 s ahead.
         let offset = offset - 3_600_000 * MS;
-        let now = lock_clock(&mut r, offset, now + MS);
+        let now = lock_clock(&mut r, offset, now + 10 * MS);
         events(&mut r);
-        let mut marked = audio(8, 3, now + offset + 2_100 * MS);
+        let mut marked = audio(8, 5, now + offset + 2_100 * MS);
         marked[1] |= 0x80;
+        // (A lone odd packet is forgotten when the next one is fine.)
         r.handle_datagram(now, master(), &marked);
+        r.handle_datagram(now, master(), &audio(8, 6, now + offset + 100 * MS));
+        r.handle_datagram(now, master(), &audio(8, 7, now + offset + 2_100 * MS));
+        assert!(events(&mut r).is_empty());
+        r.handle_datagram(now, master(), &marked);
+        r.handle_datagram(now, master(), &audio(8, 8, now + offset + 2_105 * MS));
         assert!(matches!(
             events(&mut r).as_slice(),
-            [Event::ClockStale { off_ns }] if (*off_ns - 2_000 * MS).abs() < MS
+            [Event::ClockStale { off_ns }] if (*off_ns - 2_000 * MS).abs() < 10 * MS
         ));
     }
 
