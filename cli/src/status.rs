@@ -67,8 +67,12 @@ pub fn render(s: &Status) -> String {
         s.buffer_ms, s.device_delay_ms
     ));
     out.push_str(&format!(
-        "packets    {} received, {} lost, {} recovered, {} late, {} dropped\n",
-        s.packets, s.lost, s.recovered, s.late, s.dropped
+        "packets    {} received, {} lost, {} recovered ({} only reordered), {} late, {} dropped\n",
+        s.packets, s.lost, s.recovered, s.reordered, s.late, s.dropped
+    ));
+    out.push_str(&format!(
+        "resends    {} NACKs sent asking {} times, {} given up\n",
+        s.nacks_sent, s.requested, s.given_up
     ));
     out.push_str(&format!(
         "playout    {} frames concealed, {} resyncs, {} underruns",

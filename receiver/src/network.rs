@@ -157,6 +157,10 @@ impl Network {
         s.packets = st.audio;
         s.lost = st.loss.missing;
         s.recovered = st.loss.recovered;
+        s.reordered = st.loss.reordered;
+        s.nacks_sent = st.nacks_sent;
+        s.requested = st.loss.requested;
+        s.given_up = st.loss.given_up;
         s.dropped = st.malformed + st.foreign + st.before_status + self.overflow;
         drop(s);
         self.receiver.set_output_lead(lead.max(0));

@@ -38,6 +38,18 @@ pub struct Status {
     pub lost: u64,
     /// Missing packets that arrived after all (resent or reordered).
     pub recovered: u64,
+    /// Of the missing packets, those that were only reordered (arrived before any NACK).
+    #[serde(default)]
+    pub reordered: u64,
+    /// NACK messages sent to the master.
+    #[serde(default)]
+    pub nacks_sent: u64,
+    /// Packets asked for again (one per packet per try).
+    #[serde(default)]
+    pub requested: u64,
+    /// Missing packets given up (too late to be played, or too many tries).
+    #[serde(default)]
+    pub given_up: u64,
     /// Packets that came too late to play.
     pub late: u64,
     /// Frames concealed (no packet by its deadline).
@@ -76,8 +88,8 @@ impl Status {
             .unwrap_or_else(|| "-".into());
         format!(
             "{} clock {} offset {:+.6}s rate {:+.2}ppm | sync error {} correction {:+.1}ppm \
-             buffer {:.1}ms device delay {:.2}ms | packets {} lost {} recovered {} late {} \
-             concealed {} frames, resyncs {} underruns {}",
+             buffer {:.1}ms device delay {:.2}ms | packets {} lost {} recovered {} (asked {}, \
+             given up {}) late {} concealed {} frames, resyncs {} underruns {}",
             self.state,
             if self.clock_locked {
                 "locked"
@@ -93,6 +105,8 @@ impl Status {
             self.packets,
             self.lost,
             self.recovered,
+            self.requested,
+            self.given_up,
             self.late,
             self.concealed_frames,
             self.resyncs,
