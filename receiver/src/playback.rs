@@ -120,6 +120,23 @@ impl Playback {
             "output open: {} Hz, {} ch, period {} frames, buffer {} frames ({})",
             f.rate, f.channels, oi.period_frames, oi.buffer_frames, oi.device_format
         );
+        // A packet leaves the master a packet-time after its first frame was captured and must
+        // be in this device's buffer a buffer-time before it plays: a shorter latency loses it.
+        let needed_ns = packet_ns
+            + (oi.buffer_frames as i64 * 1_000_000_000 / f.rate.max(1) as i64)
+            + self.cfg.sink_latency_ns.max(0);
+        if info.status.latency_ns < needed_ns + 2_000_000 {
+            warn!(
+                "the master's latency ({:.1} ms) is too short for this receiver: a packet ({:.1} ms) \
+                 plus this device's buffer ({:.1} ms) plus sink latency need {:.1} ms and more for the \
+                 network; audio will be lost. Raise the master's latency, or lower --buffer-size / \
+                 --period-ms here",
+                info.status.latency_ns as f64 / 1e6,
+                packet_ns as f64 / 1e6,
+                oi.buffer_frames as f64 * 1e3 / f.rate.max(1) as f64,
+                needed_ns as f64 / 1e6
+            );
+        }
         Ok(())
     }
 
