@@ -43,6 +43,8 @@ pub struct Playback {
     underruns: u64,
     last_error_ns: Option<i64>,
     last_delay_frames: i64,
+    /// The open device has been seen consuming (its timing is measured, not guessed).
+    device_settled: bool,
 }
 
 fn state_name(s: PlayoutState) -> &'static str {
@@ -80,6 +82,7 @@ impl Playback {
             underruns: 0,
             last_error_ns: None,
             last_delay_frames: 0,
+            device_settled: false,
         }
     }
 
@@ -102,6 +105,7 @@ impl Playback {
         self.period_frames = oi.period_frames.max(16);
         self.buf = vec![0.0; self.period_frames * 4 * f.channels as usize];
         self.output = Some(o);
+        self.device_settled = false;
         let packet_ns =
             info.status.frames_per_packet.max(1) as i64 * 1_000_000_000 / f.rate.max(1) as i64;
         // Room for the sender's latency plus a second of slack, in packets.
@@ -260,6 +264,13 @@ impl Playback {
         }
         let t = o.timing()?;
         self.last_delay_frames = t.delay_frames;
+        if t.settled && !self.device_settled {
+            // Until the device was seen consuming, its timing was a guess (PipeWire starts
+            // 5-13 ms after the first write): land the next frame again on the real timing.
+            self.device_settled = true;
+            p.set_clock(None);
+            p.set_clock(self.clock);
+        }
         let channels = p.config().channels as usize;
         let frames = t.avail_frames.min(self.buf.len() / channels.max(1));
         if frames == 0 {
