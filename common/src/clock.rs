@@ -90,14 +90,15 @@ impl ClockEstimate {
     /// Maps a local instant to the timeline.
     pub fn to_timeline(&self, l: LocalNs) -> TimelineNs {
         let d = l as i128 - self.ref_local as i128;
-        let drift = (d as f64 * (self.rate - 1.0)).round() as i128;
+        // Through i64: the cast saturates (NaN gives 0), so the sum below cannot overflow.
+        let drift = (d as f64 * (self.rate - 1.0)).round() as i64 as i128;
         sat_i64(self.ref_timeline as i128 + d + drift)
     }
 
     /// Maps a timeline instant to the local clock (inverse of [`Self::to_timeline`]).
     pub fn to_local(&self, t: TimelineNs) -> LocalNs {
         let d = t as i128 - self.ref_timeline as i128;
-        let drift = (d as f64 * (self.rate - 1.0) / self.rate).round() as i128;
+        let drift = (d as f64 * (self.rate - 1.0) / self.rate).round() as i64 as i128;
         sat_i64(self.ref_local as i128 + d - drift)
     }
 
