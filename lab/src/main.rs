@@ -11,7 +11,7 @@ use wavesync_lab::analyze::{self, DacLog, SkewConfig};
 use wavesync_lab::impair::{Overrides, Profile};
 use wavesync_lab::master::{self, MasterConfig};
 use wavesync_lab::relay::{Relay, RelayConfig, RelayReport};
-use wavesync_lab::report::{self, LabReport, RxCounters, Usage};
+use wavesync_lab::report::{self, LabReport, PeerFigures, RxCounters, Usage};
 use wavesync_lab::stamps::{self, AnchorLog};
 use wavesync_lab::topology::{self, Topology};
 use wavesync_lab::xcorr::{self, XcorrConfig};
@@ -41,6 +41,19 @@ enum Cmd {
     Master(MasterArgs),
     /// Puts a lab run's figures together: Markdown tables, then one JSON line.
     Report(ReportArgs),
+    /// Writes a WAV file as raw s16le into a file or FIFO in real time (feeds peers' pipe
+    /// inputs).
+    Feed {
+        /// 16-bit WAV file.
+        #[arg(long)]
+        wav: PathBuf,
+        /// Output file or FIFO.
+        #[arg(long)]
+        out: PathBuf,
+        /// Play it again and again.
+        #[arg(long = "loop")]
+        looped: bool,
+    },
     /// Prints the JSON status a receiver serves on its unix socket.
     ReadStatus {
         /// The receiver's --status-socket.
@@ -106,6 +119,9 @@ struct ReportArgs {
     /// The data relay's anchors file: judge each receiver against the master's stamps.
     #[arg(long)]
     anchors: Option<PathBuf>,
+    /// A peer's figures as NAME=P99_US:CPU_PCT:RSS_KIB:LATENCY_MS (`-` for unknown; repeat).
+    #[arg(long)]
+    peer: Vec<String>,
     /// Black-box skew p99, us.
     #[arg(long)]
     blackbox_p99_us: Option<f64>,
@@ -499,6 +515,17 @@ fn signal_cmd(a: SignalArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn feed_cmd(wav: &std::path::Path, out: &std::path::Path, looped: bool) -> Result<(), String> {
+    let stop = stop_flag()?;
+    // Opening a FIFO blocks until its reader opens it.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    signal::feed(wav, &mut f, looped, 240, &stop).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 fn read_status(socket: &std::path::Path) -> Result<(), String> {
     use std::io::Read;
     let mut conn = std::os::unix::net::UnixStream::connect(socket)
@@ -579,6 +606,17 @@ fn report_cmd(a: ReportArgs) -> Result<(), String> {
     }
     rep.set_counters(&counters);
     rep.master = a.master;
+    if !a.peer.is_empty() {
+        let mut peers = std::collections::BTreeMap::new();
+        for p in &a.peer {
+            let (name, figs) = p
+                .split_once('=')
+                .and_then(|(n, f)| Some((n, PeerFigures::parse(f)?)))
+                .ok_or_else(|| format!("--peer {p:?}: expected NAME=P99:CPU:RSS:LATENCY"))?;
+            peers.insert(name.to_string(), figs);
+        }
+        rep.peers = Some(peers);
+    }
     if let Some(path) = &a.anchors {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let anchors = stamps::parse_anchors(&text).map_err(|e| e.to_string())?;
@@ -704,6 +742,7 @@ fn main() -> ExitCode {
         Cmd::Report(a) => report_cmd(a),
         Cmd::Master(a) => master_cmd(a),
         Cmd::ReadStatus { socket } => read_status(&socket),
+        Cmd::Feed { wav, out, looped } => feed_cmd(&wav, &out, looped),
         Cmd::ProbeSend(a) => probe_send(a),
         Cmd::ProbeRecv(a) => probe_recv(a),
     };

@@ -4,6 +4,43 @@
 use crate::analyze::SkewAnalysis;
 use crate::relay::RelayReport;
 use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A peer's figures, measured the same black-box way.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PeerFigures {
+    /// Black-box skew p99 between its two receivers, us.
+    pub blackbox_skew_p99_us: Option<f64>,
+    /// Mean receiver CPU, percent of a core.
+    pub rx_cpu_pct: Option<f64>,
+    /// Largest receiver peak RSS, KiB.
+    pub rx_rss_kib: Option<u64>,
+    /// Its configured latency (buffer), ms.
+    pub latency_ms: Option<f64>,
+}
+
+impl PeerFigures {
+    /// Parses `P99:CPU:RSS:LATENCY` (each a number or `-`).
+    pub fn parse(s: &str) -> Option<PeerFigures> {
+        let f: Vec<&str> = s.split(':').collect();
+        let [p, c, r, l] = f.as_slice() else {
+            return None;
+        };
+        fn num<T: std::str::FromStr>(x: &str) -> Option<Option<T>> {
+            if x == "-" || x.is_empty() {
+                Some(None)
+            } else {
+                x.parse().ok().map(Some)
+            }
+        }
+        Some(PeerFigures {
+            blackbox_skew_p99_us: num(p)?,
+            rx_cpu_pct: num(c)?,
+            rx_rss_kib: num(r)?,
+            latency_ms: num(l)?,
+        })
+    }
+}
 
 /// CPU and memory of one process over the run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -51,6 +88,9 @@ pub struct LabReport {
     pub stamp_error_p99_us: Option<f64>,
     /// Receivers' error against the master's stamps, largest |error|, us.
     pub stamp_error_max_us: Option<f64>,
+    /// Peers measured in the same run (only with `--peers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<BTreeMap<String, PeerFigures>>,
 }
 
 /// Counters read from the receivers' status sockets (JSON, see `receiver/src/status.rs`).
@@ -110,6 +150,7 @@ impl LabReport {
             master: None,
             stamp_error_p99_us: None,
             stamp_error_max_us: None,
+            peers: None,
         }
     }
 
@@ -165,6 +206,16 @@ impl LabReport {
             self.rx_rss_kib.map_or("-".into(), |r| r.to_string()),
             f(self.blackbox_skew_p99_us, 1),
         );
+        for (name, p) in self.peers.iter().flatten() {
+            s += &format!(
+                "| {name} | {} | 2 | - | - | - | - | {} | - | - | {} | {} | {} |\n",
+                self.profile,
+                f(p.latency_ms, 1),
+                f(p.rx_cpu_pct, 2),
+                p.rx_rss_kib.map_or("-".into(), |r| r.to_string()),
+                f(p.blackbox_skew_p99_us, 1),
+            );
+        }
         s
     }
 }
@@ -250,6 +301,15 @@ mod tests {
             r.markdown()
         );
         assert!(RxCounters::from_status_json("not json").is_err());
+        assert!(serde_json::to_value(&r).unwrap().get("peers").is_none());
+        let snap = PeerFigures::parse("812.5:3.1:-:1000").unwrap();
+        assert_eq!(snap.rx_rss_kib, None);
+        assert_eq!(snap.latency_ms, Some(1000.0));
+        assert!(PeerFigures::parse("1:2:3").is_none() && PeerFigures::parse("x:1:2:3").is_none());
+        r.peers = Some([("snapcast".to_string(), snap)].into_iter().collect());
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["peers"]["snapcast"]["blackbox_skew_p99_us"], 812.5);
+        assert!(r.markdown().contains("| snapcast | wired | 2 |"));
         let none = LabReport::new("wifi", 2, None, &[], None);
         assert!(serde_json::to_value(&none).unwrap()["skew_p99_us"].is_null());
     }
