@@ -516,12 +516,34 @@ fn signal_cmd(a: SignalArgs) -> Result<(), String> {
 }
 
 fn feed_cmd(wav: &std::path::Path, out: &std::path::Path, looped: bool) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let stop = stop_flag()?;
-    // Opening a FIFO blocks until its reader opens it.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(out)
-        .map_err(|e| format!("{}: {e}", out.display()))?;
+    // A FIFO cannot be opened for writing before it has a reader: retry without blocking, so a
+    // reader that never comes does not keep this process (and the lab) waiting past a signal.
+    let f = loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(out)
+        {
+            Ok(f) => break f,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("{}: {e}", out.display())),
+        }
+    };
+    // Back to blocking writes: pacing relies on them.
+    // SAFETY: fcntl on a descriptor we own, with integer flags.
+    unsafe {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+    }
+    let mut f = f;
     signal::feed(wav, &mut f, looped, 240, &stop).map_err(|e| e.to_string())?;
     Ok(())
 }
