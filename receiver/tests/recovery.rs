@@ -339,11 +339,24 @@ fn a_step_of_the_masters_timeline_is_detected_and_resynced_within_2_s() {
     assert!(secs <= RECOVERY_S, "{secs:.3} s\n{text}");
 }
 
-#[test]
-fn a_new_stream_format_reopens_the_device_and_plays() {
+/// The master is replaced mid-stream: a first master (default options) streams to a receiver
+/// in a time namespace shifted `shift_s`, until `swap_after_s`; then it stops and a second
+/// master with `second` options (same control port) takes over. Returns the receiver's log
+/// text and how long it took to be back in sync with the second master.
+struct Swap {
+    name: &'static str,
+    salt: u16,
+    shift_s: u64,
+    ppm: i32,
+    run_s: f64,
+    swap_after_s: f64,
+    second: SenderOpts,
+}
+
+fn swap_masters(sw: Swap) -> (String, f64) {
     assert!(can_unshare_time(), "needs time namespaces (root, as CI)");
-    let scratch = Scratch::new("format");
-    let g = group(4);
+    let scratch = Scratch::new(sw.name);
+    let g = group(sw.salt);
     let port = free_port();
     let first = TestSender::with(
         g,
@@ -353,17 +366,38 @@ fn a_new_stream_format_reopens_the_device_and_plays() {
         },
     );
     let mut rx = spawn_receiver(
-        Some(1_234),
-        &rx_args(g, &scratch, "r", 0, 9.0, &[]),
+        Some(sw.shift_s),
+        &rx_args(g, &scratch, "r", sw.ppm, sw.run_s, &[]),
         &scratch.path("r.err"),
     );
-    sleep_s(3.5);
+    sleep_s(sw.swap_after_s);
     first.stop();
     let event = realtime_ns();
+    let rate = sw.second.format.rate as f64;
     let second = TestSender::with(
         g,
         SenderOpts {
             control_port: port,
+            ..sw.second
+        },
+    );
+    let text = finish(&mut rx, &scratch.path("r.err"), Duration::from_secs(20));
+    let until = realtime_ns();
+    let log = read_log(&scratch.path("r.log"));
+    let secs = recovery(sw.name, &log, &second.sent(), rate, event, until);
+    (text, secs)
+}
+
+#[test]
+fn a_new_stream_format_reopens_the_device_and_plays() {
+    let (text, secs) = swap_masters(Swap {
+        name: "format",
+        salt: 4,
+        shift_s: 1_234,
+        ppm: 0,
+        run_s: 9.0,
+        swap_after_s: 3.5,
+        second: SenderOpts {
             ssrc: 0x7e57_0044,
             format: StreamFormat {
                 rate: 44_100,
@@ -372,71 +406,34 @@ fn a_new_stream_format_reopens_the_device_and_plays() {
             },
             ..SenderOpts::default()
         },
-    );
-    let text = finish(&mut rx, &scratch.path("r.err"), Duration::from_secs(20));
-    let until = realtime_ns();
+    });
     let opens = text.matches("output open").count();
     assert!(opens >= 2, "the device was reopened:\n{text}");
     assert!(text.contains("output open: 44100 Hz, 1 ch"), "{text}");
-    let log = read_log(&scratch.path("r.log"));
-    let secs = recovery(
-        "format 48 kHz stereo -> 44.1 kHz mono",
-        &log,
-        &second.sent(),
-        44_100.0,
-        event,
-        until,
-    );
     assert!(secs <= RECOVERY_S, "{secs:.3} s\n{text}");
 }
 
 #[test]
 fn a_master_restarted_on_another_timeline_is_followed_within_2_s() {
-    assert!(can_unshare_time(), "needs time namespaces (root, as CI)");
     // The restarted master's clock is not the old one (its host rebooted): the receiver's
     // clock model of it is stale, and this happens after the time client's warm-up, when it
     // asks only once a second.
-    let scratch = Scratch::new("master-new-clock");
-    let g = group(5);
-    let port = free_port();
-    let first = TestSender::with(
-        g,
-        SenderOpts {
-            control_port: port,
-            ..SenderOpts::default()
-        },
-    );
-    let mut rx = spawn_receiver(
-        Some(2_024),
-        &rx_args(g, &scratch, "r", 20, 26.0, &[]),
-        &scratch.path("r.err"),
-    );
-    sleep_s(22.0);
-    first.stop();
-    let event = realtime_ns();
-    let second = TestSender::with(
-        g,
-        SenderOpts {
-            control_port: port,
+    let (text, secs) = swap_masters(Swap {
+        name: "master-new-clock",
+        salt: 5,
+        shift_s: 2_024,
+        ppm: 20,
+        run_s: 26.0,
+        swap_after_s: 22.0,
+        second: SenderOpts {
             ssrc: 0x7e57_0055,
             timeline_offset_ns: -3_600_000_000_000,
             ..SenderOpts::default()
         },
-    );
-    let text = finish(&mut rx, &scratch.path("r.err"), Duration::from_secs(20));
-    let until = realtime_ns();
-    let log = read_log(&scratch.path("r.log"));
+    });
     assert!(
         text.contains("off our clock of the master"),
         "the stale clock was noticed at once:\n{text}"
-    );
-    let secs = recovery(
-        "master restart, new timeline",
-        &log,
-        &second.sent(),
-        48_000.0,
-        event,
-        until,
     );
     assert!(secs <= RECOVERY_S, "{secs:.3} s\n{text}");
 }
