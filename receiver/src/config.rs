@@ -35,6 +35,8 @@ pub enum OutputChoice {
     Alsa,
     /// A simulated DAC on the system clock, for tests and the lab.
     Virtual,
+    /// A native PipeWire stream (exact timing on a PipeWire desktop; --device names the sink).
+    Pipewire,
 }
 
 /// `wavesync-receiver`: plays a WaveSync stream so every frame leaves the loudspeaker at its
@@ -64,10 +66,12 @@ pub struct Args {
     /// NTP server to read the time from (implies --clock ntp), as HOST or HOST:PORT.
     #[arg(long, value_name = "HOST[:PORT]")]
     pub ntp: Option<String>,
-    /// Output: a sound card (alsa) or a simulated DAC (virtual) [default: alsa].
+    /// Output: a sound card (alsa), a PipeWire sink (pipewire: exact timing where PipeWire
+    /// runs; better than ALSA's `pipewire` device) or a simulated DAC (virtual) [default: alsa].
     #[arg(long, value_enum)]
     pub output: Option<OutputChoice>,
-    /// ALSA device name, e.g. default, hw:1,0, plughw:1,0, pipewire [default: default].
+    /// ALSA device name, e.g. default, hw:1,0, plughw:1,0 [default: default]; with
+    /// --output pipewire the sink's node name [default: the session manager's choice].
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
     /// ALSA device by its position in the list of playback devices (as the old tool did).
@@ -161,6 +165,12 @@ pub enum OutputConfig {
     Alsa {
         device: String,
         device_index: Option<u32>,
+        period_ms: f64,
+        buffer_frames: Option<u32>,
+    },
+    /// A native PipeWire stream into `target` (node name), or the default sink.
+    PipeWire {
+        target: Option<String>,
         period_ms: f64,
         buffer_frames: Option<u32>,
     },
@@ -352,6 +362,11 @@ impl Config {
                 period_ms,
                 buffer_frames,
             },
+            OutputChoice::Pipewire => OutputConfig::PipeWire {
+                target: a.device.clone().or(f.device),
+                period_ms,
+                buffer_frames,
+            },
             OutputChoice::Virtual => {
                 let ppm = a.virtual_ppm.or(f.virtual_ppm).unwrap_or(0.0);
                 if !ppm.is_finite() || ppm.abs() > 10_000.0 {
@@ -472,6 +487,25 @@ mod tests {
         assert!(e.to_string().contains("unknown field"), "{e}");
         let e = Config::from_toml(&args(&[]), "period_ms = \"fast\"").unwrap_err();
         assert!(e.to_string().contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn pipewire_output_takes_the_sink_from_device() {
+        let c =
+            Config::from_toml(&args(&["--output", "pipewire", "--device", "kitchen"]), "").unwrap();
+        assert_eq!(
+            c.output,
+            OutputConfig::PipeWire {
+                target: Some("kitchen".into()),
+                period_ms: 5.0,
+                buffer_frames: None
+            }
+        );
+        let c = Config::from_toml(&args(&[]), "output = \"pipewire\"\nperiod_ms = 2.0").unwrap();
+        assert!(matches!(
+            c.output,
+            OutputConfig::PipeWire { target: None, period_ms, .. } if period_ms == 2.0
+        ));
     }
 
     #[test]

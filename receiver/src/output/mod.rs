@@ -1,5 +1,6 @@
-//! Output backends behind one small trait: the real ALSA device ([`alsa::AlsaOutput`]) and the
-//! virtual DAC used by tests and the lab ([`virtual_dac::VirtualDac`]).
+//! Output backends behind one small trait: the real ALSA device ([`alsa::AlsaOutput`]), a
+//! native PipeWire stream ([`pipewire::PipeWireOutput`]) and the virtual DAC used by tests and
+//! the lab ([`virtual_dac::VirtualDac`]).
 //!
 //! The playback loop never knows which one it drives. Each cycle it asks
 //! [`Output::timing`] when the next written frame will leave the DAC (on this host's
@@ -22,6 +23,7 @@
 
 pub mod alsa;
 pub mod convert;
+pub mod pipewire;
 pub mod pointer;
 pub mod virtual_dac;
 
@@ -137,6 +139,14 @@ pub enum OutputError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A PipeWire call failed (no daemon, no sink, the connection dropped).
+    #[error("PipeWire {op}: {why}")]
+    PipeWire {
+        /// What we were doing.
+        op: &'static str,
+        /// What went wrong.
+        why: String,
+    },
     /// A parameter is out of range.
     #[error("bad output parameter {name}: {why}")]
     BadParameter {
@@ -188,6 +198,8 @@ pub enum OutputSpec {
     Alsa(alsa::AlsaConfig),
     /// The virtual DAC.
     Virtual(virtual_dac::VirtualConfig),
+    /// A native PipeWire stream.
+    PipeWire(pipewire::PipeWireConfig),
 }
 
 impl From<&OutputConfig> for OutputSpec {
@@ -221,6 +233,16 @@ impl From<&OutputConfig> for OutputSpec {
                 buffer_frames: *buffer_frames,
                 ..virtual_dac::VirtualConfig::default()
             }),
+            OutputConfig::PipeWire {
+                target,
+                period_ms,
+                buffer_frames,
+            } => OutputSpec::PipeWire(pipewire::PipeWireConfig {
+                target: target.clone(),
+                period_ms: *period_ms,
+                buffer_frames: *buffer_frames,
+                ..pipewire::PipeWireConfig::default()
+            }),
         }
     }
 }
@@ -230,6 +252,7 @@ pub fn open_output(spec: &OutputSpec) -> Box<dyn Output> {
     match spec {
         OutputSpec::Alsa(c) => Box::new(alsa::AlsaOutput::new(c.clone())),
         OutputSpec::Virtual(c) => Box::new(virtual_dac::VirtualDac::new(c.clone())),
+        OutputSpec::PipeWire(c) => Box::new(pipewire::PipeWireOutput::new(c.clone())),
     }
 }
 
