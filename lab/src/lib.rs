@@ -3,6 +3,7 @@
 //! `docs/lab.md`.
 
 pub mod analyze;
+pub mod feed;
 pub mod histogram;
 pub mod impair;
 pub mod master;

@@ -41,18 +41,24 @@ enum Cmd {
     Master(MasterArgs),
     /// Puts a lab run's figures together: Markdown tables, then one JSON line.
     Report(ReportArgs),
-    /// Writes a WAV file as raw s16le into a file or FIFO in real time (feeds peers' pipe
-    /// inputs).
+    /// Writes a WAV file as raw s16le in real time into FIFOs, files and unix stream sockets
+    /// (feeds the peers' inputs; every output gets the same chunk at the same moment).
     Feed {
         /// 16-bit WAV file.
         #[arg(long)]
         wav: PathBuf,
-        /// Output file or FIFO.
+        /// Output FIFO (opened read-write: never waits for a reader) or file (repeat).
         #[arg(long)]
-        out: PathBuf,
+        out: Vec<PathBuf>,
+        /// Unix stream socket to listen on; the connected client gets the stream (repeat).
+        #[arg(long)]
+        unix_listen: Vec<PathBuf>,
         /// Play it again and again.
         #[arg(long = "loop")]
         looped: bool,
+        /// Frames per write.
+        #[arg(long, default_value_t = 240)]
+        chunk_frames: usize,
     },
     /// Prints the JSON status a receiver serves on its unix socket.
     ReadStatus {
@@ -119,9 +125,14 @@ struct ReportArgs {
     /// The data relay's anchors file: judge each receiver against the master's stamps.
     #[arg(long)]
     anchors: Option<PathBuf>,
-    /// A peer's figures as NAME=P99_US:CPU_PCT:RSS_KIB:LATENCY_MS (`-` for unknown; repeat).
+    /// A peer's figures as NAME=P99_US:CPU_PCT:RSS_KIB:LATENCY_MS[:P50_US:MAX_US:TX_CPU_PCT:
+    /// TX_RSS_KIB] (black-box skew, receivers' mean CPU and largest RSS, its buffer, its
+    /// server's usage; `-` for unknown; repeat).
     #[arg(long)]
     peer: Vec<String>,
+    /// The master's usage as CPU_PCT:RSS_KIB.
+    #[arg(long)]
+    master_usage: Option<String>,
     /// Black-box skew p99, us.
     #[arg(long)]
     blackbox_p99_us: Option<f64>,
@@ -515,36 +526,29 @@ fn signal_cmd(a: SignalArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn feed_cmd(wav: &std::path::Path, out: &std::path::Path, looped: bool) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let stop = stop_flag()?;
-    // A FIFO cannot be opened for writing before it has a reader: retry without blocking, so a
-    // reader that never comes does not keep this process (and the lab) waiting past a signal.
-    let f = loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(out)
-        {
-            Ok(f) => break f,
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(format!("{}: {e}", out.display())),
-        }
-    };
-    // Back to blocking writes: pacing relies on them.
-    // SAFETY: fcntl on a descriptor we own, with integer flags.
-    unsafe {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+fn feed_cmd(
+    wav: &std::path::Path,
+    out: &[PathBuf],
+    unix_listen: &[PathBuf],
+    looped: bool,
+    chunk_frames: usize,
+) -> Result<(), String> {
+    use wavesync_lab::feed::{self, SinkSpec};
+    if out.is_empty() && unix_listen.is_empty() {
+        return Err("feed: give at least one --out or --unix-listen".into());
     }
-    let mut f = f;
-    signal::feed(wav, &mut f, looped, 240, &stop).map_err(|e| e.to_string())?;
+    let stop = stop_flag()?;
+    let sinks: Vec<SinkSpec> = out
+        .iter()
+        .cloned()
+        .map(SinkSpec::Path)
+        .chain(unix_listen.iter().cloned().map(SinkSpec::UnixListen))
+        .collect();
+    let stats = feed::run(wav, &sinks, looped, chunk_frames, &stop).map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string(&stats).map_err(|e| e.to_string())?
+    );
     Ok(())
 }
 
@@ -628,13 +632,23 @@ fn report_cmd(a: ReportArgs) -> Result<(), String> {
     }
     rep.set_counters(&counters);
     rep.master = a.master;
+    if let Some(u) = &a.master_usage {
+        let u = report::parse_usage(u)
+            .ok_or_else(|| format!("--master-usage {u:?}: expected CPU_PCT:RSS_KIB"))?;
+        rep.tx_cpu_pct = Some(u.cpu_pct);
+        rep.tx_rss_kib = Some(u.rss_kib);
+    }
     if !a.peer.is_empty() {
         let mut peers = std::collections::BTreeMap::new();
         for p in &a.peer {
             let (name, figs) = p
                 .split_once('=')
                 .and_then(|(n, f)| Some((n, PeerFigures::parse(f)?)))
-                .ok_or_else(|| format!("--peer {p:?}: expected NAME=P99:CPU:RSS:LATENCY"))?;
+                .ok_or_else(|| {
+                    format!(
+                        "--peer {p:?}: expected NAME=P99:CPU:RSS:LATENCY[:P50:MAX:TX_CPU:TX_RSS]"
+                    )
+                })?;
             peers.insert(name.to_string(), figs);
         }
         rep.peers = Some(peers);
@@ -764,7 +778,13 @@ fn main() -> ExitCode {
         Cmd::Report(a) => report_cmd(a),
         Cmd::Master(a) => master_cmd(a),
         Cmd::ReadStatus { socket } => read_status(&socket),
-        Cmd::Feed { wav, out, looped } => feed_cmd(&wav, &out, looped),
+        Cmd::Feed {
+            wav,
+            out,
+            unix_listen,
+            looped,
+            chunk_frames,
+        } => feed_cmd(&wav, &out, &unix_listen, looped, chunk_frames),
         Cmd::ProbeSend(a) => probe_send(a),
         Cmd::ProbeRecv(a) => probe_recv(a),
     };

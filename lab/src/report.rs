@@ -17,29 +17,57 @@ pub struct PeerFigures {
     pub rx_rss_kib: Option<u64>,
     /// Its configured latency (buffer), ms.
     pub latency_ms: Option<f64>,
+    /// Black-box skew median, us.
+    pub blackbox_skew_p50_us: Option<f64>,
+    /// Black-box skew, largest, us.
+    pub blackbox_skew_max_us: Option<f64>,
+    /// Its server's (master's) CPU, percent of a core.
+    pub tx_cpu_pct: Option<f64>,
+    /// Its server's (master's) peak RSS, KiB.
+    pub tx_rss_kib: Option<u64>,
+}
+
+fn num<T: std::str::FromStr>(x: &str) -> Option<Option<T>> {
+    if x == "-" || x.is_empty() {
+        Some(None)
+    } else {
+        x.parse().ok().map(Some)
+    }
 }
 
 impl PeerFigures {
-    /// Parses `P99:CPU:RSS:LATENCY` (each a number or `-`).
+    /// Parses `P99:CPU:RSS:LATENCY[:P50:MAX:TX_CPU:TX_RSS]` (each a number or `-`).
     pub fn parse(s: &str) -> Option<PeerFigures> {
         let f: Vec<&str> = s.split(':').collect();
-        let [p, c, r, l] = f.as_slice() else {
-            return None;
+        let (p, c, r, l, rest) = match f.as_slice() {
+            [p, c, r, l] => (p, c, r, l, None),
+            [p, c, r, l, p50, max, tc, tr] => (p, c, r, l, Some((p50, max, tc, tr))),
+            _ => return None,
         };
-        fn num<T: std::str::FromStr>(x: &str) -> Option<Option<T>> {
-            if x == "-" || x.is_empty() {
-                Some(None)
-            } else {
-                x.parse().ok().map(Some)
-            }
-        }
-        Some(PeerFigures {
+        let mut figs = PeerFigures {
             blackbox_skew_p99_us: num(p)?,
             rx_cpu_pct: num(c)?,
             rx_rss_kib: num(r)?,
             latency_ms: num(l)?,
-        })
+            ..Default::default()
+        };
+        if let Some((p50, max, tc, tr)) = rest {
+            figs.blackbox_skew_p50_us = num(p50)?;
+            figs.blackbox_skew_max_us = num(max)?;
+            figs.tx_cpu_pct = num(tc)?;
+            figs.tx_rss_kib = num(tr)?;
+        }
+        Some(figs)
     }
+}
+
+/// Parses `CPU_PCT:RSS_KIB`.
+pub fn parse_usage(s: &str) -> Option<Usage> {
+    let (c, r) = s.split_once(':')?;
+    Some(Usage {
+        cpu_pct: c.parse().ok()?,
+        rss_kib: r.parse().ok()?,
+    })
 }
 
 /// CPU and memory of one process over the run.
@@ -76,6 +104,10 @@ pub struct LabReport {
     pub rx_rss_kib: Option<u64>,
     /// Black-box (recorded audio) skew p99, us.
     pub blackbox_skew_p99_us: Option<f64>,
+    /// The master's (wavesync-sender's, or the stand-in's) CPU, percent of a core.
+    pub tx_cpu_pct: Option<f64>,
+    /// The master's peak RSS, KiB.
+    pub tx_rss_kib: Option<u64>,
     /// Packets the receivers found missing, all receivers.
     pub lost_packets: Option<u64>,
     /// Missing packets that arrived after all (resent or reordered), all receivers.
@@ -144,6 +176,8 @@ impl LabReport {
                 .then(|| usage.iter().map(|u| u.cpu_pct).sum::<f64>() / usage.len() as f64),
             rx_rss_kib: usage.iter().map(|u| u.rss_kib).max(),
             blackbox_skew_p99_us: None,
+            tx_cpu_pct: None,
+            tx_rss_kib: None,
             lost_packets: None,
             recovered_packets: None,
             late_packets: None,
@@ -183,14 +217,14 @@ impl LabReport {
         let f = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
         let mut s = String::new();
         let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-        s += "| system | profile | receivers | skew p50 us | skew p99 us | skew max us | lock ms | latency ms | concealed frames | lost / recovered / late packets | rx CPU % | rx RSS KiB | black-box skew p99 us |\n";
-        s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        s += "| system | profile | receivers | skew p50 us | skew p99 us | skew max us | lock ms | latency ms | concealed frames | lost / recovered / late packets | rx CPU % | rx RSS KiB | black-box skew p99 us | master CPU % | master RSS KiB |\n";
+        s += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
         let system = match self.master.as_deref() {
             Some("lab") => "WaveSync (lab master)",
             _ => "WaveSync",
         };
         s += &format!(
-            "| {system} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} |\n",
+            "| {system} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} |\n",
             self.profile,
             self.receivers,
             f(self.skew_p50_us, 1),
@@ -205,15 +239,23 @@ impl LabReport {
             f(self.rx_cpu_pct, 2),
             self.rx_rss_kib.map_or("-".into(), |r| r.to_string()),
             f(self.blackbox_skew_p99_us, 1),
+            f(self.tx_cpu_pct, 2),
+            opt(self.tx_rss_kib),
         );
+        // A peer's skew columns are black-box (recorded audio): it has no logs of ours.
         for (name, p) in self.peers.iter().flatten() {
             s += &format!(
-                "| {name} | {} | 2 | - | - | - | - | {} | - | - | {} | {} | {} |\n",
+                "| {name} (black-box) | {} | 2 | {} | {} | {} | - | {} | - | - | {} | {} | {} | {} | {} |\n",
                 self.profile,
+                f(p.blackbox_skew_p50_us, 1),
+                f(p.blackbox_skew_p99_us, 1),
+                f(p.blackbox_skew_max_us, 1),
                 f(p.latency_ms, 1),
                 f(p.rx_cpu_pct, 2),
-                p.rx_rss_kib.map_or("-".into(), |r| r.to_string()),
+                opt(p.rx_rss_kib),
                 f(p.blackbox_skew_p99_us, 1),
+                f(p.tx_cpu_pct, 2),
+                opt(p.tx_rss_kib),
             );
         }
         s
@@ -306,10 +348,47 @@ mod tests {
         assert_eq!(snap.rx_rss_kib, None);
         assert_eq!(snap.latency_ms, Some(1000.0));
         assert!(PeerFigures::parse("1:2:3").is_none() && PeerFigures::parse("x:1:2:3").is_none());
-        r.peers = Some([("snapcast".to_string(), snap)].into_iter().collect());
+        let py = PeerFigures::parse("9000:4.5:30000:150:4000:12000:2.5:20000").unwrap();
+        assert_eq!(py.blackbox_skew_p50_us, Some(4000.0));
+        assert_eq!(py.blackbox_skew_max_us, Some(12000.0));
+        assert_eq!(py.tx_cpu_pct, Some(2.5));
+        assert_eq!(py.tx_rss_kib, Some(20000));
+        assert!(PeerFigures::parse("1:2:3:4:5").is_none());
+        assert!(PeerFigures::parse("1:2:3:4:5:6:x:8").is_none());
+        r.peers = Some(
+            [
+                ("snapcast".to_string(), snap),
+                ("wavesync-py".to_string(), py),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        r.tx_cpu_pct = Some(1.25);
+        r.tx_rss_kib = Some(5000);
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["peers"]["snapcast"]["blackbox_skew_p99_us"], 812.5);
-        assert!(r.markdown().contains("| snapcast | wired | 2 |"));
+        assert_eq!(v["peers"]["wavesync-py"]["rx_rss_kib"], 30000);
+        assert_eq!(v["tx_cpu_pct"], 1.25);
+        let md = r.markdown();
+        assert!(
+            md.contains("| snapcast (black-box) | wired | 2 | - | 812.5 | - |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| wavesync-py (black-box) | wired | 2 | 4000.0 | 9000.0 | 12000.0 | - | 150.0 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| 1.25 | 5000 |\n"), "{md}");
+        assert_eq!(
+            parse_usage("3.5:6000"),
+            Some(Usage {
+                cpu_pct: 3.5,
+                rss_kib: 6000
+            })
+        );
+        assert_eq!(parse_usage("3.5"), None);
         let none = LabReport::new("wifi", 2, None, &[], None);
         assert!(serde_json::to_value(&none).unwrap()["skew_p99_us"].is_null());
     }
