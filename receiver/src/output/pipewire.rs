@@ -15,9 +15,11 @@
 //! the callback signals each cycle (what [`Output::wait`] sleeps on). The callback does not
 //! allocate or lock.
 //!
-//! Time namespaces: `now` is the PipeWire daemon's CLOCK_MONOTONIC. A receiver in another time
-//! namespace than its daemon would be off by the namespaces' difference; this is detected
-//! and logged, not corrected (on real systems the two always share one).
+//! Time namespaces: `now` is the PipeWire daemon's CLOCK_MONOTONIC. A receiver in a time
+//! namespace of its own (the lab runs each receiver in one) adds its namespace's monotonic
+//! offset (`/proc/self/timens_offsets`) to the daemon's times, which is exact when the daemon
+//! runs in the initial time namespace, as it does on real systems. Any other difference is
+//! detected (more than 1 s apart) and logged.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -43,6 +45,10 @@ use crate::clock_io::monotonic_ns;
 const RING_FRAMES: usize = 16_384;
 /// How long [`Output::open`] waits for the connection to the daemon.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A cycle whose first frame plays this far from where the previous one ended is a slip.
+const SLIP_NS: i64 = 500_000;
+/// A published play time this far in the past means the graph stopped taking audio.
+const STALLED_NS: i64 = 200_000_000;
 /// Warn when no graph cycle has taken audio this long after open.
 const UNLINKED_WARNING_NS: i64 = 3_000_000_000;
 /// A graph time this far from ours means the daemon runs in another time namespace.
@@ -90,7 +96,8 @@ struct Shared {
     next_ring_ns: AtomicI64,
     /// Frames the graph asked for in its last cycle.
     quantum: AtomicU32,
-    /// Cycles in which the ring ran dry after audio had started (silence was played).
+    /// Cycles in which the ring ran dry after audio had started (silence was played), or that
+    /// did not start where the previous one ended (the graph skipped cycles).
     underruns: AtomicU64,
     /// One of the `STATE_*` values.
     state: AtomicU8,
@@ -217,6 +224,8 @@ pub struct PipeWireOutput {
     run: Option<Running>,
     shape: Option<(u32, u8)>,
     underruns_seen: u64,
+    /// Underruns already returned as [`OutputError::Underrun`].
+    underruns_reported: u64,
 }
 
 impl PipeWireOutput {
@@ -227,10 +236,12 @@ impl PipeWireOutput {
             run: None,
             shape: None,
             underruns_seen: 0,
+            underruns_reported: 0,
         }
     }
 
-    /// Graph cycles in which the ring ran dry after audio had started.
+    /// Graph cycles in which the ring ran dry after audio had started, or that did not start
+    /// where the previous one ended.
     pub fn underruns(&self) -> u64 {
         self.run
             .as_ref()
@@ -304,8 +315,26 @@ fn format_pod(rate: u32, channels: u8) -> Result<Vec<u8>, OutputError> {
     Ok(cursor.into_inner())
 }
 
+/// The monotonic offset of this process's time namespace against the initial one, in ns, from
+/// the text of `/proc/self/timens_offsets` (`monotonic <s> <ns>` lines; 0 if absent).
+fn monotonic_offset_ns(text: &str) -> i64 {
+    text.lines()
+        .find_map(|line| {
+            let mut w = line.split_whitespace();
+            if w.next()? != "monotonic" {
+                return None;
+            }
+            let s: i64 = w.next()?.parse().ok()?;
+            let ns: i64 = w.next()?.parse().ok()?;
+            Some(s.saturating_mul(1_000_000_000).saturating_add(ns))
+        })
+        .unwrap_or(0)
+}
+
 /// What the process callback owns.
 struct Rt {
+    /// Added to the daemon's times to put them on our CLOCK_MONOTONIC.
+    clock_offset_ns: i64,
     ring: Consumer<f32>,
     shared: Arc<Shared>,
     wake: Arc<EventFd>,
@@ -368,11 +397,17 @@ impl Rt {
             let queued_frames = (t.queued() as usize / stride) as i64;
             let ahead_ns = ticks_ns(t.delay() + t.buffered() as i64)
                 + queued_frames * 1_000_000_000 / self.rate.max(1) as i64;
-            let first = t.now() + ahead_ns;
+            let first = t.now() + self.clock_offset_ns + ahead_ns;
             let next = first + frames as i64 * 1_000_000_000 / self.rate.max(1) as i64;
             if t.now() > 0 {
+                // The graph skipped cycles (an xrun on a loaded host): what follows plays
+                // later than the previous cycle announced. Count it like an underrun.
+                let expected = self.shared.next_ring_ns.load(Ordering::Relaxed);
+                if expected != 0 && (first - expected).abs() > SLIP_NS && self.consumed > 0 {
+                    self.shared.underruns.fetch_add(1, Ordering::Relaxed);
+                }
                 self.shared.publish(self.consumed, next);
-                if (monotonic_ns() - t.now()).abs() > FOREIGN_CLOCK_NS {
+                if (monotonic_ns() - t.now() - self.clock_offset_ns).abs() > FOREIGN_CLOCK_NS {
                     self.shared.foreign_clock.store(true, Ordering::Relaxed);
                 }
             }
@@ -450,7 +485,18 @@ fn run_main_loop(a: LoopArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot create the stream: {e}"))?;
 
     let shared_state = a.shared.clone();
+    let clock_offset_ns = std::fs::read_to_string("/proc/self/timens_offsets")
+        .map(|text| monotonic_offset_ns(&text))
+        .unwrap_or(0);
+    if clock_offset_ns != 0 {
+        log::info!(
+            "PipeWire output: this time namespace's CLOCK_MONOTONIC is {:+.3} s off the \
+             initial one; the daemon's times are shifted alike",
+            clock_offset_ns as f64 / 1e9
+        );
+    }
     let rt = Rt {
+        clock_offset_ns,
         ring: a.ring,
         shared: a.shared.clone(),
         wake: a.wake.clone(),
@@ -576,6 +622,7 @@ impl Output for PipeWireOutput {
         self.run = Some(run);
         self.shape = Some((rate, channels));
         self.underruns_seen = 0;
+        self.underruns_reported = 0;
         Ok(OutputInfo {
             rate,
             channels,
@@ -621,6 +668,13 @@ impl Output for PipeWireOutput {
     fn timing(&mut self) -> Result<DacTiming, OutputError> {
         let configured = self.cfg.buffer_frames;
         self.note_underruns();
+        // The ring ran dry: the graph played silence and the audio after it plays later. Say
+        // so once, so the playout lands the next frame exactly again instead of slewing.
+        let underruns = self.underruns();
+        if underruns > self.underruns_reported {
+            self.underruns_reported = underruns;
+            return Err(OutputError::Underrun);
+        }
         let r = self.running()?;
         r.check_state()?;
         let now = monotonic_ns();
@@ -628,8 +682,10 @@ impl Output for PipeWireOutput {
         let queued = r.queued(consumed) as i64;
         let target = r.target(configured);
         let avail = target.saturating_sub(queued as usize);
-        if next_ring == 0 || consumed == 0 {
-            // The graph has not taken audio yet: assume it starts now.
+        // Between cycles the ring's next frame still leaves at the published time, even when
+        // the callback runs late on a loaded host (the graph's times are its schedule, not our
+        // wake-ups). Long past it, the graph has stopped taking audio: assume it starts now.
+        if next_ring == 0 || consumed == 0 || now - next_ring > STALLED_NS {
             return Ok(DacTiming {
                 next_frame_local: now + r.ns_of(queued),
                 delay_frames: queued,
@@ -637,9 +693,6 @@ impl Output for PipeWireOutput {
                 settled: false,
             });
         }
-        // Between cycles the ring's next frame still leaves at the published time; if that is
-        // in the past the graph is late (or stopped): it leaves no earlier than now.
-        let next_ring = next_ring.max(now);
         let next: LocalNs = next_ring + r.ns_of(queued);
         Ok(DacTiming {
             next_frame_local: next,
@@ -666,7 +719,11 @@ impl Output for PipeWireOutput {
         Ok(frames)
     }
 
-    fn recover(&mut self, _err: &OutputError) -> Result<(), OutputError> {
+    fn recover(&mut self, err: &OutputError) -> Result<(), OutputError> {
+        if matches!(err, OutputError::Underrun) && self.run.is_some() {
+            // The stream plays on; the next timing() already accounts for the silence.
+            return Ok(());
+        }
         let Some((rate, channels)) = self.shape else {
             return Err(OutputError::NotOpen);
         };
@@ -704,6 +761,16 @@ mod tests {
         assert_eq!(positions(6)[5], SPA_AUDIO_CHANNEL_LFE);
         assert_eq!(positions(10).len(), 10);
         assert_eq!(positions(10)[9], SPA_AUDIO_CHANNEL_AUX0 + 9);
+    }
+
+    #[test]
+    fn time_namespace_offsets_are_read() {
+        let shifted = "monotonic        1234         5\nboottime            5         0\n";
+        assert_eq!(monotonic_offset_ns(shifted), 1_234_000_000_005);
+        assert_eq!(monotonic_offset_ns("monotonic -3 0\n"), -3_000_000_000);
+        assert_eq!(monotonic_offset_ns("boottime 1 0\n"), 0);
+        assert_eq!(monotonic_offset_ns("monotonic x y\ngarbage"), 0);
+        assert_eq!(monotonic_offset_ns(""), 0);
     }
 
     #[test]
