@@ -7,16 +7,32 @@
 //! true offset lies within `θ ± δ/2`; an exchange with a small round trip therefore carries a
 //! small error, and only its *excess* over the smallest round trip seen says how much.
 //!
-//! [`ClockModel`] keeps the last [`ClockConfig::window`] samples in a fixed ring (no allocation
-//! per exchange) and fits offset and rate by weighted least squares, each sample weighted by
-//! `1 / σ²` with `σ = f · (1 + (δ - δ_min) / 2f)²`, `f = max(noise_floor, δ_min / 8)`: the
-//! low-round-trip exchanges dominate, the queued ones barely count. σ grows with the square of
-//! the excess because queueing is not only noise but bias (queues are rarely symmetric), which
-//! averaging does not remove. A weak prior on the rate (`1 ± max_rate_ppm`), weighed against the
-//! data at their measured scatter, keeps the fit defined with one sample or a burst only
-//! milliseconds wide. All absolute times stay `i64` nanoseconds; the fit works in `f64` on
-//! differences from a reference point (the newest sample), so offsets of days keep nanosecond
-//! precision.
+//! [`ClockModel`] keeps the last [`ClockConfig::window`] samples, at most
+//! [`ClockConfig::max_age_ns`] old, in a fixed ring (no allocation per exchange) and fits
+//! offset and rate by weighted least squares in two stages:
+//!
+//! 1. on the offset samples, each weighted by `1 / σ²` with `σ = f · (1 + (δ - δ_min) / 2f)²`,
+//!    `f = max(noise_floor, δ_min / 8)`: the low-round-trip exchanges dominate. This gives the
+//!    rate a start and says whether a narrow rate prior (after a step) still holds;
+//! 2. on the two *one-way bounds* of every exchange: `θ + δ/2 = (T2 - T1)` is the offset plus
+//!    the request's one-way delay, `θ - δ/2 = (T3 - T4)` the offset minus the answer's. Across
+//!    the window the lower envelope of the first and the upper envelope of the second are lines
+//!    of one slope (the rate), `D_up` above and `D_down` below the offset (the floors of the
+//!    one-way delays); the offset is half-way between them (plus half of `D_up - D_down`, the
+//!    asymmetry no filter sees). Each bound is weighted by its own excess over its envelope
+//!    (`σ = f₁ · (1 + e / f₁)²`, `f₁ = max(noise_floor, δ_min / 16)`, reweighted a few times), so
+//!    an exchange whose request crossed an empty queue counts on that side even if its answer
+//!    queued. Where the queues are as deep as the floors (Wi-Fi), few exchanges have *both*
+//!    directions near their floor, but many have one: the envelopes are far tighter than the
+//!    best round trips (the lab's Wi-Fi path: skew between two receivers p99 533 → 278 µs in
+//!    simulation, see `docs/timing.md`).
+//!
+//! σ grows with the square of the excess because queueing is not only noise but bias (queues
+//! are rarely symmetric), which averaging does not remove. A weak prior on the rate
+//! (`1 ± max_rate_ppm`), weighed against the data at their measured scatter, keeps the fit
+//! defined with one sample or a burst only milliseconds wide. All absolute times stay `i64`
+//! nanoseconds; the fit works in `f64` on differences from a reference point (the newest
+//! sample), so offsets of days keep nanosecond precision.
 //!
 //! An exchange that disagrees with the prediction by more than its own round trip, the model's
 //! possible bias and [`ClockConfig::step_sigmas`] standard errors allow is a *suspect*: it is
@@ -30,10 +46,16 @@
 use crate::time::{LocalNs, TimelineNs};
 
 /// Most samples a [`ClockModel`] can hold; [`ClockConfig::window`] is clamped to this.
-pub const WINDOW_CAPACITY: usize = 128;
+pub const WINDOW_CAPACITY: usize = 512;
 
 /// The σ floor is at least the smallest round trip divided by this.
 const FLOOR_RTT_DIVISOR: i64 = 8;
+
+/// The σ floor of a one-way bound is at least the smallest round trip divided by this.
+const ONE_WAY_DIVISOR: i64 = 16;
+
+/// Reweighting passes of the envelope fit.
+const ENVELOPE_ITERATIONS: usize = 4;
 
 /// The four timestamps of one time query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,9 +157,13 @@ pub enum ClockEvent {
 /// Tuning of a [`ClockModel`]. `Default` suits a LAN or Wi-Fi polled about once a second.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ClockConfig {
-    /// Samples kept for the fit (clamped to 2..=[`WINDOW_CAPACITY`]). Default 128 (about two
-    /// minutes at one query a second).
+    /// Samples kept for the fit (clamped to 2..=[`WINDOW_CAPACITY`]). Default 512 (the last
+    /// two minutes at four queries a second, as on a jittery path).
     pub window: usize,
+    /// Samples older than this (local time before the newest one) leave the window (the two
+    /// newest always stay), so the fit follows a slowly wandering oscillator however often the
+    /// path is queried. Default 128 s.
+    pub max_age_ns: i64,
     /// Exchanges needed before the model may lock. Default 4.
     pub lock_min_exchanges: usize,
     /// The model locks once its predicted standard error [`Self::lock_horizon_ns`] after the
@@ -172,7 +198,8 @@ pub struct ClockConfig {
 impl Default for ClockConfig {
     fn default() -> Self {
         ClockConfig {
-            window: 128,
+            window: 512,
+            max_age_ns: 128_000_000_000,
             lock_min_exchanges: 4,
             lock_uncertainty_ns: 500_000,
             lock_horizon_ns: 1_000_000_000,
@@ -193,6 +220,18 @@ struct Sample {
     mid: LocalNs,
     theta: i64,
     rtt: i64,
+}
+
+/// What [`ClockModel::envelope_fit`] found (x relative to the newest sample, y to its offset).
+#[derive(Clone, Copy, Debug, Default)]
+struct Envelope {
+    slope: f64,
+    offset_at_ref: f64,
+    mean_x: f64,
+    sum_w: f64,
+    sxx: f64,
+    scale: f64,
+    var_at_ref: f64,
 }
 
 /// The fitted line and what is needed to predict with error bars.
@@ -363,6 +402,10 @@ impl ClockModel {
         let at = (self.head + self.len) % WINDOW_CAPACITY;
         self.ring[at] = s;
         self.len += 1;
+        while self.len > 2 && s.mid.saturating_sub(self.ring[self.head].mid) > self.cfg.max_age_ns {
+            self.head = (self.head + 1) % WINDOW_CAPACITY;
+            self.len -= 1;
+        }
     }
 
     fn samples(&self) -> impl Iterator<Item = &Sample> + '_ {
@@ -376,7 +419,9 @@ impl ClockModel {
         self.cfg.noise_floor_ns.max(min_rtt / FLOOR_RTT_DIVISOR)
     }
 
-    /// Weighted least squares of offset against local time over the window.
+    /// Weighted least squares of offset against local time over the window: first on the
+    /// offset samples weighted by round-trip excess (which gives the rate a start and says
+    /// whether a narrow rate prior still holds), then on the two one-way envelopes.
     fn refit(&mut self) {
         let newest = match self.len {
             0 => {
@@ -439,33 +484,133 @@ impl ClockModel {
         // The rate prior, weighed against the data at the data's measured scatter: weights
         // assume σ per sample, the residuals say how far off that is (`scale`).
         let lambda = 1.0 / (prior_sd * prior_sd);
-        let mut scale = 1.0;
         let mut slope = (sxy + lambda * prior_slope) / (sxx + lambda);
         if n > 2 {
             for _ in 0..3 {
-                scale = (chi2(slope) / (n - 2) as f64).max(1.0);
+                let scale = (chi2(slope) / (n - 2) as f64).max(1.0);
                 slope = (sxy + lambda * scale * prior_slope) / (sxx + lambda * scale);
             }
         }
         self.rate_prior_sd = prior_sd;
-        let sxx = sxx + lambda * scale;
-        let offset_at_ref = my + slope * (0.0 - mx);
-        let var = scale * (1.0 / sw + mx * mx / sxx);
+        let env = self.envelope_fit(newest, min_rtt, slope, lambda, prior_slope);
         let ref_timeline =
-            newest.mid as i128 + newest.theta as i128 + offset_at_ref.round() as i128;
+            newest.mid as i128 + newest.theta as i128 + env.offset_at_ref.round() as i128;
         self.fit = Some(Fit {
             est: ClockEstimate {
                 ref_local: newest.mid,
                 ref_timeline: sat_i64(ref_timeline),
-                rate: 1.0 + slope,
-                uncertainty_ns: var.sqrt().ceil() as i64,
+                rate: 1.0 + env.slope,
+                uncertainty_ns: env.var_at_ref.sqrt().ceil() as i64,
             },
-            mean_x: mx,
-            sum_w: sw,
-            sxx,
-            scale,
+            mean_x: env.mean_x,
+            sum_w: env.sum_w,
+            sxx: env.sxx,
+            scale: env.scale,
             min_rtt,
         });
+    }
+
+    /// The fit on the one-way envelopes, from a first `slope`. Each exchange bounds the offset
+    /// from both sides: `θ + δ/2` is the offset plus the request's one-way delay, `θ - δ/2`
+    /// the offset minus the answer's. Through the window, the lower envelope of the first and
+    /// the upper envelope of the second are lines of the same slope (the rate), `D_up` above
+    /// and `D_down` below the offset, the floors of the two one-way delays; half-way between
+    /// them lies the offset (plus half the floors' difference, the asymmetry no filter sees).
+    /// Each bound is weighted by its own excess over its envelope, so the exchange whose
+    /// request crossed an empty queue counts for that side even if its answer queued, and the
+    /// other way round: each envelope is fixed by the best one-way trips, far tighter than the
+    /// best round trips on a path whose queues are as deep as its floors.
+    fn envelope_fit(
+        &self,
+        newest: Sample,
+        min_rtt: i64,
+        slope: f64,
+        lambda: f64,
+        prior_slope: f64,
+    ) -> Envelope {
+        let floor = self.cfg.noise_floor_ns.max(min_rtt / ONE_WAY_DIVISOR) as f64;
+        let n = self.len;
+        // (x, upper bound θ + δ/2, lower bound θ - δ/2), relative to the newest sample.
+        let pts = |s: &Sample| {
+            let x = (s.mid as i128 - newest.mid as i128) as f64;
+            let y = (s.theta as i128 - newest.theta as i128) as f64;
+            let h = s.rtt as f64 / 2.0;
+            (x, y + h, y - h)
+        };
+        let weight = |excess: f64| {
+            let r = 1.0 + excess.max(0.0) / floor;
+            let sigma = floor * r * r;
+            1.0 / (sigma * sigma)
+        };
+        let mut slope = slope;
+        let mut scale = 1.0;
+        let mut env = Envelope::default();
+        for _ in 0..ENVELOPE_ITERATIONS {
+            // Envelopes of the bounds with the slope so far: the lowest upper bound, the
+            // highest lower bound.
+            let tilt = slope;
+            let (mut lo_up, mut hi_down) = (f64::INFINITY, f64::NEG_INFINITY);
+            for s in self.samples() {
+                let (x, up, down) = pts(s);
+                lo_up = lo_up.min(up - tilt * x);
+                hi_down = hi_down.max(down - tilt * x);
+            }
+            let w_of = |s: &Sample| {
+                let (x, up, down) = pts(s);
+                (
+                    weight(up - tilt * x - lo_up),
+                    weight(hi_down - (down - tilt * x)),
+                )
+            };
+            // Weighted means per side, then a common slope on the centred points.
+            let mut m = [[0.0f64; 3]; 2]; // [side][sum w, sum wx, sum wy]
+            for s in self.samples() {
+                let (x, up, down) = pts(s);
+                let (wu, wd) = w_of(s);
+                for (k, (w, y)) in [(wu, up), (wd, down)].into_iter().enumerate() {
+                    m[k][0] += w;
+                    m[k][1] += w * x;
+                    m[k][2] += w * y;
+                }
+            }
+            let mean = |k: usize| (m[k][1] / m[k][0], m[k][2] / m[k][0]);
+            let ((xu, yu), (xd, yd)) = (mean(0), mean(1));
+            let (mut sxx, mut sxy) = (0.0, 0.0);
+            for s in self.samples() {
+                let (x, up, down) = pts(s);
+                let (wu, wd) = w_of(s);
+                sxx += wu * (x - xu) * (x - xu) + wd * (x - xd) * (x - xd);
+                sxy += wu * (x - xu) * (up - yu) + wd * (x - xd) * (down - yd);
+            }
+            slope = (sxy + lambda * scale * prior_slope) / (sxx + lambda * scale);
+            let mut chi2 = 0.0;
+            for s in self.samples() {
+                let (x, up, down) = pts(s);
+                let (wu, wd) = w_of(s);
+                let ru = up - (yu + slope * (x - xu));
+                let rd = down - (yd + slope * (x - xd));
+                chi2 += wu * ru * ru + wd * rd * rd;
+            }
+            // Two bounds per exchange, two intercepts and a slope.
+            if n >= 2 {
+                scale = (chi2 / (2 * n - 3) as f64).max(1.0);
+            }
+            let mean_x = (xu + xd) / 2.0;
+            let offset_mean = (yu - slope * xu + yd - slope * xd) / 2.0 + slope * mean_x;
+            // The offset is the mean of two independent lines: a quarter of their variances.
+            let sum_w = 4.0 / (1.0 / m[0][0] + 1.0 / m[1][0]);
+            let sxx = sxx + lambda * scale;
+            env = Envelope {
+                slope,
+                offset_at_ref: offset_mean - slope * mean_x,
+                mean_x,
+                sum_w,
+                sxx,
+                scale,
+                var_at_ref: scale * (1.0 / sum_w + mean_x * mean_x / sxx),
+            };
+        }
+        env
     }
 
     /// The current estimate (`None` until the first accepted exchange).
@@ -499,6 +644,20 @@ impl ClockModel {
     /// True when the window holds no exchange.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Median excess of the window's round trips over the smallest one: how much the path
+    /// queues (a few tens of µs on a wired LAN, milliseconds on Wi-Fi). `None` when empty.
+    pub fn rtt_spread_ns(&self) -> Option<i64> {
+        let min = self.fit?.min_rtt;
+        let mut excess = [0i64; WINDOW_CAPACITY];
+        for (e, s) in excess.iter_mut().zip(self.samples()) {
+            *e = s.rtt.saturating_sub(min);
+        }
+        let excess = &mut excess[..self.len];
+        let mid = self.len / 2;
+        excess.select_nth_unstable(mid);
+        Some(excess[mid])
     }
 
     /// Smallest round trip in the window: half of it bounds the bias a path asymmetry can put
@@ -658,6 +817,62 @@ mod tests {
         assert_eq!(m.len(), 8);
         m.reset();
         assert!(m.is_empty() && !m.is_locked() && m.estimate().is_none());
+    }
+
+    /// An exchange at local `t1` with the given one-way delays against a master at
+    /// `M0 + (l - L0)` (same rate).
+    fn one_way(t1: i64, up: i64, down: i64) -> Exchange {
+        let t2 = M0 + (t1 + up - L0);
+        Exchange {
+            t1,
+            t2,
+            t3: t2 + 10_000,
+            t4: t1 + up + 10_000 + down,
+        }
+    }
+
+    #[test]
+    fn each_direction_counts_at_its_own_floor() {
+        // No exchange has both directions at their floor (500 µs each way): every other
+        // request queues 3 ms, the answers in between queue 2 ms. Offset samples are off by
+        // +1.5 ms and -1 ms; the round trips say only which is less bad. Each direction alone
+        // reaches its floor every other exchange: the envelopes find the offset.
+        let mut m = ClockModel::new(ClockConfig::default());
+        for i in 0..60 {
+            let (up, down) = if i % 2 == 0 {
+                (3_500_000, 500_000)
+            } else {
+                (500_000, 2_500_000)
+            };
+            m.add_exchange(one_way(L0 + i * 250_000_000, up, down));
+        }
+        let est = m.estimate().unwrap();
+        let l = L0 + 15_000_000_000;
+        let err = est.to_timeline(l) - (M0 + (l - L0));
+        assert!(err.abs() < 5_000, "error {err} ns");
+        assert!(est.rate_ppm().abs() < 0.5, "rate {}", est.rate_ppm());
+        assert_eq!(m.min_rtt_ns(), Some(3_000_000));
+        assert_eq!(m.rtt_spread_ns(), Some(1_000_000));
+    }
+
+    #[test]
+    fn window_is_bounded_by_age() {
+        let mut m = ClockModel::new(ClockConfig::default());
+        // One a second for 300 s: the last 128 s stay (129 samples, both ends included).
+        for i in 0..300 {
+            m.add_exchange(exchange(L0 + i * 1_000_000_000, 300_000, 1.0, 0));
+        }
+        assert_eq!(m.len(), 129);
+        // Ten a second: the ring's capacity bounds it first.
+        for i in 0..2000 {
+            m.add_exchange(exchange(
+                L0 + 300_000_000_000 + i * 100_000_000,
+                300_000,
+                1.0,
+                0,
+            ));
+        }
+        assert_eq!(m.len(), WINDOW_CAPACITY);
     }
 
     proptest::proptest! {

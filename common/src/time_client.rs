@@ -41,6 +41,14 @@ pub struct TimeClientConfig {
     pub warmup_ns: i64,
     /// Spacing of queries after the warm-up. Default 1 s.
     pub poll_interval_ns: i64,
+    /// A path whose round trips exceed their minimum by more than this (median,
+    /// [`ClockModel::rtt_spread_ns`]) is *jittery*: from the end of the burst on, it is queried
+    /// every [`Self::jittery_interval_ns`], warm-up or not. There the estimate rests on the few
+    /// exchanges that crossed empty queues, and more queries find more of them. Default
+    /// 250 µs (a wired LAN queues tens of µs, Wi-Fi milliseconds).
+    pub jittery_spread_ns: i64,
+    /// Spacing of queries on a jittery path. Default 100 ms (about 1 kB/s each way).
+    pub jittery_interval_ns: i64,
     /// Delay of the extra query sent after a step suspect. Default 30 ms.
     pub confirm_delay_ns: i64,
     /// A request unanswered for this long is forgotten and counted as a timeout. Default 1 s.
@@ -59,6 +67,8 @@ impl Default for TimeClientConfig {
             warmup_interval_ns: 250_000_000,
             warmup_ns: 20_000_000_000,
             poll_interval_ns: 1_000_000_000,
+            jittery_spread_ns: 250_000,
+            jittery_interval_ns: 100_000_000,
             confirm_delay_ns: 30_000_000,
             response_timeout_ns: 1_000_000_000,
             kod_backoff_ns: 60_000_000_000,
@@ -173,6 +183,12 @@ impl TimeClient {
         let interval = if self.burst_left > 0 {
             self.burst_left -= 1;
             self.cfg.burst_interval_ns
+        } else if self
+            .model
+            .rtt_spread_ns()
+            .is_some_and(|s| s > self.cfg.jittery_spread_ns)
+        {
+            self.cfg.jittery_interval_ns
         } else if now.saturating_sub(phase_start) < self.cfg.warmup_ns {
             self.cfg.warmup_interval_ns
         } else {
@@ -363,6 +379,56 @@ mod tests {
         // None answered: all but the last second's requests expired.
         assert_eq!(c.stats().timeouts as usize + c.outstanding(), sent.len());
         assert!(c.outstanding() <= 2);
+    }
+
+    /// Runs a client 30 s against a master 5000 s ahead whose answers take `delay(i)` each way
+    /// for the i-th request; returns the gaps between queries in ms.
+    fn gaps_with(delay: impl Fn(u64) -> (i64, i64)) -> Vec<i64> {
+        let mut c = TimeClient::new(TimeClientConfig::default());
+        let off = 5_000_000 * MS;
+        let mut sent = Vec::new();
+        let mut now = L0;
+        let mut pending: Vec<(i64, [u8; 48])> = Vec::new();
+        while now < L0 + 30_000 * MS {
+            if let Some(req) = c.poll_transmit(now) {
+                let (up, down) = delay(c.stats().sent);
+                let t2 = now + up + off;
+                pending.push((now + up + 10_000 + down, reply_to(&req, t2, t2 + 10_000)));
+                sent.push(now);
+            }
+            pending.retain(|(at, bytes)| {
+                if *at <= now {
+                    let _ = c.handle_response(*at, bytes);
+                    false
+                } else {
+                    true
+                }
+            });
+            let next = pending.iter().map(|p| p.0).min().unwrap_or(i64::MAX);
+            now = c.poll_timeout().min(next).max(now + 100_000);
+        }
+        sent.windows(2).map(|w| (w[1] - w[0]) / MS).collect()
+    }
+
+    #[test]
+    fn a_jittery_path_is_queried_ten_times_a_second() {
+        // Round trips of 2.4 ms or 8.4 ms: a median spread of 6 ms.
+        let gaps = gaps_with(|i| {
+            if i % 2 == 0 {
+                (1_200_000, 1_200_000)
+            } else {
+                (4_200_000, 4_200_000)
+            }
+        });
+        assert!(gaps[..7].iter().all(|&g| g == 40), "{gaps:?}");
+        assert!(gaps[8..].iter().all(|&g| g == 100), "{gaps:?}");
+        // A quiet path (round trips 300-340 µs) keeps the warm-up and then once a second.
+        let gaps = gaps_with(|i| (150_000 + (i as i64 % 3) * 10_000, 150_000));
+        assert!(gaps[8..80].iter().all(|&g| g == 250), "{gaps:?}");
+        assert!(
+            gaps[gaps.len() - 5..].iter().all(|&g| g == 1_000),
+            "{gaps:?}"
+        );
     }
 
     #[test]
