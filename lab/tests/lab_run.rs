@@ -42,7 +42,16 @@ fn short_wired_run_plays_in_sync_agrees_black_box_and_cleans_up() {
     }
     let res = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&res.stdout);
-    let stderr = String::from_utf8_lossy(&res.stderr);
+    // The black-box receivers' last words, for a failure message (the directory goes).
+    let mut stderr = String::from_utf8_lossy(&res.stderr).into_owned();
+    for f in ["bb1.out", "bb2.out", "blackbox.out", "blackbox.xcorr.err"] {
+        let text = std::fs::read_to_string(out.join(f)).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(6).collect();
+        stderr.push_str(&format!(
+            "\n--- {f} (last lines, newest first):\n{}",
+            tail.join("\n")
+        ));
+    }
     let _ = std::fs::remove_dir_all(&out);
     assert!(
         topology::namespaces(PREFIX).unwrap().is_empty(),
