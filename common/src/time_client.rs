@@ -11,8 +11,12 @@
 //! first estimate within a few hundred ms), then a warm-up of one query per
 //! [`TimeClientConfig::warmup_interval_ns`] until [`TimeClientConfig::warmup_ns`] after the
 //! burst began (more exchanges to pick low round trips from while the rate is still being
-//! learnt), then one per [`TimeClientConfig::poll_interval_ns`]. An answer the model holds as a step suspect
-//! brings the next query forward ([`TimeClientConfig::confirm_delay_ns`]) so a step is
+//! learnt), then one per [`TimeClientConfig::poll_interval_ns`]. A *jittery* path (median
+//! round-trip excess over [`TimeClientConfig::jittery_spread_ns`], e.g. Wi-Fi) is queried every
+//! [`TimeClientConfig::jittery_interval_ns`] instead, from the end of the burst on: there the
+//! estimate rests on the few exchanges that crossed an empty queue one way or the other, and
+//! more queries find more of them. An answer the model holds as a step suspect brings the next
+//! query forward ([`TimeClientConfig::confirm_delay_ns`]) so a step is
 //! confirmed, or the outlier dismissed, within milliseconds rather than a poll interval.
 //!
 //! Requests carry T1 = `ntp64_from_ns(local send time)` as their transmit timestamp; an answer

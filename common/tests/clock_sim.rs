@@ -1,5 +1,6 @@
 //! Simulation tests of the clock model and the SNTP client: simulated clocks (offsets of hours,
-//! rate errors of ±200 ppm, steps) and simulated networks (wired, Wi-Fi), real wire format.
+//! rate errors of ±200 ppm, steps) and simulated networks (wired, Wi-Fi, and the lab's shared
+//! queued paths with two receivers side by side, `clock_sim/queued.rs`), real wire format.
 //! Every figure is printed (`cargo test --test clock_sim -- --nocapture`) and quoted in
 //! `docs/timing.md`.
 
@@ -276,8 +277,9 @@ struct PairFigures {
     /// |skew| between the two (difference of their errors): p99 and max.
     skew_p99: i64,
     skew_max: i64,
-    /// |skew| p99 from 20 s on (after the warm-up).
+    /// |skew| p99 from 20 s on (after the warm-up), and before `from` (the start).
     settled_skew_p99: i64,
+    early_skew_p99: i64,
     steps: u64,
 }
 
@@ -285,6 +287,7 @@ struct PairFigures {
 /// first's) and pools the figures from `from` on.
 fn pair_figures(path: queued::Path, from: i64, duration: i64, seeds: u64) -> PairFigures {
     let (mut errs, mut signed, mut skews, mut settled) = (vec![], vec![], vec![], vec![]);
+    let mut early = vec![];
     let mut steps = 0;
     let mut sent = 0;
     for (k, &(lp, mp)) in RATES.iter().enumerate() {
@@ -300,6 +303,7 @@ fn pair_figures(path: queued::Path, from: i64, duration: i64, seeds: u64) -> Pai
             }
             skews.extend(r.skew.iter().filter(|e| e.0 >= from).map(|e| e.1.abs()));
             settled.extend(r.skew.iter().filter(|e| e.0 >= 20 * S).map(|e| e.1.abs()));
+            early.extend(r.skew.iter().filter(|e| e.0 < from).map(|e| e.1.abs()));
         }
     }
     let f = PairFigures {
@@ -308,12 +312,14 @@ fn pair_figures(path: queued::Path, from: i64, duration: i64, seeds: u64) -> Pai
         skew_p99: quantile(&mut skews, 0.99),
         skew_max: quantile(&mut skews, 1.0),
         settled_skew_p99: quantile(&mut settled, 0.99),
+        early_skew_p99: quantile(&mut early, 0.99),
         steps,
     };
     let runs = RATES.len() as u64 * seeds;
     eprintln!(
         "[{}] {} pair runs of {} s, from t={} s: |offset error| p99 {} us, median signed {} us; \
          skew between the two receivers p99 {} us, max {} us; from 20 s p99 {} us; \
+         before {} s p99 {} us; \
          {:.1} queries/s per receiver; steps detected {}",
         path.name,
         runs,
@@ -324,6 +330,8 @@ fn pair_figures(path: queued::Path, from: i64, duration: i64, seeds: u64) -> Pai
         f.skew_p99 / US,
         f.skew_max / US,
         f.settled_skew_p99 / US,
+        from / S,
+        f.early_skew_p99 / US,
         sent as f64 / (2 * runs) as f64 / (duration / S) as f64,
         f.steps
     );
