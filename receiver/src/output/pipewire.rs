@@ -365,14 +365,19 @@ impl Rt {
             } else {
                 room.min(1024)
             };
-            let take = (self.ring.slots() / self.channels).min(frames);
-            if let Ok(chunk) = self.ring.read_chunk(take * self.channels) {
-                let (a, b) = chunk.as_slices();
-                for (dst, s) in bytes.chunks_exact_mut(4).zip(a.iter().chain(b)) {
-                    dst.copy_from_slice(&s.to_ne_bytes());
+            let want = (self.ring.slots() / self.channels).min(frames);
+            // What was copied is what counts: the rest of the buffer is silence.
+            let take = match self.ring.read_chunk(want * self.channels) {
+                Ok(chunk) => {
+                    let (a, b) = chunk.as_slices();
+                    for (dst, s) in bytes.chunks_exact_mut(4).zip(a.iter().chain(b)) {
+                        dst.copy_from_slice(&s.to_ne_bytes());
+                    }
+                    chunk.commit_all();
+                    want
                 }
-                chunk.commit_all();
-            }
+                Err(_) => 0,
+            };
             bytes[take * stride..frames * stride].fill(0);
             if take < frames && self.consumed > 0 {
                 self.shared.underruns.fetch_add(1, Ordering::Relaxed);
