@@ -180,8 +180,9 @@ impl Sink {
                 Ok(0) => return,
                 Ok(n) => {
                     self.pending.drain(..n);
-                    self.stats.frames_written =
-                        self.stats.frames_written.saturating_add((n / frame) as u64);
+                    // A write may end inside a frame: count frames from the bytes.
+                    self.written_bytes += n as u64;
+                    self.stats.frames_written = self.written_bytes / frame as u64;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -283,6 +284,10 @@ mod tests {
         write_wav(&path, &a, 48_000, 2).unwrap();
         let (bytes, rate, ch) = read_s16le(&path).unwrap();
         assert_eq!((rate, ch), (48_000, 2));
+        // Interleaved s16le of the mono signal on both channels: frame 100's left sample is at
+        // byte 400.
+        let left = i16::from_le_bytes([bytes[400], bytes[401]]);
+        assert_eq!(left, (a[100].clamp(-1.0, 1.0) * 32767.0).round() as i16);
         (path, bytes)
     }
 

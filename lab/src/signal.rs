@@ -189,53 +189,6 @@ pub fn read_wav(path: &Path, channel: u16) -> Result<(Vec<f32>, u32), SignalErro
     Ok((out.map_err(err)?, spec.sample_rate))
 }
 
-/// Writes a 16-bit WAV file's samples as raw interleaved s16le to `out` in real time (`chunk`
-/// frames at a time, paced on the monotonic clock, again and again if `looped`), until `stop`
-/// is set or the file ends. For feeding peers' pipe inputs (snapserver) the lab signal.
-pub fn feed(
-    wav: &Path,
-    out: &mut dyn std::io::Write,
-    looped: bool,
-    chunk: usize,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Result<u64, SignalError> {
-    let err = |source| SignalError::Wav {
-        path: wav.to_path_buf(),
-        source,
-    };
-    let io_err = |source| SignalError::Io {
-        path: wav.to_path_buf(),
-        source,
-    };
-    let mut r = hound::WavReader::open(wav).map_err(err)?;
-    let spec = r.spec();
-    let samples: Vec<i16> = r.samples::<i16>().collect::<Result<_, _>>().map_err(err)?;
-    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    let frame = 2 * usize::from(spec.channels.max(1));
-    let frames = bytes.len() / frame;
-    if frames == 0 {
-        return Ok(0);
-    }
-    let start = std::time::Instant::now();
-    let chunk = chunk.max(1);
-    let mut sent: u64 = 0;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if !looped && sent >= frames as u64 {
-            break;
-        }
-        let pos = (sent % frames as u64) as usize;
-        let n = chunk.min(frames - pos);
-        out.write_all(&bytes[pos * frame..(pos + n) * frame])
-            .map_err(io_err)?;
-        sent += n as u64;
-        let due = std::time::Duration::from_secs_f64(sent as f64 / f64::from(spec.sample_rate));
-        if let Some(wait) = due.checked_sub(start.elapsed()) {
-            std::thread::sleep(wait);
-        }
-    }
-    Ok(sent)
-}
-
 /// Reads one channel of a raw interleaved signed 16-bit little-endian file.
 pub fn read_raw_s16le(path: &Path, channels: u16, channel: u16) -> Result<Vec<f32>, SignalError> {
     if channel >= channels {
@@ -292,26 +245,6 @@ mod tests {
             chirp > 0.3 && music > 0.05 && music < chirp,
             "{chirp} {music}"
         );
-    }
-
-    #[test]
-    fn feed_writes_the_samples_as_s16le() {
-        let dir = std::env::temp_dir().join(format!("wslab-feed-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("f.wav");
-        let a = generate(&SignalConfig {
-            seconds: 0.05,
-            ..Default::default()
-        });
-        write_wav(&path, &a, 48_000, 2).unwrap();
-        let mut out = Vec::new();
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let n = feed(&path, &mut out, false, 480, &stop).unwrap();
-        assert_eq!(n, 2400);
-        assert_eq!(out.len(), 2400 * 4);
-        let first = i16::from_le_bytes([out[400], out[401]]);
-        assert_eq!(first, (a[100].clamp(-1.0, 1.0) * 32767.0).round() as i16);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
