@@ -291,14 +291,20 @@ mod tests {
         (path, bytes)
     }
 
-    #[test]
-    fn a_fifo_gets_every_frame_in_order_with_no_reader_at_first() {
-        let d = dir("fifo");
-        let (w, bytes) = wav(&d, 0.1);
+    /// Makes the FIFO `d/fifo`.
+    fn mkfifo(d: &Path) -> PathBuf {
         let fifo = d.join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid C string.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        fifo
+    }
+
+    #[test]
+    fn a_fifo_gets_every_frame_in_order_with_no_reader_at_first() {
+        let d = dir("fifo");
+        let (w, bytes) = wav(&d, 0.1);
+        let fifo = mkfifo(&d);
         let stop = AtomicBool::new(false);
         let f2 = fifo.clone();
         // The reader comes 30 ms late (the feed must not wait for it) and reads to the end.
@@ -353,10 +359,7 @@ mod tests {
     fn a_stuck_reader_loses_whole_chunks_and_the_stop_flag_ends_a_loop() {
         let d = dir("stuck");
         let (w, _) = wav(&d, 0.05);
-        let fifo = d.join("fifo");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a valid C string.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let fifo = mkfifo(&d);
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let s2 = std::sync::Arc::clone(&stop);
         let stopper = std::thread::spawn(move || {
