@@ -56,6 +56,13 @@ pub fn render(s: &Status) -> String {
         s.clock_uncertainty_us
     ));
     out.push_str(&format!(
+        "time       {} queries, {} answered, {} refused ({} from another address), {} unanswered\n",
+        s.time_queries, s.time_answered, s.time_refused, s.time_wrong_source, s.time_unanswered
+    ));
+    if let Some(why) = &s.clock_problem {
+        out.push_str(&format!("problem    no clock of the master: {why}\n"));
+    }
+    out.push_str(&format!(
         "sync       error {}, correction {:+.1} ppm\n",
         s.sync_error_us
             .map(|e| format!("{e:+.0} us"))
@@ -165,6 +172,23 @@ mod tests {
         assert!(text.contains("error -3 us"), "{text}");
         assert!(text.contains("10 received"), "{text}");
         assert!(text.starts_with("stream     none heard yet"));
+        assert!(!text.contains("problem"), "{text}");
+        let stuck = Status {
+            time_queries: 43,
+            time_refused: 43,
+            time_wrong_source: 43,
+            clock_problem: Some("the last answer came from 127.0.0.1:45301".into()),
+            ..Status::default()
+        };
+        let text = render(&stuck);
+        assert!(
+            text.contains("43 queries, 0 answered, 43 refused (43 from another address)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("problem    no clock of the master: the last answer came from"),
+            "{text}"
+        );
         assert_eq!(
             brief(&s),
             "playing, sync error -3 us, correction +0 ppm, clock locked"

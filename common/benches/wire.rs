@@ -98,7 +98,7 @@ fn sender(c: &mut Criterion) {
         let mut buf = vec![0u8; s.max_datagram_len()];
         let mut t = 1_000_000_000i64;
         b.iter(|| {
-            s.push_audio(t, black_box(&samples));
+            s.push_audio(t, black_box(&samples)).expect("in range");
             t += 752_083_333;
             let mut bytes = 0;
             while let Some(tx) = s.poll_transmit(t, &mut buf) {

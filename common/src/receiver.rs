@@ -20,7 +20,7 @@ use crate::clock::{ClockEstimate, ClockEvent};
 use crate::format::StreamFormat;
 use crate::loss::{packet_duration_ns, LossConfig, LossStats, LossTracker};
 use crate::time::LocalNs;
-use crate::time_client::TimeClient;
+use crate::time_client::{TimeClient, TimeClientError};
 use crate::wire::rtp::AudioPacket;
 use crate::wire::status::Status;
 use crate::wire::{classify, nack, Kind};
@@ -116,6 +116,90 @@ pub enum Event {
         /// How far from the expected play time its first packet was, ns.
         off_ns: i64,
     },
+    /// A stream has been followed for [`NO_CLOCK_REPORT_NS`] without any estimate of its
+    /// clock, so nothing can play: what the time exchange did meanwhile. Reported once per
+    /// stream (again after the clock was had and lost).
+    NoClock(ClockDiagnosis),
+}
+
+/// A stream followed this long with no clock estimate is reported ([`Event::NoClock`]).
+pub const NO_CLOCK_REPORT_NS: i64 = 5_000_000_000;
+
+/// Why an answer to a time query was not used, the last one kept for [`ClockDiagnosis`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeRefusal {
+    /// It came from another address than the one queried.
+    WrongSource(SocketAddr),
+    /// It answers no outstanding query (late, duplicated, or forged).
+    Unmatched,
+    /// Not a valid server answer (undecodable, wrong mode, no timestamps).
+    Invalid,
+    /// The server said go away (kiss-o'-death) or that it is unsynchronised.
+    ServerRefused,
+    /// The clock model set it aside as an outlier or a step suspect.
+    Outlier,
+    /// No clock is being read here (the clock is supplied by the shell).
+    NotQuerying,
+}
+
+/// What the time exchange with the time server has done so far: for logs and status when the
+/// clock will not lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockDiagnosis {
+    /// Where the queries go (the stream's time service, or the NTP server).
+    pub server: Option<SocketAddr>,
+    /// Queries sent.
+    pub sent: u64,
+    /// Answers matched to a query and given to the clock model.
+    pub answered: u64,
+    /// Answers refused for coming from another address than [`Self::server`].
+    pub wrong_source: u64,
+    /// Answers refused for any other reason.
+    pub refused: u64,
+    /// Queries that expired unanswered.
+    pub timeouts: u64,
+    /// The last refusal, if any.
+    pub last_refusal: Option<TimeRefusal>,
+}
+
+impl std::fmt::Display for ClockDiagnosis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.server {
+            Some(s) => write!(f, "{} time queries to {s}", self.sent)?,
+            None => write!(f, "no time server known yet")?,
+        }
+        write!(
+            f,
+            ", {} answered, {} answers from other addresses, {} refused, {} unanswered",
+            self.answered, self.wrong_source, self.refused, self.timeouts
+        )?;
+        match self.last_refusal {
+            Some(TimeRefusal::WrongSource(a)) => {
+                write!(
+                    f,
+                    "; the last answer came from {a}, not from where we asked"
+                )
+            }
+            Some(TimeRefusal::Unmatched) => {
+                write!(f, "; the last refused answer matched no query of ours")
+            }
+            Some(TimeRefusal::Invalid) => write!(f, "; the last refused answer was not valid"),
+            Some(TimeRefusal::ServerRefused) => {
+                write!(f, "; the server refuses (kiss-o'-death or unsynchronised)")
+            }
+            Some(TimeRefusal::Outlier) => {
+                write!(f, "; the last answer was set aside as an outlier")
+            }
+            Some(TimeRefusal::NotQuerying) => write!(f, "; this receiver asks no time server"),
+            None if self.sent > 0 && self.answered == 0 => {
+                write!(
+                    f,
+                    "; nothing comes back (a firewall, or no time service there?)"
+                )
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 /// Counters, all monotonic.
@@ -131,8 +215,10 @@ pub struct ReceiverStats {
     pub foreign: u64,
     /// Audio packets that came before their stream's status (dropped: format unknown).
     pub before_status: u64,
-    /// Time responses that were rejected.
+    /// Time responses that were rejected (every reason, [`Self::time_wrong_source`] included).
     pub time_rejected: u64,
+    /// Of those, answers from another address than the time server queried.
+    pub time_wrong_source: u64,
     /// NACK messages sent.
     pub nacks_sent: u64,
     /// Loss tracking.
@@ -172,6 +258,11 @@ pub struct Receiver {
     stats: ReceiverStats,
     nack_seqs: [u16; nack::MAX_ENTRIES * 17],
     clock_generation: u64,
+    last_refusal: Option<TimeRefusal>,
+    /// Since when the followed stream has had no clock estimate (None: it has one, or there
+    /// is no stream); and whether that was reported.
+    no_clock_since: Option<LocalNs>,
+    no_clock_reported: bool,
 }
 
 const MAX_EVENTS: usize = 32;
@@ -202,6 +293,9 @@ impl Receiver {
             stats: ReceiverStats::default(),
             nack_seqs: [0; nack::MAX_ENTRIES * 17],
             clock_generation: 0,
+            last_refusal: None,
+            no_clock_since: None,
+            no_clock_reported: false,
         }
     }
 
@@ -237,6 +331,23 @@ impl Receiver {
     /// The time client, when the clock is queried over the network.
     pub fn time_client(&self) -> Option<&TimeClient> {
         self.time.as_ref()
+    }
+
+    /// What the time exchange has done so far (for status, and logs when it will not lock).
+    pub fn clock_diagnosis(&self) -> ClockDiagnosis {
+        let t = self.time.as_ref().map(|t| t.stats()).unwrap_or_default();
+        ClockDiagnosis {
+            server: self.time_server,
+            sent: t.sent,
+            answered: t.answered,
+            wrong_source: self.stats.time_wrong_source,
+            refused: (self.stats.time_rejected - self.stats.time_wrong_source),
+            timeouts: t.timeouts,
+            last_refusal: match self.time {
+                None => Some(TimeRefusal::NotQuerying),
+                Some(_) => self.last_refusal,
+            },
+        }
     }
 
     /// Increases whenever the clock estimate changed; the shell forwards the estimate to the
@@ -321,6 +432,7 @@ impl Receiver {
         from: SocketAddr,
         bytes: &'a [u8],
     ) -> Option<AudioPacket<'a>> {
+        let from = attributed_source(from);
         match classify(bytes) {
             Kind::Audio => self.on_audio(now, from, bytes),
             Kind::Status => {
@@ -472,20 +584,38 @@ impl Receiver {
     }
 
     fn on_time(&mut self, now: LocalNs, from: SocketAddr, bytes: &[u8]) {
-        if self.time_server != Some(from) {
-            self.stats.time_rejected += 1;
-            return;
-        }
         let Some(t) = self.time.as_mut() else {
             self.stats.time_rejected += 1;
+            self.last_refusal = Some(TimeRefusal::NotQuerying);
             return;
         };
+        if self.time_server != Some(from) {
+            self.stats.time_rejected += 1;
+            self.stats.time_wrong_source += 1;
+            self.last_refusal = Some(TimeRefusal::WrongSource(from));
+            return;
+        }
         let event = t.handle_response(now, bytes);
         if let Some(rtt) = t.model().min_rtt_ns() {
             self.loss.set_rtt_floor(rtt);
         }
         match event {
-            Ok(ClockEvent::Rejected) | Err(_) => self.stats.time_rejected += 1,
+            Ok(ClockEvent::Rejected) => {
+                self.stats.time_rejected += 1;
+                self.last_refusal = Some(TimeRefusal::Outlier);
+            }
+            Err(e) => {
+                self.stats.time_rejected += 1;
+                self.last_refusal = Some(match e {
+                    TimeClientError::UnknownOrigin { .. } => TimeRefusal::Unmatched,
+                    TimeClientError::KissOfDeath { .. } | TimeClientError::Unsynchronized => {
+                        TimeRefusal::ServerRefused
+                    }
+                    TimeClientError::Decode(_)
+                    | TimeClientError::NotServerMode(_)
+                    | TimeClientError::ZeroTimestamp => TimeRefusal::Invalid,
+                });
+            }
             Ok(ClockEvent::Updated) => self.clock_generation += 1,
             Ok(ClockEvent::Locked) => {
                 self.clock_generation += 1;
@@ -560,6 +690,27 @@ impl Receiver {
                 self.push_event(Event::StreamLost { ssrc });
             }
         }
+        self.check_no_clock(now);
+    }
+
+    /// Reports once when a stream has been known for [`NO_CLOCK_REPORT_NS`] and still has no
+    /// clock estimate: nothing can play, and the log must say why.
+    fn check_no_clock(&mut self, now: LocalNs) {
+        // Only a clock read over the network can fail to come; a silent stream waits anyway.
+        let heard = self.stream.as_ref().is_some_and(|s| !s.lost_reported);
+        let waiting =
+            self.time.is_some() && heard && self.stream().is_some() && self.clock().is_none();
+        if !waiting {
+            self.no_clock_since = None;
+            self.no_clock_reported = false;
+            return;
+        }
+        let since = *self.no_clock_since.get_or_insert(now);
+        if !self.no_clock_reported && now.saturating_sub(since) >= NO_CLOCK_REPORT_NS {
+            self.no_clock_reported = true;
+            let d = self.clock_diagnosis();
+            self.push_event(Event::NoClock(d));
+        }
     }
 
     /// When to call [`Receiver::poll_transmit`] again at the latest.
@@ -578,7 +729,27 @@ impl Receiver {
                 t = t.min(s.last_heard + self.cfg.stream_timeout_ns);
             }
         }
+        if let (Some(since), false) = (self.no_clock_since, self.no_clock_reported) {
+            t = t.min(since.saturating_add(NO_CLOCK_REPORT_NS));
+        }
         t
+    }
+}
+
+/// The address a datagram is taken to come from. Linux sends multicast from 0.0.0.0 when the
+/// outgoing interface has no address of link scope, as on a host whose only interface is
+/// loopback (127.0.0.1 has host scope); such a datagram came from this host, and this host's
+/// time service answers from its loopback address. Without this, the time queries would go to
+/// 0.0.0.0 and every answer, coming from 127.0.0.1, would be refused as from a stranger.
+pub fn attributed_source(from: SocketAddr) -> SocketAddr {
+    match from.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), from.port())
+        }
+        IpAddr::V6(a) if a.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), from.port())
+        }
+        _ => from,
     }
 }
 
@@ -783,6 +954,122 @@ mod tests {
             (est.to_timeline(now) - (now + offset)).abs() < 1_000,
             "{est:?}"
         );
+    }
+
+    /// Keeps stream 7 from `stream_from` alive and answers every query `r` sends (to
+    /// `expect_to`) from `answer_from`, the master's timeline at `offset` from ours, until
+    /// `until`; returns the events seen.
+    #[allow(clippy::too_many_arguments)]
+    fn serve_time(
+        r: &mut Receiver,
+        stream_from: SocketAddr,
+        expect_to: SocketAddr,
+        answer_from: SocketAddr,
+        offset: i64,
+        mut now: LocalNs,
+        until: LocalNs,
+    ) -> Vec<Event> {
+        let mut buf = [0u8; 1500];
+        let mut seen = Vec::new();
+        while now < until {
+            r.handle_datagram(now, stream_from, &status(7));
+            while let Some(t) = r.poll_transmit(now, &mut buf) {
+                assert_eq!(t.to, expect_to);
+                let req = NtpPacket::decode(&buf[..t.len]).unwrap();
+                let t2 = ns_from_ntp64(req.transmit_ts) + 200_000 + offset;
+                let reply = NtpPacket::server_reply(&req, ntp64_from_ns(t2), ntp64_from_ns(t2));
+                r.handle_datagram(now + 400_000, answer_from, &reply.encode());
+            }
+            seen.extend(events(r));
+            now = r.poll_timeout().clamp(now + MS, now + 100 * MS);
+        }
+        seen
+    }
+
+    #[test]
+    fn a_stream_from_the_unspecified_address_is_this_hosts_and_its_clock_is_read() {
+        // Multicast sent on a loopback-only host arrives from 0.0.0.0; the time service
+        // answers from 127.0.0.1.
+        let mut r = Receiver::new(ReceiverConfig::default());
+        r.handle_datagram(MS, "0.0.0.0:40000".parse().unwrap(), &status(7));
+        assert_eq!(
+            r.stream().unwrap().source,
+            "127.0.0.1:40000".parse().unwrap()
+        );
+        let server: SocketAddr = "127.0.0.1:45301".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:40000".parse().unwrap();
+        let seen = serve_time(&mut r, any, server, server, 5_000 * MS, MS, 3_000 * MS);
+        assert!(r.clock().is_some(), "{:?}", r.clock_diagnosis());
+        assert_eq!(r.stats().time_wrong_source, 0);
+        assert!(!seen.iter().any(|e| matches!(e, Event::NoClock(_))));
+        assert_eq!(
+            attributed_source("[::]:9".parse().unwrap()),
+            "[::1]:9".parse().unwrap()
+        );
+        assert_eq!(attributed_source(master()), master());
+    }
+
+    #[test]
+    fn a_clock_that_never_comes_is_reported_once_with_the_reason() {
+        let mut r = Receiver::new(ReceiverConfig::default());
+        r.handle_datagram(MS, master(), &status(7));
+        let server: SocketAddr = "10.0.0.1:45301".parse().unwrap();
+        // Every answer comes from another address of the master's host.
+        let elsewhere: SocketAddr = "10.0.0.2:45301".parse().unwrap();
+        let seen = serve_time(&mut r, master(), server, elsewhere, 0, MS, 12_000 * MS);
+        let reports: Vec<ClockDiagnosis> = seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::NoClock(d) => Some(*d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reports.len(), 1, "once, not per query: {seen:?}");
+        let d = reports[0];
+        assert_eq!(d.server, Some(server));
+        assert!(d.sent >= 16, "{d:?}");
+        assert_eq!(d.answered, 0);
+        assert_eq!(d.wrong_source, d.sent);
+        assert_eq!(d.last_refusal, Some(TimeRefusal::WrongSource(elsewhere)));
+        let text = d.to_string();
+        assert!(text.contains("came from 10.0.0.2:45301"), "{text}");
+        // Once answers come from the right place the clock is had, and a later loss of it
+        // would be reported again.
+        serve_time(
+            &mut r,
+            master(),
+            server,
+            server,
+            0,
+            12_000 * MS,
+            15_000 * MS,
+        );
+        assert!(r.clock().is_some());
+        assert!(!r.no_clock_reported && r.no_clock_since.is_none());
+    }
+
+    #[test]
+    fn a_silent_time_server_is_reported_as_such() {
+        let mut r = Receiver::new(ReceiverConfig::default());
+        r.handle_datagram(0, master(), &status(7));
+        let mut buf = [0u8; 1500];
+        let mut now = 0;
+        let mut seen = Vec::new();
+        while now < 6_000 * MS {
+            r.handle_datagram(now, master(), &status(7));
+            while r.poll_transmit(now, &mut buf).is_some() {}
+            seen.extend(events(&mut r));
+            now = r.poll_timeout().clamp(now + MS, now + 100 * MS);
+        }
+        let d = seen
+            .iter()
+            .find_map(|e| match e {
+                Event::NoClock(d) => Some(*d),
+                _ => None,
+            })
+            .expect("reported after 5 s");
+        assert!(d.sent > 0 && d.answered == 0 && d.timeouts > 0, "{d:?}");
+        assert!(d.to_string().contains("nothing comes back"), "{d}");
     }
 
     #[test]

@@ -26,7 +26,9 @@ use std::net::SocketAddr;
 use crate::format::{ClockDomain, StreamFormat};
 use crate::packetizer::{ConfigError, PacketOut, Packetizer, PacketizerConfig};
 use crate::resend::ResendRing;
-use crate::time::{ntp64_from_ns, TimelineNs, NS_PER_SEC};
+use crate::time::{
+    frames_to_ns, ntp64_from_timeline, timeline_in_range, OutOfTimeline, TimelineNs, NS_PER_SEC,
+};
 use crate::wire::nack::Nack;
 use crate::wire::ntp::{NtpPacket, MODE_CLIENT};
 use crate::wire::status::{Status, StatusName};
@@ -199,6 +201,11 @@ pub struct SenderStats {
     /// Audio packets dropped before they were handed out (not polled in time, or `buf` too
     /// small).
     pub dropped_unsent: u64,
+    /// Audio blocks refused because their capture or play times fell outside the timeline's
+    /// valid range ([`crate::time::TIMELINE_END_NS`]).
+    pub audio_out_of_timeline: u64,
+    /// Time requests left unanswered because the timeline's `now` was outside its valid range.
+    pub ntp_out_of_timeline: u64,
 }
 
 /// Token bucket: `rate` tokens per second up to `burst`.
@@ -352,7 +359,26 @@ impl SenderCore {
     }
 
     /// Feeds captured audio: interleaved `f32`, the first frame captured at `capture_time`.
-    pub fn push_audio(&mut self, capture_time: TimelineNs, samples: &[f32]) {
+    ///
+    /// A block whose capture time, or its last frame's play time, lies outside the timeline's
+    /// valid range is refused whole (counted in [`SenderStats::audio_out_of_timeline`]): its
+    /// stamps could not be put on the wire.
+    pub fn push_audio(
+        &mut self,
+        capture_time: TimelineNs,
+        samples: &[f32],
+    ) -> Result<(), OutOfTimeline> {
+        let channels = usize::from(self.cfg.format.channels.max(1));
+        let frames = (samples.len() / channels) as i64;
+        let last_play = capture_time
+            .saturating_add(self.cfg.latency_ns)
+            .saturating_add(frames_to_ns(frames, self.cfg.format.rate));
+        for t in [capture_time, last_play] {
+            if !timeline_in_range(t) {
+                self.stats.audio_out_of_timeline += 1;
+                return Err(OutOfTimeline { t_ns: t });
+            }
+        }
         let (ring, fresh, status_due, dropped) = (
             &mut self.ring,
             &mut self.fresh,
@@ -365,6 +391,7 @@ impl SenderCore {
             }
             enqueue(ring, fresh, dropped, &p);
         });
+        Ok(())
     }
 
     /// Changes the latency: the current run ends, the next audio starts a new run with the new
@@ -527,9 +554,15 @@ impl SenderCore {
     /// [`SenderCore::max_datagram_len`] bytes); `None` when nothing is due.
     pub fn poll_transmit(&mut self, now: TimelineNs, buf: &mut [u8]) -> Option<Transmit> {
         self.last_now = Some(now);
-        if let Some(t) = self.ntp.pop_front() {
-            let reply =
-                NtpPacket::server_reply(&t.request, ntp64_from_ns(t.received), ntp64_from_ns(now));
+        while let Some(t) = self.ntp.pop_front() {
+            let (Ok(t2), Ok(t3)) = (ntp64_from_timeline(t.received), ntp64_from_timeline(now))
+            else {
+                // A reply would carry clamped or wrapped stamps: a receiver would lock onto a
+                // wrong clock. Better unanswered (its time client says so).
+                self.stats.ntp_out_of_timeline += 1;
+                continue;
+            };
+            let reply = NtpPacket::server_reply(&t.request, t2, t3);
             let bytes = reply.encode();
             if let Some(dst) = buf.get_mut(..bytes.len()) {
                 dst.copy_from_slice(&bytes);
@@ -663,7 +696,8 @@ mod tests {
         let mut done = 0;
         while done < frames {
             let n = (frames - done).min(256);
-            s.push_audio(t + frames_to_ns(done as i64, 48_000), &audio[..n * 2]);
+            s.push_audio(t + frames_to_ns(done as i64, 48_000), &audio[..n * 2])
+                .unwrap();
             done += n;
         }
         t + frames_to_ns(frames as i64, 48_000)
@@ -725,7 +759,7 @@ mod tests {
         let zeros = vec![0.0f32; 512];
         let mut t_sil = t;
         for _ in 0..(3 * 48_000 / 256) {
-            s.push_audio(t_sil, &zeros);
+            s.push_audio(t_sil, &zeros).unwrap();
             t_sil += frames_to_ns(256, 48_000);
         }
         let before = drain(&mut s, t_sil);
@@ -789,9 +823,58 @@ mod tests {
         let reply = NtpPacket::decode(&out[0].1).unwrap();
         assert_eq!(reply.mode, crate::wire::ntp::MODE_SERVER);
         assert_eq!(reply.origin_ts, 0x1234_5678_9ABC_DEF0);
-        assert_eq!(reply.receive_ts, ntp64_from_ns(T0 + 10));
-        assert_eq!(reply.transmit_ts, ntp64_from_ns(T0 + 35));
+        assert_eq!(reply.receive_ts, crate::time::ntp64_from_ns(T0 + 10));
+        assert_eq!(reply.transmit_ts, crate::time::ntp64_from_ns(T0 + 35));
         assert_eq!(s.stats().ntp_replies, 1);
+    }
+
+    #[test]
+    fn a_timeline_near_zero_streams_and_answers_like_any_other() {
+        // A master whose host booted a moment ago: capture at 1 ms.
+        let mut s = SenderCore::new(cfg(150 * MS)).unwrap();
+        let end = push_tone(&mut s, MS, 361 * 4);
+        s.handle_control(end, addr(1), &NtpPacket::client_request(7).encode());
+        let out = drain(&mut s, end);
+        let pkts = audio(&out);
+        assert_eq!(pkts.len(), 4);
+        assert_eq!(pkts[0].play_time, 151 * MS);
+        let reply = out
+            .iter()
+            .find(|(_, b)| classify(b) == Kind::Ntp)
+            .map(|(_, b)| NtpPacket::decode(b).unwrap())
+            .expect("a time reply");
+        assert_eq!(crate::time::ns_from_ntp64(reply.transmit_ts), end);
+        assert_eq!(s.stats().audio_out_of_timeline, 0);
+    }
+
+    #[test]
+    fn times_outside_the_timeline_are_refused_and_counted_never_clamped() {
+        let mut s = SenderCore::new(cfg(150 * MS)).unwrap();
+        let block = tone(256);
+        // Before the epoch (a negative timeline), and past the end of the era.
+        assert_eq!(
+            s.push_audio(-10 * MS, &block),
+            Err(OutOfTimeline { t_ns: -10 * MS })
+        );
+        let late = crate::time::TIMELINE_END_NS - 100 * MS;
+        assert!(
+            s.push_audio(late, &block).is_err(),
+            "its play time is past the end"
+        );
+        assert_eq!(s.stats().audio_out_of_timeline, 2);
+        assert!(audio(&drain(&mut s, T0)).is_empty(), "nothing was sent");
+        // A time request answered with a `now` before the epoch stays unanswered.
+        s.handle_control(-5 * MS, addr(1), &NtpPacket::client_request(7).encode());
+        let out = drain(&mut s, -4 * MS);
+        assert!(
+            out.iter().all(|(_, b)| classify(b) != Kind::Ntp),
+            "no reply"
+        );
+        assert_eq!(s.stats().ntp_out_of_timeline, 1);
+        assert_eq!(s.stats().ntp_replies, 0);
+        // The stream goes on normally once its times are valid again.
+        let end = push_tone(&mut s, T0, 361 * 2);
+        assert_eq!(audio(&drain(&mut s, end)).len(), 2);
     }
 
     #[test]
@@ -1062,7 +1145,8 @@ mod tests {
                 }
             }
             if t >= T0 + frames_to_ns(frames, 48_000) && t < end {
-                s.push_audio(T0 + frames_to_ns(frames, 48_000), &audio);
+                s.push_audio(T0 + frames_to_ns(frames, 48_000), &audio)
+                    .unwrap();
                 frames += 240;
             }
             while let Some(tx) = s.poll_transmit(t, &mut buf) {

@@ -8,6 +8,15 @@
 //! On the wire, timeline instants travel as 64-bit NTP-format timestamps (RFC 5905: 32 bits of
 //! seconds, 32 bits of fraction), counted from the domain's epoch. The fraction's resolution
 //! (0.23 ns) is finer than a nanosecond, so nanoseconds survive a round trip exactly.
+//!
+//! **The timeline's valid range** is one NTP era counted from the domain's epoch:
+//! `0 <= t < TIMELINE_END_NS` (2^32 s, about 136 years). Every timeline instant that goes on
+//! the wire must lie in it; [`ntp64_from_timeline`] refuses the others. Decoding cannot leave
+//! it (the seconds field has 32 bits). A master's CLOCK_MONOTONIC is never negative, but it is
+//! near zero on a host that booted seconds ago: the range starts at 0 so that such a master
+//! works, and anything that shifts a timeline (a test, a clock domain) must keep it at or
+//! above 0. The senders check where times enter ([`crate::sender::SenderCore::push_audio`]
+//! and its time service) and count what they refuse; nothing is clamped silently.
 
 /// Nanoseconds of this host's CLOCK_MONOTONIC.
 pub type LocalNs = i64;
@@ -17,9 +26,39 @@ pub type TimelineNs = i64;
 /// Nanoseconds in one second.
 pub const NS_PER_SEC: i64 = 1_000_000_000;
 
+/// The end (exclusive) of the timeline's valid range: 2^32 s, one NTP era.
+pub const TIMELINE_END_NS: i64 = (1i64 << 32) * NS_PER_SEC;
+
+/// Whether `t` lies in the timeline's valid range `[0, TIMELINE_END_NS)`.
+pub fn timeline_in_range(t: TimelineNs) -> bool {
+    (0..TIMELINE_END_NS).contains(&t)
+}
+
+/// A timeline instant outside `[0, TIMELINE_END_NS)`: it cannot be put on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "timeline time {t_ns} ns is outside the valid range 0..2^32 s (a clock or offset that puts \
+     the timeline before its epoch or more than 136 years after it)"
+)]
+pub struct OutOfTimeline {
+    /// The refused instant, ns.
+    pub t_ns: i64,
+}
+
+/// Encodes a timeline instant as a 64-bit NTP timestamp, or refuses one outside the valid
+/// range (where [`ntp64_from_ns`] would clamp or wrap it).
+pub fn ntp64_from_timeline(t: TimelineNs) -> Result<u64, OutOfTimeline> {
+    if timeline_in_range(t) {
+        Ok(ntp64_from_ns(t))
+    } else {
+        Err(OutOfTimeline { t_ns: t })
+    }
+}
+
 /// Encodes nanoseconds since the epoch as a 64-bit NTP timestamp (seconds.fraction), rounding
 /// the fraction to nearest. Negative inputs clamp to 0; inputs beyond 2^32 s wrap the seconds
-/// field as NTP eras do.
+/// field as NTP eras do. For timeline instants use [`ntp64_from_timeline`], which refuses
+/// those instead; this one is for opaque values (a client's own transmit stamp, echoed back).
 pub fn ntp64_from_ns(ns: i64) -> u64 {
     let ns = ns.max(0) as u64;
     let secs = ns / NS_PER_SEC as u64;
@@ -34,7 +73,10 @@ pub fn ntp64_from_ns(ns: i64) -> u64 {
 pub fn ns_from_ntp64(ntp: u64) -> i64 {
     let secs = ntp >> 32;
     let frac = ntp & 0xffff_ffff;
-    let sub = (frac * NS_PER_SEC as u64 + (1 << 31)) >> 32;
+    // Rounding to nearest could carry a fraction just under 1 s into the next second (and the
+    // last one of the era out of the valid range); no integer nanosecond encodes that high, so
+    // capping keeps every round trip exact and every result below [`TIMELINE_END_NS`].
+    let sub = ((frac * NS_PER_SEC as u64 + (1 << 31)) >> 32).min(NS_PER_SEC as u64 - 1);
     (secs * NS_PER_SEC as u64 + sub) as i64
 }
 
@@ -64,10 +106,29 @@ mod tests {
         assert_eq!(frames_to_ns(1, 48_000), 20_833);
     }
 
+    #[test]
+    fn the_timeline_range_is_one_era_from_zero() {
+        assert_eq!(ntp64_from_timeline(0), Ok(0));
+        assert_eq!(
+            ntp64_from_timeline(TIMELINE_END_NS - 1).map(ns_from_ntp64),
+            Ok(TIMELINE_END_NS - 1)
+        );
+        assert_eq!(ntp64_from_timeline(-1), Err(OutOfTimeline { t_ns: -1 }));
+        assert!(ntp64_from_timeline(TIMELINE_END_NS).is_err());
+        // Everything a decoder can produce is in range.
+        assert!(timeline_in_range(ns_from_ntp64(u64::MAX)));
+        assert!(timeline_in_range(ns_from_ntp64(0)));
+    }
+
     proptest! {
         #[test]
         fn ns_round_trip_is_exact(ns in 0i64..(1i64 << 32) * NS_PER_SEC / 2) {
             prop_assert_eq!(ns_from_ntp64(ntp64_from_ns(ns)), ns);
+        }
+
+        #[test]
+        fn every_ntp_timestamp_decodes_into_the_timeline_range(ntp in any::<u64>()) {
+            prop_assert!(timeline_in_range(ns_from_ntp64(ntp)));
         }
 
         #[test]

@@ -40,6 +40,9 @@ pub enum MasterError {
     /// The sender core refused the configuration.
     #[error("sender configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The clock put the audio outside the timeline's valid range.
+    #[error("audio: {0}")]
+    Timeline(#[from] wavesync_common::time::OutOfTimeline),
     /// A socket could not be set up.
     #[error("{what}: {source}")]
     Socket {
@@ -179,11 +182,11 @@ pub fn run(cfg: &MasterConfig, stop: &AtomicBool) -> Result<SenderStats, MasterE
             let capture = start + (pushed * 1_000_000_000 / rate) as i64;
             let end = pos + push;
             if end <= frames_total {
-                core.push_audio(capture, &samples[pos * ch..end * ch]);
+                core.push_audio(capture, &samples[pos * ch..end * ch])?;
             } else {
                 let mut chunk = samples[pos * ch..].to_vec();
                 chunk.extend_from_slice(&samples[..(end - frames_total) * ch]);
-                core.push_audio(capture, &chunk);
+                core.push_audio(capture, &chunk)?;
             }
             pushed += push as u64;
         }

@@ -110,6 +110,14 @@ impl Network {
             Event::ClockStep { step_ns } => {
                 warn!("the master's clock jumped by {step_ns} ns: resynchronising")
             }
+            Event::NoClock(d) => {
+                warn!("no clock of the master yet, so nothing plays: {d}");
+                let mut s = match self.status.lock() {
+                    Ok(s) => s,
+                    Err(p) => p.into_inner(),
+                };
+                s.clock_problem = Some(d.to_string());
+            }
             Event::ClockStale { off_ns } => warn!(
                 "the new stream's stamps are {:+.3} s off our clock of the master: it jumped; \
                  reading it again",
@@ -139,6 +147,15 @@ impl Network {
             Err(p) => p.into_inner(),
         };
         s.clock_locked = locked;
+        let d = self.receiver.clock_diagnosis();
+        s.time_queries = d.sent;
+        s.time_answered = d.answered;
+        s.time_refused = d.refused + d.wrong_source;
+        s.time_wrong_source = d.wrong_source;
+        s.time_unanswered = d.timeouts;
+        if est.is_some() {
+            s.clock_problem = None;
+        }
         if let Some(e) = est {
             s.clock_offset_s = e.offset_ns() as f64 / 1e9;
             s.clock_rate_ppm = e.rate_ppm();

@@ -24,6 +24,24 @@ pub struct Status {
     pub clock_rate_ppm: f64,
     /// The clock model's uncertainty, us.
     pub clock_uncertainty_us: f64,
+    /// Time queries sent to the time server.
+    #[serde(default)]
+    pub time_queries: u64,
+    /// Answers used by the clock model.
+    #[serde(default)]
+    pub time_answered: u64,
+    /// Answers refused (from another address, matching no query, invalid, outliers).
+    #[serde(default)]
+    pub time_refused: u64,
+    /// Of those, answers from another address than the one queried.
+    #[serde(default)]
+    pub time_wrong_source: u64,
+    /// Queries that were never answered.
+    #[serde(default)]
+    pub time_unanswered: u64,
+    /// Why there is no clock yet, once that has lasted a few seconds (None once there is one).
+    #[serde(default)]
+    pub clock_problem: Option<String>,
     /// Latest measured playout error (positive: playing early), us.
     pub sync_error_us: Option<f64>,
     /// Current speed correction, ppm.

@@ -351,6 +351,9 @@ struct Swap {
     run_s: f64,
     swap_after_s: f64,
     second: SenderOpts,
+    /// Where the second master's timeline stands when it starts, given this process's
+    /// CLOCK_MONOTONIC then (None: the same timeline as the first master's).
+    second_timeline: Option<fn(i64) -> i64>,
 }
 
 fn swap_masters(sw: Swap) -> (String, f64) {
@@ -374,10 +377,18 @@ fn swap_masters(sw: Swap) -> (String, f64) {
     first.stop();
     let event = realtime_ns();
     let rate = sw.second.format.rate as f64;
+    let timeline_offset_ns = match sw.second_timeline {
+        Some(at) => {
+            let now = wavesync_receiver::clock_io::monotonic_ns();
+            at(now) - now
+        }
+        None => sw.second.timeline_offset_ns,
+    };
     let second = TestSender::with(
         g,
         SenderOpts {
             control_port: port,
+            timeline_offset_ns,
             ..sw.second
         },
     );
@@ -406,6 +417,7 @@ fn a_new_stream_format_reopens_the_device_and_plays() {
             },
             ..SenderOpts::default()
         },
+        second_timeline: None,
     });
     let opens = text.matches("output open").count();
     assert!(opens >= 2, "the device was reopened:\n{text}");
@@ -413,27 +425,37 @@ fn a_new_stream_format_reopens_the_device_and_plays() {
     assert!(secs <= RECOVERY_S, "{secs:.3} s\n{text}");
 }
 
-#[test]
-fn a_master_restarted_on_another_timeline_is_followed_within_2_s() {
-    // The restarted master's clock is not the old one (its host rebooted): the receiver's
-    // clock model of it is stale, and this happens after the time client's warm-up, when it
-    // asks only once a second.
+/// The master is restarted on another host's clock after the time client's warm-up, when it
+/// asks only once a second: the receiver's clock model of it is stale, its stamps far off.
+fn restarted_on_another_clock(name: &'static str, salt: u16, timeline: fn(i64) -> i64) {
     let (text, secs) = swap_masters(Swap {
-        name: "master-new-clock",
-        salt: 5,
+        name,
+        salt,
         shift_s: 2_024,
         ppm: 20,
         run_s: 26.0,
         swap_after_s: 22.0,
         second: SenderOpts {
             ssrc: 0x7e57_0055,
-            timeline_offset_ns: -3_600_000_000_000,
             ..SenderOpts::default()
         },
+        second_timeline: Some(timeline),
     });
     assert!(
         text.contains("off our clock of the master"),
         "the stale clock was noticed at once:\n{text}"
     );
     assert!(secs <= RECOVERY_S, "{secs:.3} s\n{text}");
+}
+
+#[test]
+fn a_master_restarted_on_a_host_booted_seconds_ago_is_followed_within_2_s() {
+    // Far back, whatever this host's uptime: the new timeline starts 5 s after its epoch.
+    restarted_on_another_clock("master-back", 5, |_| 5 * 1_000_000_000);
+}
+
+#[test]
+fn a_master_restarted_on_a_host_up_for_a_year_is_followed_within_2_s() {
+    // Far forward: a year ahead of this host's clock.
+    restarted_on_another_clock("master-ahead", 6, |now| now + 365 * 86_400 * 1_000_000_000);
 }

@@ -360,22 +360,25 @@ impl Drop for Engine {
 /// Rate limiter for event log lines: one per kind per second, the rest counted.
 #[derive(Default)]
 struct Events {
-    last_log: [TimelineNs; 3],
-    suppressed: [u64; 3],
+    /// When each kind was last logged (None: never; a timeline may start near 0).
+    last_log: [Option<TimelineNs>; 5],
+    suppressed: [u64; 5],
 }
 
 const EV_RESYNC: usize = 0;
 const EV_SILENCE: usize = 1;
 const EV_RUN: usize = 2;
+const EV_AUDIO_RANGE: usize = 3;
+const EV_NTP_RANGE: usize = 4;
 
 impl Events {
     /// True if an event of `kind` may be logged now; else it is counted.
     fn allow(&mut self, kind: usize, now: TimelineNs) -> Option<u64> {
-        if self.last_log[kind] != 0 && now - self.last_log[kind] < NS_PER_SEC {
+        if self.last_log[kind].is_some_and(|last| now - last < NS_PER_SEC) {
             self.suppressed[kind] += 1;
             return None;
         }
-        self.last_log[kind] = now;
+        self.last_log[kind] = Some(now);
         Some(std::mem::take(&mut self.suppressed[kind]))
     }
 }
@@ -410,15 +413,15 @@ impl NetThread {
         let mut published = clock::monotonic_ns();
         loop {
             let stopping = self.shared.stop.load(Ordering::Acquire);
-            self.receive_control(&mut inbuf);
             let before = self.core.stats();
+            self.receive_control(&mut inbuf);
             self.take_audio();
             if stopping {
                 self.core.flush();
             }
             let now = clock::monotonic_ns();
-            self.log_events(&before, now);
             self.transmit(now, &mut out);
+            self.log_events(&before, now);
             if let Some(iv) = self.stats_interval_ns {
                 if now >= next_stats {
                     next_stats = now + iv;
@@ -465,10 +468,11 @@ impl NetThread {
                 Err(_) => break,
             };
             let (a, b) = chunk.as_slices();
-            self.core.push_audio(h.capture_time, a);
+            // A refused block is counted by the core and logged by `log_events`.
+            let _ = self.core.push_audio(h.capture_time, a);
             if !b.is_empty() {
                 let offset = frames_to_ns((a.len() / self.channels) as i64, self.rate);
-                self.core.push_audio(h.capture_time + offset, b);
+                let _ = self.core.push_audio(h.capture_time + offset, b);
             }
             chunk.commit_all();
             self.stats.frames_in += h.frames as u64;
@@ -514,6 +518,26 @@ impl NetThread {
                 } else {
                     log::info!("sound: stream resumed{}", more(n));
                 }
+            }
+        }
+        if after.audio_out_of_timeline > before.audio_out_of_timeline {
+            if let Some(n) = self.events.allow(EV_AUDIO_RANGE, now) {
+                log::error!(
+                    "audio dropped: its time {:.3} s is outside the timeline's valid range \
+                     (0 to 2^32 s); the input's capture clock is wrong{}",
+                    now as f64 / 1e9,
+                    more(n)
+                );
+            }
+        }
+        if after.ntp_out_of_timeline > before.ntp_out_of_timeline {
+            if let Some(n) = self.events.allow(EV_NTP_RANGE, now) {
+                log::error!(
+                    "time request unanswered: the timeline's time {:.3} s is outside its valid \
+                     range (0 to 2^32 s){}",
+                    now as f64 / 1e9,
+                    more(n)
+                );
             }
         }
         if after.silence_stops > before.silence_stops {

@@ -22,10 +22,15 @@ use wavesync_common::wire::rtp::AudioPacket;
 use wavesync_common::wire::{classify, Kind};
 use wavesync_receiver::clock_io::{monotonic_ns, realtime_ns};
 
-/// A multicast group on loopback, per test process and purpose, so parallel tests never share.
+/// A multicast group on loopback, one per purpose (`salt`), on a port the kernel just found
+/// free, so parallel tests never share and nothing else on the host is assumed absent.
 pub fn group(salt: u16) -> SocketAddr {
-    let port = 46_000 + (std::process::id() % 500) as u16 * 8 + salt;
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 99), port))
+    let port = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port");
+    let last = 100 + (salt % 100) as u8;
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, last), port))
 }
 
 /// A scratch directory removed on drop.
@@ -328,7 +333,9 @@ impl TestSender {
                         );
                     }
                     let capture = start + (sent_frames as i64 * 1_000_000_000) / rate as i64;
-                    core.push_audio(capture + off, &block[..ch * n]);
+                    if let Err(e) = core.push_audio(capture + off, &block[..ch * n]) {
+                        panic!("test sender: {e}");
+                    }
                     sent_frames += n as u64;
                 }
                 while let Ok((len, from)) = control.recv_from(&mut rx) {
