@@ -27,3 +27,33 @@ pub fn realtime_to_monotonic(real: i64) -> LocalNs {
     let now_real = realtime_ns();
     mono - (now_real - real)
 }
+
+/// The CLOCK_MONOTONIC offset of a process's time namespace against the initial one, ns, from
+/// `/proc/<pid>/timens_offsets` (`self` when `pid` is None); 0 where the file has no such line
+/// (a kernel without time namespaces).
+pub fn timens_monotonic_offset_ns(pid: Option<u32>) -> std::io::Result<i64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/timens_offsets"),
+        None => "/proc/self/timens_offsets".to_string(),
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(parse_monotonic_offset_ns(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && pid.is_none() => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// The `monotonic <s> <ns>` line of a `timens_offsets` text, in ns (0 if absent).
+pub fn parse_monotonic_offset_ns(text: &str) -> i64 {
+    text.lines()
+        .find_map(|line| {
+            let mut w = line.split_whitespace();
+            if w.next()? != "monotonic" {
+                return None;
+            }
+            let s: i64 = w.next()?.parse().ok()?;
+            let ns: i64 = w.next()?.parse().ok()?;
+            Some(s.saturating_mul(NS_PER_SEC).saturating_add(ns))
+        })
+        .unwrap_or(0)
+}

@@ -15,11 +15,13 @@
 //! the callback signals each cycle (what [`Output::wait`] sleeps on). The callback does not
 //! allocate or lock.
 //!
-//! Time namespaces: `now` is the PipeWire daemon's CLOCK_MONOTONIC. A receiver in a time
-//! namespace of its own (the lab runs each receiver in one) adds its namespace's monotonic
-//! offset (`/proc/self/timens_offsets`) to the daemon's times, which is exact when the daemon
-//! runs in the initial time namespace, as it does on real systems. Any other difference is
-//! detected (more than 1 s apart) and logged.
+//! Time namespaces: `now` is the PipeWire daemon's CLOCK_MONOTONIC. A receiver in another time
+//! namespace than the daemon's (the lab runs each receiver in one; a test suite may run in one
+//! with the daemon it starts) adds the difference of the two namespaces' monotonic offsets
+//! (`/proc/self/timens_offsets` and the daemon's, found by the credentials of its socket) to
+//! the daemon's times. Where the daemon's cannot be read it is taken to be the initial one, as
+//! on real systems, and the log says so. Any other difference is detected (more than 1 s
+//! apart) and logged.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -315,20 +317,52 @@ fn format_pod(rate: u32, channels: u8) -> Result<Vec<u8>, OutputError> {
     Ok(cursor.into_inner())
 }
 
-/// The monotonic offset of this process's time namespace against the initial one, in ns, from
-/// the text of `/proc/self/timens_offsets` (`monotonic <s> <ns>` lines; 0 if absent).
-fn monotonic_offset_ns(text: &str) -> i64 {
-    text.lines()
-        .find_map(|line| {
-            let mut w = line.split_whitespace();
-            if w.next()? != "monotonic" {
-                return None;
-            }
-            let s: i64 = w.next()?.parse().ok()?;
-            let ns: i64 = w.next()?.parse().ok()?;
-            Some(s.saturating_mul(1_000_000_000).saturating_add(ns))
-        })
-        .unwrap_or(0)
+/// Where the PipeWire daemon listens, as libpipewire finds it: `PIPEWIRE_REMOTE` (a path, or
+/// a name in the runtime directory), else `pipewire-0` in `PIPEWIRE_RUNTIME_DIR`,
+/// `XDG_RUNTIME_DIR` or `USERPROFILE`.
+fn daemon_socket_path() -> Option<std::path::PathBuf> {
+    let name = std::env::var("PIPEWIRE_REMOTE").unwrap_or_else(|_| "pipewire-0".into());
+    let name = std::path::PathBuf::from(name);
+    if name.is_absolute() {
+        return Some(name);
+    }
+    ["PIPEWIRE_RUNTIME_DIR", "XDG_RUNTIME_DIR", "USERPROFILE"]
+        .iter()
+        .find_map(std::env::var_os)
+        .map(|dir| std::path::PathBuf::from(dir).join(name))
+}
+
+/// The process id of the PipeWire daemon, from the credentials of its socket.
+fn daemon_pid() -> Result<u32, String> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let path = daemon_socket_path().ok_or("no PipeWire runtime directory is set")?;
+    let conn = std::os::unix::net::UnixStream::connect(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let cred = getsockopt(&conn, PeerCredentials).map_err(|e| format!("SO_PEERCRED: {e}"))?;
+    u32::try_from(cred.pid()).map_err(|_| format!("pid {}", cred.pid()))
+}
+
+/// What to add to the daemon's CLOCK_MONOTONIC readings to put them on ours: our time
+/// namespace's offset minus the daemon's. The daemon's is read from `/proc/<pid>/timens_offsets`
+/// (its pid from its socket); where that cannot be read, it is taken to be in the initial time
+/// namespace, as on real systems, and the log says so.
+fn daemon_clock_offset_ns() -> i64 {
+    let ours = crate::clock_io::timens_monotonic_offset_ns(None).unwrap_or(0);
+    let theirs = daemon_pid().and_then(|pid| {
+        crate::clock_io::timens_monotonic_offset_ns(Some(pid))
+            .map_err(|e| format!("pid {pid}'s time namespace: {e}"))
+    });
+    match theirs {
+        Ok(theirs) => ours - theirs,
+        Err(e) if ours != 0 => {
+            log::warn!(
+                "PipeWire output: cannot tell the daemon's time namespace ({e}); taking it to \
+                 be the initial one"
+            );
+            ours
+        }
+        Err(_) => 0,
+    }
 }
 
 /// What the process callback owns.
@@ -490,13 +524,11 @@ fn run_main_loop(a: LoopArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot create the stream: {e}"))?;
 
     let shared_state = a.shared.clone();
-    let clock_offset_ns = std::fs::read_to_string("/proc/self/timens_offsets")
-        .map(|text| monotonic_offset_ns(&text))
-        .unwrap_or(0);
+    let clock_offset_ns = daemon_clock_offset_ns();
     if clock_offset_ns != 0 {
         log::info!(
-            "PipeWire output: this time namespace's CLOCK_MONOTONIC is {:+.3} s off the \
-             initial one; the daemon's times are shifted alike",
+            "PipeWire output: the daemon's CLOCK_MONOTONIC is {:+.3} s off ours (time \
+             namespaces); its times are shifted alike",
             clock_offset_ns as f64 / 1e9
         );
     }
@@ -771,11 +803,23 @@ mod tests {
     #[test]
     fn time_namespace_offsets_are_read() {
         let shifted = "monotonic        1234         5\nboottime            5         0\n";
-        assert_eq!(monotonic_offset_ns(shifted), 1_234_000_000_005);
-        assert_eq!(monotonic_offset_ns("monotonic -3 0\n"), -3_000_000_000);
-        assert_eq!(monotonic_offset_ns("boottime 1 0\n"), 0);
-        assert_eq!(monotonic_offset_ns("monotonic x y\ngarbage"), 0);
-        assert_eq!(monotonic_offset_ns(""), 0);
+        assert_eq!(
+            crate::clock_io::parse_monotonic_offset_ns(shifted),
+            1_234_000_000_005
+        );
+        assert_eq!(
+            crate::clock_io::parse_monotonic_offset_ns("monotonic -3 0\n"),
+            -3_000_000_000
+        );
+        assert_eq!(
+            crate::clock_io::parse_monotonic_offset_ns("boottime 1 0\n"),
+            0
+        );
+        assert_eq!(
+            crate::clock_io::parse_monotonic_offset_ns("monotonic x y\ngarbage"),
+            0
+        );
+        assert_eq!(crate::clock_io::parse_monotonic_offset_ns(""), 0);
     }
 
     #[test]
