@@ -1,29 +1,6 @@
-//! Reading this host's clocks.
+//! This host's clocks, as the receiver's threads and output backends read them: the readers
+//! themselves live in `wavesync_net::clock`, the one place every WaveSync program reads clocks
+//! from; this module only re-exports the two the receiver uses, so its modules (and the code
+//! of others working on the output backends) keep one short import path.
 
-use nix::time::{clock_gettime, ClockId};
-use wavesync_common::time::{LocalNs, NS_PER_SEC};
-
-fn read(id: ClockId) -> i64 {
-    // clock_gettime cannot fail for these clock ids on Linux; 0 is a harmless fallback.
-    clock_gettime(id)
-        .map(|t| t.tv_sec() * NS_PER_SEC + t.tv_nsec())
-        .unwrap_or(0)
-}
-
-/// CLOCK_MONOTONIC in ns: the receiver's local clock.
-pub fn monotonic_ns() -> LocalNs {
-    read(ClockId::CLOCK_MONOTONIC)
-}
-
-/// CLOCK_REALTIME in ns.
-pub fn realtime_ns() -> i64 {
-    read(ClockId::CLOCK_REALTIME)
-}
-
-/// Maps a CLOCK_REALTIME instant from the recent past (a kernel receive stamp) to
-/// CLOCK_MONOTONIC by the clocks' present difference.
-pub fn realtime_to_monotonic(real: i64) -> LocalNs {
-    let mono = monotonic_ns();
-    let now_real = realtime_ns();
-    mono - (now_real - real)
-}
+pub use wavesync_net::clock::{monotonic_ns, realtime_ns};
