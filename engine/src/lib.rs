@@ -108,6 +108,32 @@ pub enum EngineError {
     Panicked,
 }
 
+/// What a front end calls the settings an [`EngineError`] can blame: its command-line options
+/// (`--control-port`) or module arguments (`wavesync.control.port`). The engine names none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettingNames {
+    /// The control port's setting.
+    pub control_port: &'static str,
+    /// The multicast interface's setting.
+    pub interface: &'static str,
+}
+
+impl EngineError {
+    /// The error in a front end's words: where a setting is at fault, which of `names` changes
+    /// it.
+    pub fn describe(&self, names: &SettingNames) -> String {
+        match self {
+            EngineError::ControlPortInUse { .. } => {
+                format!("{self} (choose another with {})", names.control_port)
+            }
+            EngineError::Net(NetError::NoInterface(_)) => {
+                format!("{self} (see {})", names.interface)
+            }
+            e => e.to_string(),
+        }
+    }
+}
+
 /// Counters of a running engine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -700,6 +726,30 @@ mod tests {
         let s = engine.stop().unwrap();
         assert_eq!((s.input_refused, s.input_refused_frames), (1, 1000));
         assert_eq!(s.frames_in, 400);
+    }
+
+    #[test]
+    fn a_busy_control_port_is_named_in_the_front_ends_words() {
+        let busy = StampedSocket::control_port(0).unwrap();
+        let taken = busy.port().unwrap();
+        let mut c = config("127.0.0.1:9".parse().unwrap());
+        c.control_port = taken;
+        let e = Engine::start(c).err().expect("the control port is taken");
+        assert!(
+            matches!(e, EngineError::ControlPortInUse { port } if port == taken),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("--"), "{e}");
+        let names = SettingNames {
+            control_port: "the.port",
+            interface: "the.interface",
+        };
+        assert!(
+            e.describe(&names)
+                .ends_with("(choose another with the.port)"),
+            "{}",
+            e.describe(&names)
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! non-blocking eventfd write).
 
 use wavesync_common::time::TimelineNs;
-use wavesync_engine::{AudioInput, Engine, EngineConfig, EngineError};
-use wavesync_net::{NetError, NetOptions};
+use wavesync_engine::{AudioInput, Engine, EngineConfig, SettingNames};
+use wavesync_net::NetOptions;
 
 use crate::config::ModuleConfig;
 use crate::error::StartError;
@@ -79,16 +79,11 @@ impl Drop for Sender {
     }
 }
 
-/// The engine's error in the module's words: where a module argument is at fault, its name.
-pub fn engine_error_text(e: &EngineError) -> String {
-    match e {
-        EngineError::ControlPortInUse { .. } => {
-            format!("{e} (choose another with wavesync.control.port)")
-        }
-        EngineError::Net(NetError::NoInterface(_)) => format!("{e} (see local.ifname)"),
-        e => e.to_string(),
-    }
-}
+/// The module's argument names for the settings an engine error can blame.
+pub const SETTING_NAMES: SettingNames = SettingNames {
+    control_port: "wavesync.control.port",
+    interface: "local.ifname",
+};
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use wavesync_common::format::{SampleFormat, StreamFormat};
 use wavesync_common::packetizer::PacketizerConfig;
 
 use crate::input::{InputOptions, InputSpec, RawFormat};
-use wavesync_engine::{EngineConfig, EngineError};
+use wavesync_engine::{EngineConfig, SettingNames};
 use wavesync_net::resolve::resolve_all;
 use wavesync_net::{defaults, NetError, NetOptions};
 
@@ -121,17 +121,11 @@ pub enum ArgsError {
     Net(#[from] NetError),
 }
 
-/// The engine's error in the command line's words: where a setting is at fault, the option
-/// that changes it.
-pub fn engine_error_text(e: &EngineError) -> String {
-    match e {
-        EngineError::ControlPortInUse { .. } => {
-            format!("{e} (choose another with --control-port)")
-        }
-        EngineError::Net(NetError::NoInterface(_)) => format!("{e} (see --interface)"),
-        e => e.to_string(),
-    }
-}
+/// The command line's names for the settings an engine error can blame.
+pub const SETTING_NAMES: SettingNames = SettingNames {
+    control_port: "--control-port",
+    interface: "--interface",
+};
 
 /// Everything the run needs, checked.
 #[derive(Clone, Debug, PartialEq)]

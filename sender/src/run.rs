@@ -16,7 +16,7 @@ pub enum RunError {
     #[error(transparent)]
     Input(#[from] InputError),
     /// The engine failed (said in the command line's words).
-    #[error("{}", crate::args::engine_error_text(.0))]
+    #[error("{}", .0.describe(&crate::args::SETTING_NAMES))]
     Engine(#[from] EngineError),
 }
 
