@@ -5,10 +5,8 @@
 //! outliers are filtered by round trip, the output always has its own thread.
 
 use clap::Parser;
+use wavesync_net::defaults::LEGACY_CHANNEL;
 use wavesync_receiver::config::{Args as RxArgs, Config};
-
-/// The legacy default channel of the Python tool.
-pub const LEGACY_CHANNEL: &str = "224.0.0.57:45300";
 
 /// The Python tool's receiver options.
 #[derive(Parser, Debug)]
@@ -134,6 +132,6 @@ mod tests {
     fn no_channel_means_the_old_default_group() {
         let legacy = LegacyRx::try_parse_from(["wavesync", "--rx"]).unwrap();
         let cfg = Config::from_toml(&legacy.to_receiver_args().0, "").unwrap();
-        assert_eq!(cfg.listen, LEGACY_CHANNEL.parse().unwrap());
+        assert_eq!(cfg.listen, LEGACY_CHANNEL.into());
     }
 }

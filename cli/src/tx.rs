@@ -10,11 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use clap::Parser;
+use wavesync_net::defaults::LEGACY_CHANNEL;
 use wavesync_sender::args::{Args as SenderArgs, WireFormat};
 use wavesync_sender::input::{InputSpec, RawFormat};
-
-/// The legacy default channel of the Python tool.
-pub const LEGACY_CHANNEL: &str = "224.0.0.57:45300";
 
 /// Environment variable naming the receiver program `--local-play` starts (default:
 /// `wavesync-receiver` beside this program, else from PATH).
@@ -75,7 +73,7 @@ pub struct LegacyTx {
     #[arg(long)]
     pub debug: bool,
     /// UDP port for time queries and resend requests (new; the old tool needed an NTP server).
-    #[arg(long, value_name = "PORT", default_value_t = wavesync_sender::net::DEFAULT_CONTROL_PORT)]
+    #[arg(long, value_name = "PORT", default_value_t = wavesync_net::defaults::CONTROL_PORT)]
     pub control_port: u16,
 }
 
@@ -260,7 +258,7 @@ mod tests {
     #[test]
     fn old_defaults_and_every_option() {
         let (a, _) = parse("--tx /s").to_sender_args();
-        assert_eq!(a.dest, [LEGACY_CHANNEL]);
+        assert_eq!(a.dest, [LEGACY_CHANNEL.to_string()]);
         let (a, notes) = parse(
             "--tx /s --payload-size 1000 --ttl 5 --no-loop --broadcast --rate 48000 \
              --channels 1 --24bits --source-address 127.0.0.1 --compress 6 --debug",

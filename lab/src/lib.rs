@@ -6,7 +6,6 @@ pub mod analyze;
 pub mod feed;
 pub mod histogram;
 pub mod impair;
-pub mod master;
 pub mod probe;
 pub mod relay;
 pub mod report;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use wavesync_lab::analyze::{self, DacLog, SkewConfig};
 use wavesync_lab::impair::{Overrides, Profile};
-use wavesync_lab::master::{self, MasterConfig};
 use wavesync_lab::relay::{Relay, RelayConfig, RelayReport};
 use wavesync_lab::report::{self, LabReport, PeerFigures, RxCounters, Usage};
 use wavesync_lab::stamps::{self, AnchorLog};
@@ -36,9 +35,6 @@ enum Cmd {
     Signal(SignalArgs),
     /// Makes or removes the lab's network namespaces (hub bridge, master, receivers).
     Topology(TopologyArgs),
-    /// Stand-in master: plays a WAV file through the real sender core (until wavesync-sender
-    /// has file input).
-    Master(MasterArgs),
     /// Puts a lab run's figures together: Markdown tables, then one JSON line.
     Report(ReportArgs),
     /// Writes a WAV file as raw s16le in real time into FIFOs, files and unix stream sockets
@@ -72,31 +68,6 @@ enum Cmd {
 }
 
 #[derive(Args, Debug)]
-struct MasterArgs {
-    /// 16-bit WAV file to play.
-    #[arg(long)]
-    wav: PathBuf,
-    /// Stream destination, multicast GROUP:PORT or unicast IP:PORT.
-    #[arg(long)]
-    dest: SocketAddrV4,
-    /// Interface address to send from.
-    #[arg(long)]
-    iface: Ipv4Addr,
-    /// Control port (time service, NACKs).
-    #[arg(long, default_value_t = 45301)]
-    control_port: u16,
-    /// Stream latency, ms.
-    #[arg(long, default_value_t = 150.0)]
-    latency_ms: f64,
-    /// Play the file again and again.
-    #[arg(long = "loop")]
-    looped: bool,
-    /// Frames per packet [default: as many as fit in a 1472-byte datagram].
-    #[arg(long)]
-    frames_per_packet: Option<u16>,
-}
-
-#[derive(Args, Debug)]
 struct ReportArgs {
     /// Virtual-DAC logs of the receivers.
     logs: Vec<PathBuf>,
@@ -119,7 +90,7 @@ struct ReportArgs {
     /// lost/recovered/late packets are summed.
     #[arg(long)]
     rx_status: Vec<PathBuf>,
-    /// Which master played (sender or lab).
+    /// Which master played (`sender`: wavesync-sender).
     #[arg(long)]
     master: Option<String>,
     /// The data relay's anchors file: judge each receiver against the master's stamps.
@@ -565,30 +536,6 @@ fn read_status(socket: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-fn master_cmd(a: MasterArgs) -> Result<(), String> {
-    let cfg = MasterConfig {
-        wav: a.wav,
-        dest: a.dest,
-        iface: a.iface,
-        control_port: a.control_port,
-        latency_ns: (a.latency_ms * 1e6) as i64,
-        looped: a.looped,
-        push_frames: 240,
-        frames_per_packet: a.frames_per_packet,
-    };
-    let stop = stop_flag()?;
-    eprintln!(
-        "master: {} -> {} via {}, latency {} ms",
-        cfg.wav.display(),
-        cfg.dest,
-        cfg.iface,
-        a.latency_ms
-    );
-    let stats = master::run(&cfg, &stop).map_err(|e| e.to_string())?;
-    println!("{stats:?}");
-    Ok(())
-}
-
 fn report_cmd(a: ReportArgs) -> Result<(), String> {
     let mut logs = Vec::new();
     for p in &a.logs {
@@ -776,7 +723,6 @@ fn main() -> ExitCode {
         Cmd::Signal(a) => signal_cmd(a),
         Cmd::Topology(a) => topology_cmd(a),
         Cmd::Report(a) => report_cmd(a),
-        Cmd::Master(a) => master_cmd(a),
         Cmd::ReadStatus { socket } => read_status(&socket),
         Cmd::Feed {
             wav,

@@ -114,7 +114,8 @@ pub struct LabReport {
     pub recovered_packets: Option<u64>,
     /// Packets that came too late to play, all receivers.
     pub late_packets: Option<u64>,
-    /// Which master played: `sender` (wavesync-sender) or `lab` (the lab's stand-in).
+    /// Which master played: `sender` (wavesync-sender; reports from before it had a WAV input
+    /// may say `lab`, the stand-in master since removed).
     pub master: Option<String>,
     /// Receivers' error against the master's stamps, worst receiver's p99 |error|, us.
     pub stamp_error_p99_us: Option<f64>,

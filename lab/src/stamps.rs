@@ -16,25 +16,7 @@ use serde::Serialize;
 use std::io::Write;
 use wavesync_common::wire::rtp::AudioPacket;
 
-fn clock_ns(id: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass; both clocks always exist.
-    unsafe {
-        libc::clock_gettime(id, &mut ts);
-    }
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-}
-
-/// CLOCK_REALTIME minus CLOCK_MONOTONIC now, ns.
-pub fn realtime_minus_monotonic_ns() -> i64 {
-    let m0 = clock_ns(libc::CLOCK_MONOTONIC);
-    let r = clock_ns(libc::CLOCK_REALTIME);
-    let m1 = clock_ns(libc::CLOCK_MONOTONIC);
-    r - (m0 + (m1 - m0) / 2)
-}
+use wavesync_net::clock::realtime_minus_monotonic_ns;
 
 /// One run's anchor; see the module doc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! `lab/run` end to end, short (issue 6's CI run): two receivers on the wired profile play in
 //! sync, the black-box measurement (two more receivers through PipeWire, recorded together,
-//! cross-correlated) agrees with the log-based skew, and nothing is left behind. Needs the receiver binary built next to this crate's (`cargo test --workspace`
-//! or `cargo build -p wavesync-receiver`) and permission to make namespaces; skips with the
+//! cross-correlated) agrees with the log-based skew, and nothing is left behind. Needs the receiver and sender binaries built next to this crate's (`cargo test --workspace`
+//! or `cargo build -p wavesync-receiver -p wavesync-sender`) and permission to make namespaces; skips with the
 //! reason printed otherwise.
 
 use std::path::{Path, PathBuf};
@@ -16,10 +16,12 @@ fn short_wired_run_plays_in_sync_agrees_black_box_and_cleans_up() {
     let Some(profile_dir) = lab.parent() else {
         panic!("no parent for {}", lab.display());
     };
-    let receiver = profile_dir.join("wavesync-receiver");
-    if !receiver.exists() {
-        eprintln!("SKIPPED: {} is not built", receiver.display());
-        return;
+    for bin in ["wavesync-receiver", "wavesync-sender"] {
+        let path = profile_dir.join(bin);
+        if !path.exists() {
+            eprintln!("SKIPPED: {} is not built", path.display());
+            return;
+        }
     }
     if let Err(e) = topology::check_permitted(PREFIX) {
         eprintln!("SKIPPED: cannot create network namespaces here: {e}");
@@ -32,7 +34,7 @@ fn short_wired_run_plays_in_sync_agrees_black_box_and_cleans_up() {
     let mut cmd = Command::new("bash");
     cmd.arg(&script)
         .args(["--no-build", "--profile", "wired", "--receivers", "2"])
-        .args(["--seconds", "20", "--master", "lab", "--blackbox"])
+        .args(["--seconds", "20", "--master", "sender", "--blackbox"])
         .args(["--latency-ms", "150", "--out"])
         .arg(&out)
         .env("CARGO_TARGET_DIR", target)

@@ -7,11 +7,12 @@
 //!
 //! The timeline is the master's CLOCK_MONOTONIC in the `master` domain (identity), and
 //! CLOCK_REALTIME in the `system` and `ntp` domains (this host's UTC, disciplined by NTP/PTP):
-//! there the offset REALTIME - MONOTONIC is read at each block, two vDSO clock reads, which is
-//! real-time safe.
+//! there the offset REALTIME - MONOTONIC is read at each block, three vDSO clock reads, which
+//! is real-time safe.
 
 use wavesync_common::format::ClockDomain;
-use wavesync_common::time::{LocalNs, TimelineNs, NS_PER_SEC};
+use wavesync_common::time::{LocalNs, TimelineNs};
+use wavesync_net::clock;
 
 /// Maps graph (CLOCK_MONOTONIC) times to timeline times for one clock domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,25 +31,10 @@ impl TimelineMap {
         match self.domain {
             ClockDomain::Master => graph_now,
             ClockDomain::Ntp | ClockDomain::System => {
-                graph_now + (clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC))
+                graph_now + clock::realtime_minus_monotonic_ns()
             }
         }
     }
-}
-
-/// Reads `clock` in nanoseconds (0 if the clock cannot be read, which Linux never does for
-/// the clocks used here).
-pub fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    ts.tv_sec * NS_PER_SEC + ts.tv_nsec
 }
 
 #[cfg(test)]
@@ -64,8 +50,8 @@ mod tests {
     #[test]
     fn system_adds_the_realtime_offset() {
         let m = TimelineMap::new(ClockDomain::System);
-        let mono = clock_ns(libc::CLOCK_MONOTONIC);
-        let real = clock_ns(libc::CLOCK_REALTIME);
+        let mono = clock::monotonic_ns();
+        let real = clock::realtime_ns();
         let mapped = m.to_timeline(mono);
         // The offset is read a few microseconds after our own reads.
         assert!((mapped - real).abs() < 50_000_000, "{mapped} vs {real}");

@@ -5,20 +5,15 @@
 //! is documented at the top of `lib.rs`.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use wavesync_common::format::{ClockDomain, SampleFormat, StreamFormat};
 use wavesync_common::wire::rtp::HEADER_LEN;
+use wavesync_net::defaults;
 
 use crate::error::ConfigError;
 use crate::spa_json::parse_string_array;
 
-/// Default UDP port of the audio stream.
-pub const DEFAULT_PORT: u16 = 45300;
-/// Default UDP port of the time service (and of NACKs).
-pub const DEFAULT_CONTROL_PORT: u16 = 45301;
-/// Default destination: the administratively scoped WaveSync group.
-pub const DEFAULT_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 77, 77);
 /// Default latency added to the capture time of each frame, in milliseconds.
 pub const DEFAULT_LATENCY_MSEC: u32 = 100;
 /// Default MTU: Ethernet's, so a datagram carries at most 1472 bytes over IPv4.
@@ -259,7 +254,7 @@ impl ModuleConfig {
         };
         let control_port = match get("wavesync.control.port") {
             Some(v) => parse_u32("wavesync.control.port", v, 0, 65_535)? as u16,
-            None => DEFAULT_CONTROL_PORT,
+            None => defaults::CONTROL_PORT,
         };
         let clock = match get("wavesync.clock") {
             None | Some("master") => ClockDomain::Master,
@@ -324,7 +319,7 @@ fn parse_destinations(
 ) -> Result<Vec<SocketAddr>, ConfigError> {
     let port = match port {
         Some(v) => parse_port("destination.port", v)?,
-        None => DEFAULT_PORT,
+        None => defaults::PORT,
     };
     let mut out = Vec::new();
     match (ip, list) {
@@ -373,7 +368,7 @@ fn parse_destinations(
                 ));
             }
         }
-        (None, None) => out.push(SocketAddr::new(IpAddr::V4(DEFAULT_GROUP), port)),
+        (None, None) => out.push(SocketAddr::new(IpAddr::V4(defaults::GROUP), port)),
     }
     for d in &out {
         if d.ip().is_unspecified() {

@@ -45,6 +45,6 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The sending engine (sockets, threads) could not start.
-    #[error("cannot start the sender: {0}")]
-    Engine(String),
+    #[error("cannot start the sender: {}", .0.describe(&crate::sender::SETTING_NAMES))]
+    Engine(wavesync_engine::EngineError),
 }

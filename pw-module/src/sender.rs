@@ -1,12 +1,12 @@
-//! Glue to the sender engine (`wavesync_sender::engine`): its network thread runs the common
+//! Glue to the sending engine (`wavesync_engine`): its network thread runs the common
 //! packetizer, the stream sockets, the time service and the resend ring. The module only maps
 //! its arguments to the engine's configuration and hands the sink's blocks to
 //! [`AudioInput::push`], which is real-time safe (lock-free rings, no allocation, one
 //! non-blocking eventfd write).
 
 use wavesync_common::time::TimelineNs;
-use wavesync_sender::engine::{AudioInput, Engine, EngineConfig};
-use wavesync_sender::net::NetOptions;
+use wavesync_engine::{AudioInput, Engine, EngineConfig, SettingNames};
+use wavesync_net::NetOptions;
 
 use crate::config::ModuleConfig;
 use crate::error::StartError;
@@ -46,14 +46,7 @@ impl Sender {
     /// Opens the sockets and starts the network thread; returns the sink's input.
     pub fn start(config: &ModuleConfig) -> Result<(Sender, Box<dyn BlockInput>), StartError> {
         crate::pw::log_bridge::install();
-        let (engine, input) = Engine::start(engine_config(config)).map_err(|e| {
-            // The engine's hints name the command line's options; here they are module
-            // arguments.
-            StartError::Engine(
-                e.to_string()
-                    .replace("--control-port", "wavesync.control.port"),
-            )
-        })?;
+        let (engine, input) = Engine::start(engine_config(config)).map_err(StartError::Engine)?;
         Ok((
             Sender {
                 engine: Some(engine),
@@ -85,6 +78,12 @@ impl Drop for Sender {
         }
     }
 }
+
+/// The module's argument names for the settings an engine error can blame.
+pub const SETTING_NAMES: SettingNames = SettingNames {
+    control_port: "wavesync.control.port",
+    interface: "local.ifname",
+};
 
 #[cfg(test)]
 mod tests {

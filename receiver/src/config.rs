@@ -4,14 +4,13 @@
 //! (`--key value`); the command line wins. [`Config::load`] resolves both into one [`Config`] and
 //! reports a bad value with the option's name and what was expected.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+use wavesync_net::defaults;
 
-/// Default group and port: administratively scoped multicast, the Python tool's port.
-pub const DEFAULT_LISTEN: &str = "239.255.77.77:45300";
 /// Where the system service reads its configuration.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/wavesync/receiver.toml";
 
@@ -254,31 +253,15 @@ fn ms_to_ns(option: &'static str, ms: f64, min: f64, max: f64) -> Result<i64, Co
     Ok((ms * 1e6).round() as i64)
 }
 
-/// Resolves `host[:port]` (IPv6 as `[addr]:port`) with `default_port` when none is given.
+/// Resolves `host[:port]` (IPv6 as `[addr]:port`) with `default_port` when none is given, by
+/// `wavesync_net::resolve`'s rule (a name's first IPv4 address, else its first); an error
+/// names `option`.
 pub fn resolve_host_port(
     option: &'static str,
     s: &str,
     default_port: u16,
 ) -> Result<SocketAddr, ConfigError> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, default_port));
-    }
-    let with_port = if s
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        s.to_string()
-    } else {
-        format!("{s}:{default_port}")
-    };
-    with_port
-        .to_socket_addrs()
-        .map_err(|e| bad(option, s, format!("cannot resolve: {e}")))?
-        .next()
-        .ok_or_else(|| bad(option, s, "the name has no address"))
+    wavesync_net::resolve::resolve(s, default_port).map_err(|e| bad(option, s, e))
 }
 
 fn default_status_socket() -> PathBuf {
@@ -314,10 +297,10 @@ impl Config {
             .listen
             .clone()
             .or(f.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen = resolve_host_port("listen", &listen_s, 45300)?;
+            .unwrap_or_else(|| defaults::DESTINATION.to_string());
+        let listen = resolve_host_port("listen", &listen_s, defaults::PORT)?;
         let master = match a.master.clone().or(f.master) {
-            Some(m) => Some(resolve_host_port("master", &m, 45301)?.ip()),
+            Some(m) => Some(resolve_host_port("master", &m, defaults::CONTROL_PORT)?.ip()),
             None => None,
         };
         let ntp = a.ntp.clone().or(f.ntp);
@@ -327,7 +310,7 @@ impl Config {
                 return Err(bad("clock", "ntp", "needs an NTP server: --ntp HOST"))
             }
             (Some(ClockChoice::Ntp) | None, Some(n)) => {
-                ClockSource::Ntp(resolve_host_port("ntp", &n, 123)?)
+                ClockSource::Ntp(resolve_host_port("ntp", &n, defaults::NTP_PORT)?)
             }
             (Some(ClockChoice::Master), Some(_)) | (Some(ClockChoice::System), Some(_)) => {
                 return Err(bad(

@@ -11,10 +11,10 @@ use log::{info, warn};
 
 use crate::config::Config;
 use crate::feed;
-use crate::net::NetError;
 use crate::network::Network;
 use crate::playback::Playback;
 use crate::status::{self, Shared};
+use wavesync_net::NetError;
 
 /// Why the receiver could not run.
 #[derive(Debug, thiserror::Error)]

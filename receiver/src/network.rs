@@ -12,8 +12,8 @@ use wavesync_common::receiver::{ClockSource, Event, Receiver, ReceiverConfig};
 use crate::clock_io;
 use crate::config::{self, Config};
 use crate::feed::{Feed, MAX_DATAGRAM};
-use crate::net::{NetError, StampedSocket};
 use crate::status::Shared;
+use wavesync_net::{NetError, StampedSocket};
 
 /// The network side, ready to run.
 pub struct Network {
@@ -55,7 +55,7 @@ impl Network {
         status: Shared,
     ) -> Result<Network, NetError> {
         let stream = StampedSocket::stream(cfg.listen, cfg.interface.as_deref())?;
-        let control = StampedSocket::control(cfg.listen.is_ipv6())?;
+        let control = StampedSocket::ephemeral(cfg.listen.is_ipv6())?;
         Ok(Network {
             stream,
             control,

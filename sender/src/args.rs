@@ -6,9 +6,10 @@ use clap::{Parser, ValueEnum};
 use wavesync_common::format::{SampleFormat, StreamFormat};
 use wavesync_common::packetizer::PacketizerConfig;
 
-use crate::engine::EngineConfig;
 use crate::input::{InputOptions, InputSpec, RawFormat};
-use crate::net::{self, NetOptions, DEFAULT_CONTROL_PORT, DEFAULT_DESTINATION, DEFAULT_PORT};
+use wavesync_engine::{EngineConfig, SettingNames};
+use wavesync_net::resolve::resolve_all;
+use wavesync_net::{defaults, NetError, NetOptions};
 
 /// Wire sample format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -93,7 +94,7 @@ pub struct Args {
     #[arg(long = "loop")]
     pub looped: bool,
     /// UDP port for time queries and resend requests (announced to the receivers).
-    #[arg(long, value_name = "PORT", default_value_t = DEFAULT_CONTROL_PORT)]
+    #[arg(long, value_name = "PORT", default_value_t = defaults::CONTROL_PORT)]
     pub control_port: u16,
     /// Name shown by the receivers [default: this host's name].
     #[arg(long, value_name = "NAME")]
@@ -117,8 +118,14 @@ pub enum ArgsError {
     Range(String),
     /// A destination problem.
     #[error(transparent)]
-    Net(#[from] net::NetError),
+    Net(#[from] NetError),
 }
+
+/// The command line's names for the settings an engine error can blame.
+pub const SETTING_NAMES: SettingNames = SettingNames {
+    control_port: "--control-port",
+    interface: "--interface",
+};
 
 /// Everything the run needs, checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -164,11 +171,11 @@ impl Args {
     /// Checks the arguments and resolves the destinations.
     pub fn to_config(&self) -> Result<RunConfig, ArgsError> {
         let dests = if self.dest.is_empty() {
-            vec![DEFAULT_DESTINATION.to_string()]
+            vec![defaults::DESTINATION.to_string()]
         } else {
             self.dest.clone()
         };
-        let destinations = net::resolve_all(&dests, DEFAULT_PORT)?;
+        let destinations = resolve_all(&dests, defaults::PORT)?;
         let latency_ns = ms_to_ns("--latency", self.latency, 4_000_000.0)?;
         let packet_ns = match self.packet_ms {
             Some(ms) if ms > 0.0 => Some(ms_to_ns("--packet-ms", ms, 1_000.0)?),

@@ -4,10 +4,10 @@
 use wavesync_common::format::StreamFormat;
 
 use crate::args::RunConfig;
-use crate::clock;
-use crate::engine::{Engine, EngineError, EngineStats};
 use crate::input::{self, Block, InputError};
 use crate::signal;
+use wavesync_engine::{Engine, EngineError, EngineStats};
+use wavesync_net::clock;
 
 /// Why the sender stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -15,8 +15,8 @@ pub enum RunError {
     /// The input failed.
     #[error(transparent)]
     Input(#[from] InputError),
-    /// The engine failed.
-    #[error(transparent)]
+    /// The engine failed (said in the command line's words).
+    #[error("{}", .0.describe(&crate::args::SETTING_NAMES))]
     Engine(#[from] EngineError),
 }
 

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use util::*;
-use wavesync_sender::clock::monotonic_ns;
+use wavesync_net::clock::monotonic_ns;
 
 const LATENCY_MS: f64 = 150.0;
 
@@ -163,7 +163,7 @@ fn write_paced(w: &mut impl Write, samples: &[i16], rate: u32, burst_ms: u64) {
     let per = (rate as u64 * burst_ms / 1000) as usize * 2;
     for (k, chunk) in samples.chunks(per).enumerate() {
         let due = start + ((k + 1) as i64) * burst_ms as i64 * 1_000_000;
-        wavesync_sender::clock::sleep_until(due);
+        wavesync_net::clock::sleep_until(due);
         let bytes: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
         if w.write_all(&bytes).is_err() {
             return;

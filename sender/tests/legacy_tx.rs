@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use util::*;
-use wavesync_sender::clock::{monotonic_ns, sleep_until};
+use wavesync_net::clock::{monotonic_ns, sleep_until};
 
 /// A stand-in for module-simple-protocol-unix: serves `samples` (s16le) in real time.
 fn serve(path: &std::path::Path, samples: Vec<i16>, rate: u32) -> std::thread::JoinHandle<()> {

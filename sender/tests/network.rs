@@ -12,7 +12,7 @@ use util::*;
 use wavesync_common::time::{ns_from_ntp64, ntp64_from_ns};
 use wavesync_common::wire::ntp::NtpPacket;
 use wavesync_common::wire::{classify, nack, Kind};
-use wavesync_sender::clock::monotonic_ns;
+use wavesync_net::clock::monotonic_ns;
 
 fn tone_sender(dest: &str, control: u16, seconds: &str) -> Running {
     let mut cmd = sender();

@@ -6,8 +6,8 @@ use std::cell::Cell;
 use std::net::UdpSocket;
 
 use wavesync_common::format::StreamFormat;
-use wavesync_sender::clock::monotonic_ns;
-use wavesync_sender::engine::{Engine, EngineConfig};
+use wavesync_engine::{Engine, EngineConfig};
+use wavesync_net::clock::monotonic_ns;
 
 struct Counting;
 

@@ -349,16 +349,7 @@ pub fn loopback_args(port: u16, extra: &str) -> String {
     )
 }
 
-/// CLOCK_MONOTONIC now, in ns.
-pub fn monotonic_ns() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-}
+pub use wavesync_net::clock::monotonic_ns;
 
 /// One datagram and when it arrived (CLOCK_MONOTONIC of this process).
 pub struct Datagram {

@@ -121,7 +121,7 @@ mod tests {
         let mut buf = vec![0f32; 4096];
         let mut got = Vec::new();
         let mut stamps = Vec::new();
-        let start = crate::clock::monotonic_ns();
+        let start = wavesync_net::clock::monotonic_ns();
         loop {
             match input.next_block(&mut buf).unwrap() {
                 Block::Audio { capture, frames } => {
@@ -132,7 +132,7 @@ mod tests {
                 Block::End => break,
             }
         }
-        let took = crate::clock::monotonic_ns() - start;
+        let took = wavesync_net::clock::monotonic_ns() - start;
         let expect: Vec<f32> = samples.iter().map(|&s| s as f32 / 32_768.0).collect();
         assert_eq!(got, expect);
         // The file is a backlog: read at real-time pace (0.2 s less the first block and the slack).

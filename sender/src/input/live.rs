@@ -15,7 +15,7 @@
 use wavesync_common::dll::{Dll, DllUpdate};
 use wavesync_common::time::{LocalNs, TimelineNs};
 
-use crate::clock;
+use wavesync_net::clock;
 
 /// How far ahead of its arrival a block's predicted end may lie before it is held back.
 pub const AHEAD_SLACK_NS: i64 = 2_000_000;

@@ -3,7 +3,7 @@
 
 use wavesync_common::time::{frames_to_ns, TimelineNs, NS_PER_SEC};
 
-use crate::clock;
+use wavesync_net::clock;
 
 /// If the process falls this far behind (suspend, stopped by a debugger), the pacing starts
 /// again from now instead of rushing to catch up with audio nobody can play any more.

@@ -9,7 +9,7 @@ use libpulse_simple_binding::Simple;
 
 use super::live::LiveClock;
 use super::{check_format, Block, Input, InputError, InputFormat, InputOptions, RawFormat};
-use crate::clock;
+use wavesync_net::clock;
 
 /// A recording stream on a PulseAudio server.
 pub struct PulseInput {

@@ -8,7 +8,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::live::LiveClock;
 use super::{check_format, Block, Input, InputError, InputFormat, InputOptions, RawFormat};
-use crate::clock;
+use wavesync_net::clock;
 
 /// What a read from a byte source got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

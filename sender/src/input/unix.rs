@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::stream::{poll_read, ByteSource, ReadResult};
 use super::InputError;
-use crate::clock;
+use wavesync_net::clock;
 
 const RECONNECT_NS: i64 = 1_000_000_000;
 

@@ -13,7 +13,7 @@ use wavesync_common::time::frames_to_ns;
 use wavesync_common::wire::rtp::AudioPacket;
 use wavesync_common::wire::status::Status;
 use wavesync_common::wire::{classify, Kind};
-use wavesync_sender::clock::monotonic_ns;
+use wavesync_net::clock::monotonic_ns;
 
 /// One datagram and when it arrived (CLOCK_MONOTONIC, the sender's timeline on this host).
 pub struct Captured {

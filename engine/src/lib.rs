@@ -1,5 +1,8 @@
-//! The sender engine: the common [`SenderCore`] running on real sockets in its own thread,
-//! fed by a real-time safe [`AudioInput`].
+//! The sending engine: the common [`SenderCore`] running on real sockets in its own thread,
+//! fed by a real-time safe [`AudioInput`]. `wavesync-sender` and the PipeWire module both run
+//! it; it links no command-line, logging-frontend or audio-input crate, and its errors
+//! ([`EngineError`]) name no command-line option or module argument: each front end maps them
+//! to its own words.
 //!
 //! ```text
 //!  producer (input thread or PipeWire's process callback)
@@ -27,8 +30,7 @@ use wavesync_common::packetizer::{ConfigError, PacketizerConfig};
 use wavesync_common::sender::{SenderConfig, SenderCore, SenderStats, Target};
 use wavesync_common::time::{frames_to_ns, TimelineNs, NS_PER_SEC};
 
-use crate::clock;
-use crate::net::{ControlSocket, NetError, NetOptions, StreamSockets, DEFAULT_CONTROL_PORT};
+use wavesync_net::{clock, defaults, NetError, NetOptions, StampedSocket, StreamSockets};
 
 /// What the engine needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,7 +73,7 @@ impl EngineConfig {
             name: String::from("WaveSync"),
             destinations,
             net: NetOptions::default(),
-            control_port: DEFAULT_CONTROL_PORT,
+            control_port: defaults::CONTROL_PORT,
             silence_timeout_ns: p.silence_timeout_ns,
             resync_threshold_ns: p.resync_threshold_ns,
             ring_ns: 500_000_000,
@@ -86,6 +88,12 @@ pub enum EngineError {
     /// No destination to send to.
     #[error("no destination given")]
     NoDestinations,
+    /// The control port is taken by another program (another sender, most likely).
+    #[error("control port {port} is already in use (is another sender running?)")]
+    ControlPortInUse {
+        /// The port.
+        port: u16,
+    },
     /// A socket could not be set up.
     #[error(transparent)]
     Net(#[from] NetError),
@@ -98,6 +106,32 @@ pub enum EngineError {
     /// The network thread panicked.
     #[error("the network thread crashed")]
     Panicked,
+}
+
+/// What a front end calls the settings an [`EngineError`] can blame: its command-line options
+/// (`--control-port`) or module arguments (`wavesync.control.port`). The engine names none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettingNames {
+    /// The control port's setting.
+    pub control_port: &'static str,
+    /// The multicast interface's setting.
+    pub interface: &'static str,
+}
+
+impl EngineError {
+    /// The error in a front end's words: where a setting is at fault, which of `names` changes
+    /// it.
+    pub fn describe(&self, names: &SettingNames) -> String {
+        match self {
+            EngineError::ControlPortInUse { .. } => {
+                format!("{self} (choose another with {})", names.control_port)
+            }
+            EngineError::Net(NetError::NoInterface(_)) => {
+                format!("{self} (see {})", names.interface)
+            }
+            e => e.to_string(),
+        }
+    }
 }
 
 /// Counters of a running engine.
@@ -232,7 +266,10 @@ impl Engine {
             return Err(EngineError::NoDestinations);
         }
         let stream = StreamSockets::open(&cfg.destinations, &cfg.net)?;
-        let control = ControlSocket::bind(cfg.control_port)?;
+        let control = StampedSocket::control_port(cfg.control_port).map_err(|e| match e {
+            NetError::PortInUse { port } => EngineError::ControlPortInUse { port },
+            e => EngineError::Net(e),
+        })?;
         let control_port = control.port()?;
         let ssrc = random_u32();
         let mut scfg = SenderConfig::new(cfg.format, ssrc);
@@ -394,7 +431,7 @@ fn more(n: u64) -> String {
 struct NetThread {
     core: SenderCore,
     stream: StreamSockets,
-    control: ControlSocket,
+    control: StampedSocket,
     samples: Consumer<f32>,
     headers: Consumer<Header>,
     channels: usize,
@@ -713,6 +750,30 @@ mod tests {
         let s = engine.stop().unwrap();
         assert_eq!((s.input_refused, s.input_refused_frames), (1, 1000));
         assert_eq!(s.frames_in, 400);
+    }
+
+    #[test]
+    fn a_busy_control_port_is_named_in_the_front_ends_words() {
+        let busy = StampedSocket::control_port(0).unwrap();
+        let taken = busy.port().unwrap();
+        let mut c = config("127.0.0.1:9".parse().unwrap());
+        c.control_port = taken;
+        let e = Engine::start(c).err().expect("the control port is taken");
+        assert!(
+            matches!(e, EngineError::ControlPortInUse { port } if port == taken),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("--"), "{e}");
+        let names = SettingNames {
+            control_port: "the.port",
+            interface: "the.interface",
+        };
+        assert!(
+            e.describe(&names)
+                .ends_with("(choose another with the.port)"),
+            "{}",
+            e.describe(&names)
+        );
     }
 
     #[test]
