@@ -9,7 +9,7 @@
 //! The model (see `docs/playout.md`):
 //! - The due time of stream frame `p` of a run anchored at packet `A` is, on the timeline,
 //!   `A.play_time + (p - A.ts) / rate - sink_latency`, mapped to the local clock by the clock
-//!   estimate ([`TimelineMap`]).
+//!   estimate ([`TimelineToLocal`]).
 //! - **Start**: write exactly as much silence as makes the first frame land on its due time.
 //!   The remaining fraction of a frame goes into the resampler's phase, so the start is exact
 //!   to well under a microsecond (with drift correction off the silence is rounded instead,
@@ -52,12 +52,12 @@ const ERROR_SMOOTH_S: f64 = 0.03;
 const SCRATCH_FRAMES: usize = 256;
 
 /// Maps timeline instants to the local clock: what the playout needs from the clock model.
-pub trait TimelineMap {
+pub trait TimelineToLocal {
     /// The local instant corresponding to timeline instant `t`.
     fn to_local(&self, t: TimelineNs) -> LocalNs;
 }
 
-impl TimelineMap for ClockEstimate {
+impl TimelineToLocal for ClockEstimate {
     fn to_local(&self, t: TimelineNs) -> LocalNs {
         ClockEstimate::to_local(self, t)
     }
@@ -244,7 +244,7 @@ struct Pi {
 
 /// The playout controller. See the module documentation.
 #[derive(Clone, Debug)]
-pub struct Playout<M: TimelineMap = ClockEstimate> {
+pub struct Playout<M: TimelineToLocal = ClockEstimate> {
     cfg: PlayoutConfig,
     ch: usize,
     buffer: JitterBuffer,
@@ -273,7 +273,7 @@ pub struct Playout<M: TimelineMap = ClockEstimate> {
     last_jitter: JitterStats,
 }
 
-impl<M: TimelineMap> Playout<M> {
+impl<M: TimelineToLocal> Playout<M> {
     /// Builds a playout and allocates everything it will use.
     ///
     /// Sizes of 0 (`rate`, `channels`, `capacity_packets`, `max_frames_per_packet`, which may
@@ -388,12 +388,21 @@ impl<M: TimelineMap> Playout<M> {
     /// Replaces the clock estimate. `None` (no lock, or a step detected): silence until a new
     /// estimate arrives, then a fresh start from the buffer.
     pub fn set_clock(&mut self, clock: Option<M>) {
-        if clock.is_none() && self.clock.is_some() {
+        if clock.is_none() {
+            self.reanchor();
+        }
+        self.clock = clock;
+    }
+
+    /// Lands the next frame exactly on its due time again, as at a start, instead of slewing
+    /// towards it: for when the device's timing moved under the playout (it was first seen
+    /// consuming, or it recovered from an underrun). Keeps the clock and the buffer.
+    pub fn reanchor(&mut self) {
+        if self.clock.is_some() {
             self.state = State::Waiting;
             self.pi.last = None;
             self.pi.smoothed = None;
         }
-        self.clock = clock;
     }
 
     /// Offers a decoded audio packet received at local time `now`, for a stream of `channels`

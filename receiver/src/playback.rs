@@ -268,8 +268,7 @@ impl Playback {
             // Until the device was seen consuming, its timing was a guess (PipeWire starts
             // 5-13 ms after the first write): land the next frame again on the real timing.
             self.device_settled = true;
-            p.set_clock(None);
-            p.set_clock(self.clock);
+            p.reanchor();
         }
         let channels = p.config().channels as usize;
         let frames = t.avail_frames.min(self.buf.len() / channels.max(1));
@@ -335,8 +334,7 @@ impl Playback {
                     // The device lost its place: land the next frame exactly again instead
                     // of slewing the jump away.
                     if let Some(p) = self.playout.as_mut() {
-                        p.set_clock(None);
-                        p.set_clock(self.clock);
+                        p.reanchor();
                     }
                 } else {
                     self.on_device_error(e);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Everything `wavesync status` shows.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Status {
+pub struct StatusReport {
     /// Playout state: "waiting", "starting", "playing", ...
     pub state: String,
     /// The followed stream's sender name, id and format, if any.
@@ -79,7 +79,7 @@ pub struct StreamStatus {
     pub latency_ms: f64,
 }
 
-impl Status {
+impl StatusReport {
     /// The one-line summary for the log.
     pub fn line(&self) -> String {
         let err = self
@@ -116,7 +116,7 @@ impl Status {
 }
 
 /// The snapshot shared between the threads.
-pub type Shared = Arc<Mutex<Status>>;
+pub type Shared = Arc<Mutex<StatusReport>>;
 
 /// Serves the snapshot as one JSON document per connection on a Unix socket at `path`
 /// (replacing a stale socket file). The thread ends with the process.
@@ -167,7 +167,7 @@ mod tests {
             .unwrap()
             .read_to_string(&mut text)
             .unwrap();
-        let got: Status = serde_json::from_str(&text).unwrap();
+        let got: StatusReport = serde_json::from_str(&text).unwrap();
         assert_eq!(got.packets, 42);
         assert_eq!(got.state, "playing");
         assert!(
