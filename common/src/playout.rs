@@ -331,12 +331,6 @@ impl<M: TimelineToLocal> Playout<M> {
         &self.buffer
     }
 
-    /// Sequence numbers missing between the next packet to play and the newest one received
-    /// (candidates for a NACK); returns how many were written to `out`.
-    pub fn missing(&self, out: &mut [u16]) -> usize {
-        self.buffer.missing(out)
-    }
-
     /// Counters (including the jitter buffer's).
     pub fn stats(&self) -> PlayoutStats {
         let mut s = self.stats;

@@ -19,13 +19,11 @@ use wavesync_common::wire::rtp::AudioPacket;
 use crate::clock_io;
 use crate::config::Config;
 use crate::feed::Feed;
-use crate::output::{self, Output, OutputError, WriteMeta};
+use crate::output::{self, Backoff, Output, OutputError, WriteMeta};
 use crate::status::Shared;
 
 /// Release the device after this long without a stream.
 const IDLE_RELEASE_NS: i64 = 30_000_000_000;
-/// Longest wait between attempts to reopen a failed device.
-const MAX_BACKOFF_MS: u64 = 5_000;
 
 /// The output side, ready to run.
 pub struct Playback {
@@ -39,7 +37,10 @@ pub struct Playback {
     buf: Vec<f32>,
     period_frames: usize,
     lost_since: Option<LocalNs>,
-    failures: u32,
+    /// Failed opens (and device failures) since the device last worked: spaces the attempts.
+    backoff: Backoff,
+    /// When to try opening the device again.
+    retry_at: LocalNs,
     underruns: u64,
     last_error_ns: Option<i64>,
     last_delay_frames: i64,
@@ -78,7 +79,8 @@ impl Playback {
             buf: Vec::new(),
             period_frames: 0,
             lost_since: None,
-            failures: 0,
+            backoff: Backoff::default(),
+            retry_at: 0,
             underruns: 0,
             last_error_ns: None,
             last_delay_frames: 0,
@@ -197,16 +199,20 @@ impl Playback {
         let Some(info) = self.stream else { return };
         match self.open_for(&info) {
             Ok(()) => {
-                if self.failures > 0 {
-                    info!("output recovered after {} attempts", self.failures);
+                if self.backoff.failures() > 0 {
+                    info!(
+                        "output recovered after {} attempts",
+                        self.backoff.failures()
+                    );
                 }
-                self.failures = 0;
+                self.backoff.reset();
             }
             Err(e) => {
-                if self.failures == 0 {
+                if self.backoff.failures() == 0 {
                     warn!("output failed: {e}; retrying with backoff");
                 }
-                self.failures += 1;
+                let delay_ms = self.backoff.next_delay_ms() as i64;
+                self.retry_at = clock_io::monotonic_ns() + delay_ms * 1_000_000;
                 self.output = None;
                 self.playout = None;
             }
@@ -215,11 +221,13 @@ impl Playback {
 
     fn on_device_error(&mut self, e: OutputError) {
         self.underruns += 1;
-        if self.failures == 0 {
+        if self.backoff.failures() == 0 {
             warn!("output: {e}; reopening");
         }
         self.close();
-        self.failures += 1;
+        // The first attempt comes at once; the delay applies if it fails.
+        let _ = self.backoff.next_delay_ms();
+        self.retry_at = clock_io::monotonic_ns();
     }
 
     /// Updates the shared status. Called from the audio thread: it never waits for the lock
@@ -239,13 +247,12 @@ impl Playback {
         };
         let st = p.stats();
         let rate = self.stream.map(|s| s.format().rate).unwrap_or(48_000) as f64;
-        let fpp = self.stream.map(|s| s.status.frames_per_packet).unwrap_or(0) as f64;
-        let buffered = p.buffer().len() as f64 * fpp;
+        let buffered_ns = p.buffered_ns();
         if let Ok(mut s) = self.status.try_lock() {
             set_state(&mut s.state, state_name(p.state()));
             s.sync_error_us = self.last_error_ns.map(|e| e as f64 / 1e3);
             s.correction_ppm = p.ratio_ppm();
-            s.buffer_ms = buffered / rate * 1e3;
+            s.buffer_ms = buffered_ns as f64 / 1e6;
             s.device_delay_ms = self.last_delay_frames as f64 / rate * 1e3;
             s.late = st.late;
             s.concealed_frames = st.concealed_frames;
@@ -300,7 +307,6 @@ impl Playback {
             Err(e) => info!("output thread: normal priority ({e})"),
         }
         let mut next_publish = 0;
-        let mut next_attempt = 0;
         while !stop.load(Ordering::Relaxed) {
             self.drain_feed();
             let now = clock_io::monotonic_ns();
@@ -318,10 +324,8 @@ impl Playback {
                 self.lost_since = None;
             }
             if self.output.is_none() {
-                if self.stream.is_some() && now >= next_attempt {
+                if self.stream.is_some() && now >= self.retry_at {
                     self.reopen();
-                    let backoff = (50u64 << self.failures.min(7)).min(MAX_BACKOFF_MS);
-                    next_attempt = now + backoff as i64 * 1_000_000;
                 }
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
@@ -338,11 +342,10 @@ impl Playback {
                     }
                 } else {
                     self.on_device_error(e);
-                    next_attempt = now;
                 }
-            } else if self.failures > 0 && self.playout.is_some() {
+            } else if self.backoff.failures() > 0 && self.playout.is_some() {
                 info!("output recovered");
-                self.failures = 0;
+                self.backoff.reset();
             }
         }
         self.close();
