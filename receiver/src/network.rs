@@ -11,7 +11,7 @@ use wavesync_common::receiver::{ClockSource, Event, Receiver, ReceiverConfig};
 
 use crate::clock_io;
 use crate::config::{self, Config};
-use crate::feed::{Feed, MAX_DATAGRAM};
+use crate::feed::{Feed, Packet, MAX_DATAGRAM};
 use crate::net::{NetError, StampedSocket};
 use crate::status::Shared;
 
@@ -24,6 +24,8 @@ pub struct Network {
     out: rtrb::Producer<Feed>,
     status: Shared,
     overflow: u64,
+    /// Audio packets too large for a feed slot (dropped).
+    oversized: u64,
     sink_latency_ns: i64,
 }
 
@@ -64,6 +66,7 @@ impl Network {
             out,
             status,
             overflow: 0,
+            oversized: 0,
             sink_latency_ns: cfg.sink_latency_ns,
         })
     }
@@ -161,7 +164,7 @@ impl Network {
         s.nacks_sent = st.nacks_sent;
         s.requested = st.loss.requested;
         s.given_up = st.loss.given_up;
-        s.dropped = st.malformed + st.foreign + st.before_status + self.overflow;
+        s.dropped = st.malformed + st.foreign + st.before_status + self.overflow + self.oversized;
         drop(s);
         self.receiver.set_output_lead(lead.max(0));
     }
@@ -227,18 +230,15 @@ impl Network {
                             break;
                         }
                     };
-                    if self
+                    // Decoded here, once; the output thread takes it as it is.
+                    let packet = self
                         .receiver
                         .handle_datagram(d.at, d.from, &buf[..d.len])
-                        .is_some()
-                    {
-                        let mut bytes = [0u8; MAX_DATAGRAM];
-                        bytes[..d.len].copy_from_slice(&buf[..d.len]);
-                        self.send(Feed::Packet {
-                            at: d.at,
-                            len: d.len as u16,
-                            bytes,
-                        });
+                        .map(|p| Packet::new(d.at, &p));
+                    match packet {
+                        Some(Some(p)) => self.send(Feed::Packet(p)),
+                        Some(None) => self.oversized += 1,
+                        None => {}
                     }
                 }
             }

@@ -14,7 +14,6 @@ use wavesync_common::clock::ClockEstimate;
 use wavesync_common::playout::{Playout, PlayoutConfig, PlayoutState};
 use wavesync_common::receiver::StreamInfo;
 use wavesync_common::time::LocalNs;
-use wavesync_common::wire::rtp::AudioPacket;
 
 use crate::clock_io;
 use crate::config::Config;
@@ -156,13 +155,11 @@ impl Playback {
     fn drain_feed(&mut self) {
         while let Ok(msg) = self.feed.pop() {
             match msg {
-                Feed::Packet { at, len, bytes } => {
+                Feed::Packet(pkt) => {
                     let (Some(p), Some(info)) = (self.playout.as_mut(), self.stream) else {
                         continue;
                     };
-                    if let Ok(pkt) = AudioPacket::decode(&bytes[..len as usize]) {
-                        p.push(at, &pkt, info.format().channels);
-                    }
+                    p.push(pkt.at, &pkt.audio(), info.format().channels);
                 }
                 Feed::Stream(info) => {
                     let same_format = self.stream.is_some_and(|s| s.format() == info.format());
