@@ -11,6 +11,7 @@ use wavesync_common::receiver::{ClockSource, Event, Receiver, ReceiverConfig};
 
 use crate::clock_io;
 use crate::config::{self, Config};
+use crate::device_delay::DeviceDelay;
 use crate::feed::{Feed, Packet, MAX_DATAGRAM};
 use crate::net::{NetError, StampedSocket};
 use crate::status::Shared;
@@ -23,6 +24,8 @@ pub struct Network {
     system_clock: bool,
     out: rtrb::Producer<Feed>,
     status: Shared,
+    /// The output device's delay, from the output thread.
+    device_delay: DeviceDelay,
     overflow: u64,
     /// Audio packets too large for a feed slot (dropped).
     oversized: u64,
@@ -55,6 +58,7 @@ impl Network {
         cfg: &Config,
         out: rtrb::Producer<Feed>,
         status: Shared,
+        device_delay: DeviceDelay,
     ) -> Result<Network, NetError> {
         let stream = StampedSocket::stream(cfg.listen, cfg.interface.as_deref())?;
         let control = StampedSocket::control(cfg.listen.is_ipv6())?;
@@ -65,6 +69,7 @@ impl Network {
             system_clock: cfg.clock == config::ClockSource::System,
             out,
             status,
+            device_delay,
             overflow: 0,
             oversized: 0,
             sink_latency_ns: cfg.sink_latency_ns,
@@ -156,7 +161,9 @@ impl Network {
             latency_ms: i.status.latency_ns as f64 / 1e6,
         });
         // The output's lead over the DAC bounds when a resend is still of use.
-        let lead = (s.device_delay_ms * 1e6) as i64 + self.sink_latency_ns;
+        let device_delay_ns = self.device_delay.ns();
+        let lead = device_delay_ns.saturating_add(self.sink_latency_ns);
+        s.device_delay_ms = device_delay_ns as f64 / 1e6;
         s.packets = st.audio;
         s.lost = st.loss.missing;
         s.recovered = st.loss.recovered;

@@ -13,10 +13,11 @@ use log::{info, warn};
 use wavesync_common::clock::ClockEstimate;
 use wavesync_common::playout::{Playout, PlayoutConfig, PlayoutState};
 use wavesync_common::receiver::StreamInfo;
-use wavesync_common::time::LocalNs;
+use wavesync_common::time::{frames_to_ns, LocalNs};
 
 use crate::clock_io;
 use crate::config::Config;
+use crate::device_delay::DeviceDelay;
 use crate::feed::Feed;
 use crate::output::{self, Backoff, Output, OutputError, WriteMeta};
 use crate::status::Shared;
@@ -42,7 +43,8 @@ pub struct Playback {
     retry_at: LocalNs,
     underruns: u64,
     last_error_ns: Option<i64>,
-    last_delay_frames: i64,
+    /// The device's measured delay, for the network thread.
+    device_delay: DeviceDelay,
     /// The open device has been seen consuming (its timing is measured, not guessed).
     device_settled: bool,
 }
@@ -66,7 +68,12 @@ fn set_state(state: &mut String, name: &str) {
 
 impl Playback {
     /// Prepares the output thread; nothing is opened yet.
-    pub fn new(cfg: &Config, feed: rtrb::Consumer<Feed>, status: Shared) -> Self {
+    pub fn new(
+        cfg: &Config,
+        feed: rtrb::Consumer<Feed>,
+        status: Shared,
+        device_delay: DeviceDelay,
+    ) -> Self {
         Playback {
             cfg: cfg.clone(),
             feed,
@@ -82,7 +89,7 @@ impl Playback {
             retry_at: 0,
             underruns: 0,
             last_error_ns: None,
-            last_delay_frames: 0,
+            device_delay,
             device_settled: false,
         }
     }
@@ -243,14 +250,12 @@ impl Playback {
             return;
         };
         let st = p.stats();
-        let rate = self.stream.map(|s| s.format().rate).unwrap_or(48_000) as f64;
         let buffered_ns = p.buffered_ns();
         if let Ok(mut s) = self.status.try_lock() {
             set_state(&mut s.state, state_name(p.state()));
             s.sync_error_us = self.last_error_ns.map(|e| e as f64 / 1e3);
             s.correction_ppm = p.ratio_ppm();
             s.buffer_ms = buffered_ns as f64 / 1e6;
-            s.device_delay_ms = self.last_delay_frames as f64 / rate * 1e3;
             s.late = st.late;
             s.concealed_frames = st.concealed_frames;
             s.resyncs = st.resyncs;
@@ -267,7 +272,8 @@ impl Playback {
             return Ok(());
         }
         let t = o.timing()?;
-        self.last_delay_frames = t.delay_frames;
+        self.device_delay
+            .set_ns(frames_to_ns(t.delay_frames, p.config().rate));
         if t.settled && !self.device_settled {
             // Until the device was seen consuming, its timing was a guess (PipeWire starts
             // 5-13 ms after the first write): land the next frame again on the real timing.
