@@ -75,8 +75,8 @@ pub fn render(s: &StatusReport) -> String {
         s.nacks_sent, s.requested, s.given_up
     ));
     out.push_str(&format!(
-        "playout    {} frames concealed, {} resyncs, {} underruns",
-        s.concealed_frames, s.resyncs, s.underruns
+        "playout    {} frames concealed, {} resyncs, {} underruns, {} output frames lost",
+        s.concealed_frames, s.resyncs, s.underruns, s.lost_output_frames
     ));
     out
 }

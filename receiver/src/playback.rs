@@ -47,6 +47,94 @@ pub struct Playback {
     device_delay: DeviceDelay,
     /// The open device has been seen consuming (its timing is measured, not guessed).
     device_settled: bool,
+    /// Frames filled that the device has not taken yet.
+    unwritten: Unwritten,
+    /// Frames filled that never reached the device (it lost its place or failed first).
+    lost_frames: u64,
+}
+
+/// Frames of the last fill that the device did not take (its buffer was full: ALSA returns 0
+/// on EAGAIN, the PipeWire output takes what fits). They are written first at the next
+/// cycle: queued right after what the device took, they still leave it at their due time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Unwritten {
+    /// Frame range of the fill buffer still to write.
+    start: usize,
+    end: usize,
+    /// What the first of them carries.
+    meta: WriteMeta,
+}
+
+impl Unwritten {
+    fn frames(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Notes that a write of `frames` frames (from frame `start` of the fill buffer) described
+    /// by `meta` took `taken`; `ratio` is the fill's input frames per output frame. Keeps the
+    /// rest, with the stream position its first frame carries.
+    fn after_write(
+        &mut self,
+        start: usize,
+        frames: usize,
+        taken: usize,
+        meta: &WriteMeta,
+        ratio: f64,
+    ) {
+        let taken = taken.min(frames);
+        let meta = match (meta.stream_position, meta.audio_start) {
+            (Some(p), _) => {
+                let p = p + taken as f64 * ratio;
+                WriteMeta {
+                    stream_position: Some(p),
+                    audio_start: Some((0, p)),
+                }
+            }
+            (None, Some((j, p))) if taken < j => WriteMeta {
+                stream_position: None,
+                audio_start: Some((j - taken, p)),
+            },
+            (None, Some((j, p))) => {
+                let p = p + (taken - j) as f64 * ratio;
+                WriteMeta {
+                    stream_position: Some(p),
+                    audio_start: Some((0, p)),
+                }
+            }
+            (None, None) => WriteMeta::default(),
+        };
+        *self = Unwritten {
+            start: start + taken,
+            end: start + frames,
+            meta,
+        };
+    }
+
+    /// Writes what is left of `buf` (interleaved, `channels` per frame); returns whether all
+    /// of it is written now.
+    fn write(
+        &mut self,
+        o: &mut dyn Output,
+        buf: &[f32],
+        channels: usize,
+        ratio: f64,
+    ) -> Result<bool, OutputError> {
+        let frames = self.frames();
+        if frames == 0 {
+            return Ok(true);
+        }
+        let meta = self.meta;
+        let taken = o.write(&buf[self.start * channels..self.end * channels], &meta)?;
+        self.after_write(self.start, frames, taken, &meta, ratio);
+        Ok(self.frames() == 0)
+    }
+
+    /// Forgets what is left (the device lost its place); returns how many frames that was.
+    fn discard(&mut self) -> usize {
+        let n = self.frames();
+        *self = Unwritten::default();
+        n
+    }
 }
 
 fn state_name(s: PlayoutState) -> &'static str {
@@ -91,7 +179,14 @@ impl Playback {
             last_error_ns: None,
             device_delay,
             device_settled: false,
+            unwritten: Unwritten::default(),
+            lost_frames: 0,
         }
+    }
+
+    /// Counts the frames not yet written as lost (the device they were for lost its place).
+    fn discard_unwritten(&mut self) {
+        self.lost_frames += self.unwritten.discard() as u64;
     }
 
     /// Opens and closes the device once at the default format, so a missing or busy device is
@@ -105,6 +200,7 @@ impl Playback {
 
     fn open_for(&mut self, info: &StreamInfo) -> Result<(), OutputError> {
         let f = info.format();
+        self.discard_unwritten();
         if let Some(o) = self.output.as_mut() {
             o.close();
         }
@@ -153,6 +249,7 @@ impl Playback {
     }
 
     fn close(&mut self) {
+        self.discard_unwritten();
         if let Some(mut o) = self.output.take() {
             o.close();
         }
@@ -260,6 +357,7 @@ impl Playback {
             s.concealed_frames = st.concealed_frames;
             s.resyncs = st.resyncs;
             s.underruns = self.underruns;
+            s.lost_output_frames = self.lost_frames;
         }
     }
 
@@ -271,6 +369,15 @@ impl Playback {
         if !o.wait(100)? {
             return Ok(());
         }
+        let channels = p.config().channels as usize;
+        let ratio = 1.0 + p.ratio_ppm() * 1e-6;
+        if !self
+            .unwritten
+            .write(o.as_mut(), &self.buf, channels, ratio)?
+        {
+            // Still full: the rest of the last fill goes first, next time.
+            return Ok(());
+        }
         let t = o.timing()?;
         self.device_delay
             .set_ns(frames_to_ns(t.delay_frames, p.config().rate));
@@ -280,7 +387,6 @@ impl Playback {
             self.device_settled = true;
             p.reanchor();
         }
-        let channels = p.config().channels as usize;
         let frames = t.avail_frames.min(self.buf.len() / channels.max(1));
         if frames == 0 {
             return Ok(());
@@ -290,13 +396,13 @@ impl Playback {
         if report.error_ns.is_some() {
             self.last_error_ns = report.error_ns;
         }
-        o.write(
-            out,
-            &WriteMeta {
-                stream_position: report.first_position,
-                audio_start: report.audio_start,
-            },
-        )?;
+        let meta = WriteMeta {
+            stream_position: report.first_position,
+            audio_start: report.audio_start,
+        };
+        let taken = o.write(out, &meta)?;
+        let ratio = 1.0 + report.ratio_ppm * 1e-6;
+        self.unwritten.after_write(0, frames, taken, &meta, ratio);
         Ok(())
     }
 
@@ -338,6 +444,7 @@ impl Playback {
                     && self.output.as_mut().is_some_and(|o| o.recover(&e).is_ok());
                 if cured {
                     self.underruns += 1;
+                    self.discard_unwritten();
                     // The device lost its place: land the next frame exactly again instead
                     // of slewing the jump away.
                     if let Some(p) = self.playout.as_mut() {
@@ -353,5 +460,98 @@ impl Playback {
         }
         self.close();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{DacTiming, OutputInfo};
+
+    /// A device that takes at most `room` frames per write and records what it took.
+    struct Narrow {
+        room: usize,
+        took: Vec<f32>,
+        metas: Vec<WriteMeta>,
+    }
+
+    impl Output for Narrow {
+        fn open(&mut self, _: u32, _: u8) -> Result<OutputInfo, OutputError> {
+            Err(OutputError::NotOpen)
+        }
+        fn wait(&mut self, _: i32) -> Result<bool, OutputError> {
+            Ok(true)
+        }
+        fn timing(&mut self) -> Result<DacTiming, OutputError> {
+            Err(OutputError::NotOpen)
+        }
+        fn write(&mut self, samples: &[f32], meta: &WriteMeta) -> Result<usize, OutputError> {
+            let n = (samples.len() / 2).min(self.room);
+            self.took.extend_from_slice(&samples[..n * 2]);
+            self.metas.push(*meta);
+            Ok(n)
+        }
+        fn recover(&mut self, _: &OutputError) -> Result<(), OutputError> {
+            Ok(())
+        }
+        fn close(&mut self) {}
+    }
+
+    #[test]
+    fn frames_the_device_did_not_take_are_written_later_in_order() {
+        let buf: Vec<f32> = (0..2 * 250).map(|i| i as f32).collect();
+        let mut dev = Narrow {
+            room: 100,
+            took: Vec::new(),
+            metas: Vec::new(),
+        };
+        let mut rest = Unwritten::default();
+        // 50 frames of silence, then audio from stream position 1000 at ratio 1.001.
+        let meta = WriteMeta {
+            stream_position: None,
+            audio_start: Some((50, 1000.0)),
+        };
+        let taken = dev.write(&buf, &meta).unwrap();
+        rest.after_write(0, 250, taken, &meta, 1.001);
+        assert_eq!(rest.frames(), 150);
+        assert!(!rest.write(&mut dev, &buf, 2, 1.001).unwrap());
+        assert!(rest.write(&mut dev, &buf, 2, 1.001).unwrap());
+        assert!(
+            rest.write(&mut dev, &buf, 2, 1.001).unwrap(),
+            "nothing left"
+        );
+        assert_eq!(dev.took, buf, "every frame, once, in order");
+        let p = 1000.0 + 50.0 * 1.001;
+        assert_eq!(
+            dev.metas[1],
+            WriteMeta {
+                stream_position: Some(p),
+                audio_start: Some((0, p)),
+            }
+        );
+        assert_eq!(dev.metas[2].stream_position, Some(p + 100.0 * 1.001));
+        assert_eq!(dev.metas.len(), 3);
+    }
+
+    #[test]
+    fn a_device_that_takes_nothing_keeps_everything_and_drops_are_counted() {
+        let buf = vec![0.5f32; 2 * 64];
+        let mut dev = Narrow {
+            room: 0,
+            took: Vec::new(),
+            metas: Vec::new(),
+        };
+        let mut rest = Unwritten::default();
+        rest.after_write(0, 64, 0, &WriteMeta::default(), 1.0);
+        assert!(!rest.write(&mut dev, &buf, 2, 1.0).unwrap());
+        // A silence that ends before the device takes anything stays silence.
+        let meta = WriteMeta {
+            stream_position: None,
+            audio_start: Some((10, 5.0)),
+        };
+        rest.after_write(0, 64, 4, &meta, 1.0);
+        assert_eq!(rest.meta.audio_start, Some((6, 5.0)));
+        assert_eq!(rest.discard(), 60);
+        assert_eq!(rest.frames(), 0);
     }
 }

@@ -58,6 +58,10 @@ pub struct StatusReport {
     pub resyncs: u64,
     /// Device underruns and reopenings.
     pub underruns: u64,
+    /// Frames filled for the device that never reached it (it failed or lost its place with
+    /// them still waiting for room).
+    #[serde(default)]
+    pub lost_output_frames: u64,
     /// Datagrams dropped as malformed or foreign.
     pub dropped: u64,
 }
@@ -89,7 +93,7 @@ impl StatusReport {
         format!(
             "{} clock {} offset {:+.6}s rate {:+.2}ppm | sync error {} correction {:+.1}ppm \
              buffer {:.1}ms device delay {:.2}ms | packets {} lost {} recovered {} (asked {}, \
-             given up {}) late {} concealed {} frames, resyncs {} underruns {}",
+             given up {}) late {} concealed {} frames, resyncs {} underruns {} lost output frames {}",
             self.state,
             if self.clock_locked {
                 "locked"
@@ -111,6 +115,7 @@ impl StatusReport {
             self.concealed_frames,
             self.resyncs,
             self.underruns,
+            self.lost_output_frames,
         )
     }
 }
