@@ -4,6 +4,9 @@
 //! or `cargo build -p wavesync-receiver`) and permission to make namespaces; skips with the
 //! reason printed otherwise.
 
+#[path = "../../test-support/skip.rs"]
+mod skip;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use wavesync_lab::topology;
@@ -18,11 +21,11 @@ fn short_wired_run_plays_in_sync_agrees_black_box_and_cleans_up() {
     };
     let receiver = profile_dir.join("wavesync-receiver");
     if !receiver.exists() {
-        eprintln!("SKIPPED: {} is not built", receiver.display());
+        skip::skip_or_fail(&format!("{} is not built", receiver.display()));
         return;
     }
     if let Err(e) = topology::check_permitted(PREFIX) {
-        eprintln!("SKIPPED: cannot create network namespaces here: {e}");
+        skip::skip_or_fail(&format!("cannot create network namespaces here: {e}"));
         return;
     }
     let target = profile_dir.parent().unwrap_or(Path::new("."));
