@@ -361,6 +361,7 @@ fn no_clock_means_silence_and_clock_loss_stops_playback() {
 }
 
 /// Counts heap allocations made by the current thread while `COUNTING` is set.
+#[allow(unsafe_code)] // A global allocator can only be implemented with `unsafe impl`.
 mod alloc_count {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
