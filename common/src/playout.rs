@@ -618,67 +618,56 @@ impl<M: TimelineToLocal> Playout<M> {
             self.state = State::Starting { anchor, pos, why };
             return None;
         }
-        if why == Start::Early {
-            return Some(self.resume_after_silence(x, out, j, rep, anchor));
+        let n = if why == Start::Early {
+            if x < 0.0 {
+                // Time ran past the resume point: restart from the input instead.
+                self.state = State::Starting {
+                    anchor,
+                    pos: self.in_pos,
+                    why: Start::Late,
+                };
+                return Some(0);
+            }
+            self.resume_after_silence(x, &mut out[j * ch..], rep)
+        } else {
+            self.begin_run_after_silence(x, &mut out[j * ch..], rep, anchor, pos, why)
+        };
+        if j + n < total && self.state == State::Playing && rep.audio_start.is_none() {
+            rep.audio_start = Some((j + n, self.position()));
         }
-        Some(self.begin_run_after_silence(x, out, j, rep, anchor, pos, why))
+        Some(n)
     }
 
-    /// An early resync whose resume point is `x` output frames away (less than what is left
-    /// of `out` from frame `j`): silence, then the resampler carries on where it is. Past the
-    /// resume point already: restarts from the input position as a late resync instead.
-    fn resume_after_silence(
-        &mut self,
-        x: f64,
-        out: &mut [f32],
-        j: usize,
-        rep: &mut FillReport,
-        anchor: Anchor,
-    ) -> usize {
-        let ch = self.ch;
-        let total = out.len() / ch;
-        if x < 0.0 {
-            // Time ran past the resume point: restart from the input instead.
-            self.state = State::Starting {
-                anchor,
-                pos: self.in_pos,
-                why: Start::Late,
-            };
-            return 0;
-        }
+    /// An early resync whose resume point is `x >= 0` output frames away (less than `out`
+    /// holds): silence, then the resampler carries on where it is. Returns the silence frames
+    /// written.
+    fn resume_after_silence(&mut self, x: f64, out: &mut [f32], rep: &mut FillReport) -> usize {
         let (n, extra) = if self.cfg.drift_correction {
             (x.ceil(), x.ceil() - x)
         } else {
             (x.round(), 0.0)
         };
-        let n = (n as usize).min(total - j);
-        out[j * ch..(j + n) * ch].fill(0.0);
+        let n = (n as usize).min(out.len() / self.ch);
+        out[..n * self.ch].fill(0.0);
         rep.silence_frames += n;
         self.stats.inserted_frames += n as u64;
         self.resampler.skip(extra);
         self.state = State::Playing;
-        if j + n < total && rep.audio_start.is_none() {
-            rep.audio_start = Some((j + n, self.position()));
-        }
         n
     }
 
     /// Starts the run anchored at `anchor` from input frame `pos`, whose due time is `x`
-    /// output frames from frame `j` of `out` (less than what is left): silence until then, or
-    /// when it is late (`x < 0`), the input due now. Returns the silence frames written.
-    #[allow(clippy::too_many_arguments)]
+    /// output frames away (less than `out` holds): silence until then, or when it is late
+    /// (`x < 0`), the input due now. Returns the silence frames written.
     fn begin_run_after_silence(
         &mut self,
         x: f64,
         out: &mut [f32],
-        j: usize,
         rep: &mut FillReport,
         anchor: Anchor,
         pos: i64,
         why: Start,
     ) -> usize {
-        let ch = self.ch;
-        let total = out.len() / ch;
         let (silence, start, frac) = if x >= 0.0 {
             if self.cfg.drift_correction {
                 let n = x.ceil();
@@ -694,8 +683,8 @@ impl<M: TimelineToLocal> Playout<M> {
                 (0, p0.round() as i64, 0.0)
             }
         };
-        let silence = silence.min(total - j);
-        out[j * ch..(j + silence) * ch].fill(0.0);
+        let silence = silence.min(out.len() / self.ch);
+        out[..silence * self.ch].fill(0.0);
         rep.silence_frames += silence;
         if why.is_resync() {
             self.stats.inserted_frames += silence as u64;
@@ -704,9 +693,6 @@ impl<M: TimelineToLocal> Playout<M> {
         }
         self.stats.dropped_frames += (start - pos).max(0) as u64;
         self.begin_run(anchor, start, frac);
-        if j + silence < total && self.state == State::Playing && rep.audio_start.is_none() {
-            rep.audio_start = Some((j + silence, self.position()));
-        }
         silence
     }
 
