@@ -2,9 +2,8 @@
 //! allocation on the audio path).
 
 use wavesync_common::clock::ClockEstimate;
-use wavesync_common::format::SampleFormat;
 use wavesync_common::receiver::StreamInfo;
-use wavesync_common::time::{LocalNs, TimelineNs};
+use wavesync_common::time::LocalNs;
 use wavesync_common::wire::rtp::{AudioPacket, HEADER_LEN};
 
 /// Largest datagram received (a jumbo-free Ethernet payload).
@@ -13,24 +12,14 @@ pub const MAX_DATAGRAM: usize = 1500;
 pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - HEADER_LEN;
 
 /// An audio packet of the followed stream, decoded once by the network thread and handed on
-/// typed: the header fields and a copy of the payload in a fixed buffer (no allocation, no pool
-/// to share: every slot of the ring is as large as the largest payload, on purpose).
+/// typed: the decoded header and a copy of the payload in a fixed buffer (no allocation, no
+/// pool to share: every slot of the ring is as large as the largest payload, on purpose).
 #[derive(Clone, Copy)]
 pub struct Packet {
     /// Arrival on the local clock.
     pub at: LocalNs,
-    /// RTP marker: first packet of a run.
-    pub marker: bool,
-    /// Sample format of the payload.
-    pub format: SampleFormat,
-    /// RTP sequence number.
-    pub seq: u16,
-    /// RTP timestamp: stream frame index of the first frame.
-    pub timestamp: u32,
-    /// Stream id.
-    pub ssrc: u32,
-    /// Timeline instant the first frame must leave the DAC.
-    pub play_time: TimelineNs,
+    /// The decoded header (its payload is empty: see [`Packet::audio`]).
+    pub header: AudioPacket<'static>,
     len: u16,
     payload: [u8; MAX_PAYLOAD],
 }
@@ -47,12 +36,7 @@ impl Packet {
         payload[..len].copy_from_slice(p.payload);
         Some(Packet {
             at,
-            marker: p.marker,
-            format: p.format,
-            seq: p.seq,
-            timestamp: p.timestamp,
-            ssrc: p.ssrc,
-            play_time: p.play_time,
+            header: p.with_payload(&[]),
             len: len as u16,
             payload,
         })
@@ -65,15 +49,7 @@ impl Packet {
 
     /// The packet as the common core takes it (borrowing the payload).
     pub fn audio(&self) -> AudioPacket<'_> {
-        AudioPacket {
-            marker: self.marker,
-            format: self.format,
-            seq: self.seq,
-            timestamp: self.timestamp,
-            ssrc: self.ssrc,
-            play_time: self.play_time,
-            payload: self.payload(),
-        }
+        self.header.with_payload(self.payload())
     }
 }
 
@@ -104,6 +80,7 @@ pub fn channel() -> (rtrb::Producer<Feed>, rtrb::Consumer<Feed>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wavesync_common::format::SampleFormat;
 
     #[test]
     fn a_packet_carries_what_was_decoded() {
