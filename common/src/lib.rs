@@ -5,6 +5,8 @@
 //! and `pw-module/` only move bytes and time in and out. Times are `i64` nanoseconds, see
 //! [`time`].
 
+#![forbid(unsafe_code)]
+
 pub mod clock;
 pub mod dll;
 pub mod format;

@@ -360,45 +360,8 @@ fn no_clock_means_silence_and_clock_loss_stops_playback() {
     assert!(out.iter().all(|s| *s == 0.0));
 }
 
-/// Counts heap allocations made by the current thread while `COUNTING` is set.
-mod alloc_count {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    thread_local! {
-        pub static COUNTING: Cell<bool> = const { Cell::new(false) };
-        pub static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    pub struct Counting;
-
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            if COUNTING.with(|c| c.get()) {
-                ALLOCS.with(|a| a.set(a.get() + 1));
-            }
-            System.alloc(layout)
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            System.dealloc(ptr, layout)
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            if COUNTING.with(|c| c.get()) {
-                ALLOCS.with(|a| a.set(a.get() + 1));
-            }
-            System.realloc(ptr, layout, new_size)
-        }
-    }
-
-    /// Runs `f` and returns how many allocations it made on this thread.
-    pub fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
-        let before = ALLOCS.with(|a| a.get());
-        COUNTING.with(|c| c.set(true));
-        let r = f();
-        COUNTING.with(|c| c.set(false));
-        (r, ALLOCS.with(|a| a.get()) - before)
-    }
-}
+#[path = "../../test-support/alloc_count.rs"]
+mod alloc_count;
 
 #[global_allocator]
 static ALLOC: alloc_count::Counting = alloc_count::Counting;
@@ -416,7 +379,6 @@ fn push_and_fill_never_allocate_after_construction() {
     }));
     let payload: Vec<u8> = (0..240 * 4).map(|i| (i * 7) as u8).collect();
     let mut out = vec![0.0f32; 256 * 2];
-    let mut missing = [0u16; 64];
     let period_ns = 256.0 * 1e9 / 48_000.0 * (1.0 - 100e-6);
     let mut next_packet = 0u64;
     let mut allocs = 0;
@@ -445,7 +407,8 @@ fn push_and_fill_never_allocate_after_construction() {
                 allocs += alloc_count::count(|| p.push_parts(now, &pkt)).1;
             }
         }
-        allocs += alloc_count::count(|| p.missing(&mut missing)).1;
+        // What the output thread reads for its status each cycle.
+        allocs += alloc_count::count(|| (p.stats(), p.buffered_ns(), p.ratio_ppm())).1;
         let (rep, n) = alloc_count::count(|| p.fill(t, &mut out));
         allocs += n;
         states.insert(format!("{:?}", rep.state));
@@ -456,7 +419,7 @@ fn push_and_fill_never_allocate_after_construction() {
         "{s:?}"
     );
     assert!(states.len() >= 3, "exercised states: {states:?}");
-    assert_eq!(allocs, 0, "allocations in push/fill/missing");
+    assert_eq!(allocs, 0, "allocations in push/fill/status");
 }
 
 proptest::proptest! {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::config::Config;
+use crate::device_delay::DeviceDelay;
 use crate::feed;
 use crate::network::Network;
 use crate::playback::Playback;
@@ -50,8 +51,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     install_signal_handlers();
     let shared: Shared = Arc::default();
     let (tx, rx) = feed::channel();
-    let network = Network::open(&cfg, tx, shared.clone())?;
-    let playback = Playback::new(&cfg, rx, shared.clone());
+    let delay = DeviceDelay::default();
+    let network = Network::open(&cfg, tx, shared.clone(), delay.clone())?;
+    let playback = Playback::new(&cfg, rx, shared.clone(), delay);
     // Fail early and clearly when the device cannot be opened at all.
     playback.check_device().map_err(DaemonError::Output)?;
     match status::serve(&cfg.status_socket, shared.clone()) {

@@ -7,6 +7,7 @@
 pub mod clock_io;
 pub mod config;
 pub mod daemon;
+pub mod device_delay;
 pub mod feed;
 pub mod network;
 pub mod output;

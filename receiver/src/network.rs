@@ -11,7 +11,8 @@ use wavesync_common::receiver::{ClockSource, Event, Receiver, ReceiverConfig};
 
 use crate::clock_io;
 use crate::config::{self, Config};
-use crate::feed::{Feed, MAX_DATAGRAM};
+use crate::device_delay::DeviceDelay;
+use crate::feed::{Feed, Packet, MAX_DATAGRAM};
 use crate::status::Shared;
 use wavesync_net::{NetError, StampedSocket};
 
@@ -23,7 +24,11 @@ pub struct Network {
     system_clock: bool,
     out: rtrb::Producer<Feed>,
     status: Shared,
+    /// The output device's delay, from the output thread.
+    device_delay: DeviceDelay,
     overflow: u64,
+    /// Audio packets too large for a feed slot (dropped).
+    oversized: u64,
     sink_latency_ns: i64,
 }
 
@@ -53,6 +58,7 @@ impl Network {
         cfg: &Config,
         out: rtrb::Producer<Feed>,
         status: Shared,
+        device_delay: DeviceDelay,
     ) -> Result<Network, NetError> {
         let stream = StampedSocket::stream(cfg.listen, cfg.interface.as_deref())?;
         let control = StampedSocket::ephemeral(cfg.listen.is_ipv6())?;
@@ -63,7 +69,9 @@ impl Network {
             system_clock: cfg.clock == config::ClockSource::System,
             out,
             status,
+            device_delay,
             overflow: 0,
+            oversized: 0,
             sink_latency_ns: cfg.sink_latency_ns,
         })
     }
@@ -170,7 +178,9 @@ impl Network {
             latency_ms: i.status.latency_ns as f64 / 1e6,
         });
         // The output's lead over the DAC bounds when a resend is still of use.
-        let lead = (s.device_delay_ms * 1e6) as i64 + self.sink_latency_ns;
+        let device_delay_ns = self.device_delay.ns();
+        let lead = device_delay_ns.saturating_add(self.sink_latency_ns);
+        s.device_delay_ms = device_delay_ns as f64 / 1e6;
         s.packets = st.audio;
         s.lost = st.loss.missing;
         s.recovered = st.loss.recovered;
@@ -178,7 +188,7 @@ impl Network {
         s.nacks_sent = st.nacks_sent;
         s.requested = st.loss.requested;
         s.given_up = st.loss.given_up;
-        s.dropped = st.malformed + st.foreign + st.before_status + self.overflow;
+        s.dropped = st.malformed + st.foreign + st.before_status + self.overflow + self.oversized;
         drop(s);
         self.receiver.set_output_lead(lead.max(0));
     }
@@ -244,18 +254,15 @@ impl Network {
                             break;
                         }
                     };
-                    if self
+                    // Decoded here, once; the output thread takes it as it is.
+                    let packet = self
                         .receiver
                         .handle_datagram(d.at, d.from, &buf[..d.len])
-                        .is_some()
-                    {
-                        let mut bytes = [0u8; MAX_DATAGRAM];
-                        bytes[..d.len].copy_from_slice(&buf[..d.len]);
-                        self.send(Feed::Packet {
-                            at: d.at,
-                            len: d.len as u16,
-                            bytes,
-                        });
+                        .map(|p| Packet::new(d.at, &p));
+                    match packet {
+                        Some(Some(p)) => self.send(Feed::Packet(p)),
+                        Some(None) => self.oversized += 1,
+                        None => {}
                     }
                 }
             }

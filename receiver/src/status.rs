@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Everything `wavesync status` shows.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Status {
+pub struct StatusReport {
     /// Playout state: "waiting", "starting", "playing", ...
     pub state: String,
     /// The followed stream's sender name, id and format, if any.
@@ -76,6 +76,10 @@ pub struct Status {
     pub resyncs: u64,
     /// Device underruns and reopenings.
     pub underruns: u64,
+    /// Frames filled for the device that never reached it (it failed or lost its place with
+    /// them still waiting for room).
+    #[serde(default)]
+    pub lost_output_frames: u64,
     /// Datagrams dropped as malformed or foreign.
     pub dropped: u64,
 }
@@ -97,7 +101,7 @@ pub struct StreamStatus {
     pub latency_ms: f64,
 }
 
-impl Status {
+impl StatusReport {
     /// The one-line summary for the log.
     pub fn line(&self) -> String {
         let err = self
@@ -107,7 +111,7 @@ impl Status {
         format!(
             "{} clock {} offset {:+.6}s rate {:+.2}ppm | sync error {} correction {:+.1}ppm \
              buffer {:.1}ms device delay {:.2}ms | packets {} lost {} recovered {} (asked {}, \
-             given up {}) late {} concealed {} frames, resyncs {} underruns {}",
+             given up {}) late {} concealed {} frames, resyncs {} underruns {} lost output frames {}",
             self.state,
             if self.clock_locked {
                 "locked"
@@ -129,12 +133,13 @@ impl Status {
             self.concealed_frames,
             self.resyncs,
             self.underruns,
+            self.lost_output_frames,
         )
     }
 }
 
 /// The snapshot shared between the threads.
-pub type Shared = Arc<Mutex<Status>>;
+pub type Shared = Arc<Mutex<StatusReport>>;
 
 /// Serves the snapshot as one JSON document per connection on a Unix socket at `path`
 /// (replacing a stale socket file). The thread ends with the process.
@@ -185,7 +190,7 @@ mod tests {
             .unwrap()
             .read_to_string(&mut text)
             .unwrap();
-        let got: Status = serde_json::from_str(&text).unwrap();
+        let got: StatusReport = serde_json::from_str(&text).unwrap();
         assert_eq!(got.packets, 42);
         assert_eq!(got.state, "playing");
         assert!(

@@ -54,6 +54,20 @@ impl<'a> AudioPacket<'a> {
         SampleFormat::from_payload_type(pt).is_some()
     }
 
+    /// The same header with another payload (e.g. a copy the caller keeps beyond the
+    /// datagram's lifetime).
+    pub fn with_payload<'b>(&self, payload: &'b [u8]) -> AudioPacket<'b> {
+        AudioPacket {
+            marker: self.marker,
+            format: self.format,
+            seq: self.seq,
+            timestamp: self.timestamp,
+            ssrc: self.ssrc,
+            play_time: self.play_time,
+            payload,
+        }
+    }
+
     /// Bytes [`AudioPacket::encode`] writes.
     pub fn encoded_len(&self) -> usize {
         HEADER_LEN + self.payload.len()

@@ -613,7 +613,7 @@ pub fn final_counts(log_text: &str) -> Option<Counts> {
 }
 
 /// One JSON snapshot from a receiver's status socket.
-pub fn read_status(sock: &Path) -> Option<wavesync_receiver::status::Status> {
+pub fn read_status(sock: &Path) -> Option<wavesync_receiver::status::StatusReport> {
     use std::io::Read;
     let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;

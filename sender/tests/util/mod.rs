@@ -9,6 +9,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+#[path = "../../../test-support/skip.rs"]
+mod skip;
+#[allow(unused_imports)] // Not every test binary that includes util skips.
+pub use skip::skip_or_fail;
+
 use wavesync_common::time::frames_to_ns;
 use wavesync_common::wire::rtp::AudioPacket;
 use wavesync_common::wire::status::Status;
