@@ -18,6 +18,10 @@ use crate::spa_json::parse_string_array;
 pub const DEFAULT_LATENCY_MSEC: u32 = 100;
 /// Default MTU: Ethernet's, so a datagram carries at most 1472 bytes over IPv4.
 pub const DEFAULT_MTU: u32 = 1500;
+/// Default multicast TTL (`net.ttl`): the local network only.
+pub const DEFAULT_TTL: u32 = 1;
+/// Default of `net.loop`: multicast not looped back to this host.
+pub const DEFAULT_LOOP: bool = false;
 /// Default `node.name`.
 pub const DEFAULT_NODE_NAME: &str = "wavesync";
 /// Default `node.description`.
@@ -235,11 +239,11 @@ impl ModuleConfig {
 
         let ttl = match get("net.ttl") {
             Some(v) => parse_u32("net.ttl", v, 1, 255)?,
-            None => 1,
+            None => DEFAULT_TTL,
         };
         let multicast_loop = match get("net.loop") {
             Some(v) => parse_bool("net.loop", v)?,
-            None => false,
+            None => DEFAULT_LOOP,
         };
         let ifname = match get("local.ifname") {
             Some(v) if v.is_empty() || v.len() >= 16 || v.contains(['/', ' ']) => {
@@ -433,6 +437,34 @@ fn truncate_utf8(s: &mut String, max: usize) {
     }
 }
 
+/// The module's `module.usage` text, built from the defaults above so it cannot drift from
+/// what [`ModuleConfig::from_args`] does.
+pub fn usage() -> String {
+    let fmt = StreamFormat::DEFAULT;
+    format!(
+        "( destination.ip=<address, default {group}> ) ( destination.port=<port, default {port}> ) \
+         ( destinations=[ <address:port> ... ] ) \
+         ( sess.latency.msec=<ms, default {latency}> ) ( sess.name=<name, default the host name> ) \
+         ( net.mtu=<bytes, default {mtu}> ) ( wavesync.packet.msec=<ms> ) \
+         ( net.ttl=<ttl, default {ttl}> ) ( net.loop=<bool, default {lp}> ) \
+         ( local.ifname=<interface> ) ( audio.rate=<rate, default {rate}> ) \
+         ( audio.channels=<channels, default {ch}> ) \
+         ( audio.position=<channel map, default [ {pos} ]> ) ( audio.format=<L16|L24> ) \
+         ( wavesync.control.port=<port, default {ctl}> ) ( wavesync.clock=master ) \
+         ( stream.props={{ ... }} )",
+        group = defaults::GROUP,
+        port = defaults::PORT,
+        latency = DEFAULT_LATENCY_MSEC,
+        mtu = DEFAULT_MTU,
+        ttl = DEFAULT_TTL,
+        lp = DEFAULT_LOOP,
+        rate = fmt.rate,
+        ch = fmt.channels,
+        pos = crate::channels::default_positions(usize::from(fmt.channels)).join(" "),
+        ctl = defaults::CONTROL_PORT,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,6 +478,29 @@ mod tests {
 
     fn parse(pairs: &[(&str, &str)]) -> Result<ModuleConfig, ConfigError> {
         ModuleConfig::from_args(&args(pairs), "host")
+    }
+
+    #[test]
+    fn the_usage_text_states_the_defaults_the_parser_applies() {
+        let u = usage();
+        let c = parse(&[]).unwrap();
+        assert!(
+            u.contains(&format!("net.mtu=<bytes, default {DEFAULT_MTU}>")),
+            "{u}"
+        );
+        assert!(
+            u.contains(&format!("net.ttl=<ttl, default {}>", c.ttl)),
+            "{u}"
+        );
+        assert!(
+            u.contains(&format!("audio.rate=<rate, default {}>", c.format.rate)),
+            "{u}"
+        );
+        assert!(
+            u.contains("default 45300") && u.contains("default 45301"),
+            "{u}"
+        );
+        assert!(u.contains("default [ FL FR ]"), "{u}");
     }
 
     #[test]
