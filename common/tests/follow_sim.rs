@@ -158,3 +158,70 @@ fn three_hours_of_a_drifting_driver_stay_within_a_millisecond() {
         assert!(o.worst_error_ns < 1e6, "{name}");
     }
 }
+
+#[global_allocator]
+static ALLOC: alloc_count::Counting = alloc_count::Counting;
+
+/// Counts heap allocations made by the current thread while `COUNTING` is set.
+mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static COUNTING: Cell<bool> = const { Cell::new(false) };
+        static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if COUNTING.with(|c| c.get()) {
+                ALLOCS.with(|a| a.set(a.get() + 1));
+            }
+            // SAFETY: forwarded unchanged to the system allocator.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: forwarded unchanged to the system allocator.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if COUNTING.with(|c| c.get()) {
+                ALLOCS.with(|a| a.set(a.get() + 1));
+            }
+            // SAFETY: forwarded unchanged to the system allocator.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Runs `f` and returns how many allocations it made on this thread.
+    pub fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
+        let before = ALLOCS.with(|a| a.get());
+        COUNTING.with(|c| c.set(true));
+        let r = f();
+        COUNTING.with(|c| c.set(false));
+        (r, ALLOCS.with(|a| a.get()) - before)
+    }
+}
+
+#[test]
+fn the_retimer_never_allocates_after_construction() {
+    use wavesync_common::follow::Retimer;
+    use wavesync_common::resample::Quality;
+    // What the module's real-time process callback does every cycle, in pass-through and
+    // after the loop engaged on a driver 500 ppm fast.
+    let mut rt = Retimer::new(48_000, 2, FollowConfig::GRAPH, Quality::Sinc32);
+    let input = vec![0.1f32; 2 * 1024];
+    let mut out = vec![0.0f32; 2 * rt.max_output_frames(1024)];
+    let ((), allocs) = alloc_count::count(|| {
+        let mut t = 1_000_000_000i64;
+        for _ in 0..2_000 {
+            let r = rt.process(t, &input, &mut out);
+            assert_eq!(r.consumed, 1024);
+            t += (1024.0 * 1e9 / (48_000.0 * 1.0005)) as i64;
+        }
+    });
+    assert!(rt.is_resampling());
+    assert_eq!(allocs, 0);
+}
