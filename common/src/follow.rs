@@ -27,7 +27,8 @@
 //!   follower asks for no resampling ([`Follower::ratio`] is `None`): a source on
 //!   CLOCK_MONOTONIC (PipeWire's timer-driven drivers, a paced file) goes through bit for bit.
 //!   The first time it is exceeded the loop engages, its integral seeded with the rate the
-//!   error's growth since the anchor shows, and stays engaged (a clock that drifted once keeps
+//!   error's growth since the anchor shows (if plausible: within 3/4 of
+//!   [`FollowConfig::max_ppm`]), and stays engaged (a clock that drifted once keeps
 //!   drifting).
 //! - **Discontinuities** (a skipped cycle, a pause, a stall: the error jumps by more than
 //!   [`FollowConfig::max_step_ns`] from one block to the next) re-anchor the loop at that block
@@ -215,10 +216,12 @@ impl Follower {
             if err.abs() <= self.cfg.engage_ns as f64 {
                 return None;
             }
-            // In pass-through de/dt = -ε: the error's growth since the anchor is the rate.
+            // In pass-through de/dt = -ε: the error's growth since the anchor is the rate,
+            // unless it is implausibly fast (a start-up transient of the capture times).
             let elapsed = (capture - anchor) as f64 / NS_PER_SEC as f64;
-            self.integral = if elapsed > 0.0 {
-                (e / elapsed).clamp(-lim, lim)
+            let slope = if elapsed > 0.0 { e / elapsed } else { 0.0 };
+            self.integral = if slope.abs() <= 0.75 * lim {
+                slope
             } else {
                 0.0
             };
