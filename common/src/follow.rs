@@ -58,6 +58,10 @@ pub struct FollowConfig {
     pub max_step_ns: i64,
     /// The largest rate error followed, ppm (the ratio is clamped to `1 ± max_ppm`).
     pub max_ppm: f64,
+    /// For this long after the first block (and after each discontinuity) the anchor moves
+    /// with every block: capture times that settle only after a start (a delay-locked loop
+    /// learning a bursty input) are not taken for a drifting clock, ns.
+    pub settle_ns: i64,
 }
 
 impl FollowConfig {
@@ -68,16 +72,18 @@ impl FollowConfig {
         engage_ns: 250_000,
         max_step_ns: 2_000_000,
         max_ppm: 1_000.0,
+        settle_ns: 0,
     };
 
     /// For a live input's smoothed arrival times (a delay-locked loop's output that still
     /// wanders by a millisecond or so): 0.02 Hz, engaging at 2 ms, discontinuity at 10 ms, up
-    /// to 1000 ppm.
+    /// to 1000 ppm, anchored 3 s after a start.
     pub const LIVE: FollowConfig = FollowConfig {
         bandwidth_hz: 0.02,
         engage_ns: 2_000_000,
         max_step_ns: 10_000_000,
         max_ppm: 1_000.0,
+        settle_ns: 3_000_000_000,
     };
 }
 
@@ -106,6 +112,8 @@ pub struct Follower {
     ki: f64,
     /// Capture time of the anchor block's first frame.
     anchor: Option<LocalNs>,
+    /// Capture time of the first block since the start or the last discontinuity.
+    started: LocalNs,
     /// Output frames since the anchor.
     produced: u64,
     /// Time and error of the previous block.
@@ -141,11 +149,13 @@ impl Follower {
                 max_ppm,
                 engage_ns: cfg.engage_ns.max(0),
                 max_step_ns: cfg.max_step_ns.max(1),
+                settle_ns: cfg.settle_ns.max(0),
             },
             ns_per_frame: NS_PER_SEC as f64 / rate.max(1) as f64,
             kp: 2.0 * omega,
             ki: omega * omega,
             anchor: None,
+            started: 0,
             produced: 0,
             last: None,
             engaged: false,
@@ -191,17 +201,26 @@ impl Follower {
     pub fn observe(&mut self, capture: LocalNs) -> Option<f64> {
         self.stats.blocks += 1;
         let Some(anchor) = self.anchor else {
+            self.started = capture;
             self.anchor = Some(capture);
             self.produced = 0;
             self.last = Some((capture, 0.0));
             self.stats.error_ns = 0.0;
             return self.ratio();
         };
+        if capture - self.started < self.cfg.settle_ns && capture >= self.started {
+            self.anchor = Some(capture);
+            self.produced = 0;
+            self.last = Some((capture, 0.0));
+            self.stats.error_ns = 0.0;
+            return self.ratio();
+        }
         let predicted = anchor as f64 + self.produced as f64 * self.ns_per_frame;
         let err = capture as f64 - predicted;
         let (last_t, last_err) = self.last.unwrap_or((capture, err));
         if (err - last_err).abs() > self.cfg.max_step_ns as f64 || capture < last_t {
             self.stats.reanchors += 1;
+            self.started = capture;
             self.anchor = Some(capture);
             self.produced = 0;
             self.last = Some((capture, 0.0));
@@ -485,12 +504,29 @@ mod tests {
     }
 
     #[test]
+    fn a_start_up_transient_is_not_taken_for_drift() {
+        // Smoothed capture times 4 ms off at the start, settling over a second: the live
+        // configuration waits for them before anchoring, and stays in pass-through.
+        let mut f = Follower::new(48_000, FollowConfig::LIVE);
+        let mut t = 0.0f64;
+        for _ in 0..2_000 {
+            let transient = 4e6 * (-t / 0.3e9).exp();
+            assert_eq!(f.observe((t + transient) as i64), None);
+            f.produced(240);
+            t += 5e6;
+        }
+        assert_eq!(f.stats().reanchors, 0);
+        assert!(f.stats().error_ns.abs() < 100_000.0);
+    }
+
+    #[test]
     fn odd_settings_do_not_break_it() {
         let cfg = FollowConfig {
             bandwidth_hz: f64::NAN,
             engage_ns: -1,
             max_step_ns: -1,
             max_ppm: f64::INFINITY,
+            settle_ns: -1,
         };
         let mut f = Follower::new(0, cfg);
         assert_eq!(f.observe(5), None);
