@@ -9,6 +9,7 @@
 
 pub mod clock;
 pub mod dll;
+pub mod follow;
 pub mod format;
 pub mod jitter;
 pub mod loss;

@@ -5,6 +5,16 @@
 //! the graph's format and applies the node's volume and mute (`channelVolumes`, `mute`) before
 //! the block reaches [`Sink`]'s process callback: what is sent is what a loudspeaker on any
 //! other sink would have played.
+//!
+//! The graph's driver is whichever PipeWire picks (a busy sound card on a desktop), and its
+//! clock need not be CLOCK_MONOTONIC. Every cycle the process callback hands the block, with
+//! the cycle's time from the graph's position area, to a [`Retimer`]
+//! (`wavesync_common::follow`): a rate-match loop comparing the frame count with
+//! CLOCK_MONOTONIC, and the windowed-sinc resampler it steers. Once the two part, the
+//! frames leave it at exactly the nominal rate on CLOCK_MONOTONIC, so the stamps (which
+//! count frames) stay on the capture times. A driver on CLOCK_MONOTONIC never engages it:
+//! the audio passes bit for bit. (Why not the adapter's own resampler through
+//! `SPA_IO_RateMatch`, as module-pulse-tunnel does: `docs/module.md`, "The graph clock".)
 
 use std::ffi::{c_void, CStr, CString};
 use std::io;
@@ -16,6 +26,8 @@ use pipewire::spa::pod::{Object, Pod, Value};
 use pipewire::spa::sys as spa_sys;
 use pipewire::sys as pw_sys;
 
+use wavesync_common::follow::{FollowConfig, Retimer};
+use wavesync_common::resample::Quality;
 use wavesync_common::time::{LocalNs, TimelineNs};
 
 use crate::capture::TimelineMap;
@@ -39,9 +51,18 @@ struct RtState {
     stream: *mut pw_sys::pw_stream,
     listener: spa_sys::spa_hook,
     channels: usize,
+    rate: u32,
     clock: TimelineMap,
     input: Box<dyn BlockInput>,
+    /// The graph's position area (from `io_changed`), or null: its clock gives the cycle time.
+    position: *mut spa_sys::spa_io_position,
+    retimer: Retimer,
+    /// Output of the retimer for one chunk of [`CHUNK_FRAMES`] input frames.
+    retimed: Vec<f32>,
 }
+
+/// The process callback retimes a block in chunks of at most this many frames.
+const CHUNK_FRAMES: usize = 1024;
 
 /// The sink node. Dropping it destroys the stream (if PipeWire has not already done so).
 pub struct Sink {
@@ -65,9 +86,20 @@ impl Sink {
             stream: ptr::null_mut(),
             listener: hook::new_hook(),
             channels: config.format.channels as usize,
+            rate: config.format.rate,
             clock: TimelineMap::new(config.clock),
             input,
+            position: ptr::null_mut(),
+            retimer: Retimer::new(
+                config.format.rate,
+                config.format.channels as usize,
+                FollowConfig::GRAPH,
+                Quality::Sinc32,
+            ),
+            retimed: Vec::new(),
         });
+        let chunk_out = rt.retimer.max_output_frames(CHUNK_FRAMES);
+        rt.retimed = vec![0.0; chunk_out * rt.channels.max(1)];
         let name = CString::new("wavesync-sink").unwrap_or_default();
         // SAFETY: `core` is live (caller); pw_stream_new takes ownership of `props`.
         let stream = unsafe { pw_sys::pw_stream_new(core, name.as_ptr(), props.into_raw()) };
@@ -136,7 +168,7 @@ static EVENTS: pw_sys::pw_stream_events = pw_sys::pw_stream_events {
     destroy: Some(on_destroy),
     state_changed: Some(on_state_changed),
     control_info: None,
-    io_changed: None,
+    io_changed: Some(on_io_changed),
     param_changed: None,
     add_buffer: None,
     remove_buffer: None,
@@ -152,6 +184,21 @@ unsafe extern "C" fn on_destroy(data: *mut c_void) {
     // SAFETY: the hook is linked into the stream being destroyed.
     unsafe { hook::remove(&mut rt.listener) };
     rt.stream = ptr::null_mut();
+}
+
+unsafe extern "C" fn on_io_changed(data: *mut c_void, id: u32, area: *mut c_void, size: u32) {
+    // SAFETY: `data` is the RtState registered with this listener. PipeWire sets the io areas
+    // while the node is not processing, as module-pulse-tunnel relies on too.
+    let rt = unsafe { &mut *data.cast::<RtState>() };
+    if id == spa_sys::SPA_IO_Position {
+        rt.position = if !area.is_null()
+            && size as usize >= std::mem::size_of::<spa_sys::spa_io_position>()
+        {
+            area.cast()
+        } else {
+            ptr::null_mut()
+        };
+    }
 }
 
 unsafe extern "C" fn on_state_changed(
@@ -219,13 +266,40 @@ unsafe extern "C" fn on_process(data: *mut c_void) {
                     let rc =
                         pw_sys::pw_stream_get_time_n(stream, &mut t, std::mem::size_of_val(&t));
                     if rc == 0 && t.now > 0 {
-                        let capture = rt.clock.to_timeline(LocalNs::from_ns(t.now));
-                        rt.input.push(capture, samples);
+                        let cycle = LocalNs::from_ns(if rt.position.is_null() {
+                            t.now
+                        } else {
+                            (*rt.position).clock.nsec as i64
+                        });
+                        retime_and_push(rt, cycle, samples);
                     }
                 }
             }
         }
         pw_sys::pw_stream_queue_buffer(stream, buf);
+    }
+}
+
+/// Retimes a block whose first frame was captured at `cycle` (CLOCK_MONOTONIC ns) and hands
+/// the result to the sender, in chunks. No allocation, no locks.
+fn retime_and_push(rt: &mut RtState, cycle: LocalNs, samples: &[f32]) {
+    let ch = rt.channels.max(1);
+    let ns_per_frame = 1e9 / rt.rate as f64;
+    let mut done = 0;
+    while done * ch < samples.len() {
+        let end = ((done + CHUNK_FRAMES) * ch).min(samples.len());
+        let capture = cycle + (done as f64 * ns_per_frame).round() as i64;
+        let r = rt
+            .retimer
+            .process(capture, &samples[done * ch..end], &mut rt.retimed);
+        if r.frames > 0 {
+            let timeline = rt.clock.to_timeline(r.capture);
+            rt.input.push(timeline, &rt.retimed[..r.frames * ch]);
+        }
+        if r.consumed == 0 {
+            break;
+        }
+        done += r.consumed;
     }
 }
 

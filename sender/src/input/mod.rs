@@ -7,14 +7,16 @@
 //! - file and generated inputs (`wav:`, `tone`, `chirp`) are paced by the sender: frame `n` is
 //!   captured at `start + n / rate` exactly ([`paced`]);
 //! - live inputs (`fifo:`, `-`, `unix:`, `pulse`) are stamped by their arrival, smoothed by a
-//!   delay-locked loop ([`live`]); a backlog is read at real-time pace and left in the input's
-//!   own buffer, a stall is logged once and restarts the stream's run when audio resumes.
+//!   delay-locked loop ([`live`]), and resampled to CLOCK_MONOTONIC when their clock drifts
+//!   ([`retime`]); a backlog is read at real-time pace and left in the input's own buffer, a
+//!   stall is logged once and restarts the stream's run when audio resumes.
 
 pub mod fifo;
 pub mod live;
 pub mod paced;
 pub mod pcm;
 pub mod pulse;
+pub mod retime;
 pub mod stream;
 pub mod tone;
 pub mod unix;

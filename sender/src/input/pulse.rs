@@ -8,6 +8,7 @@ use libpulse_binding::stream::Direction;
 use libpulse_simple_binding::Simple;
 
 use super::live::LiveClock;
+use super::retime::LiveRetimer;
 use super::{check_format, Block, Input, InputError, InputFormat, InputOptions, RawFormat};
 use wavesync_net::clock;
 
@@ -19,6 +20,7 @@ pub struct PulseInput {
     block: usize,
     bytes: Vec<u8>,
     clock: LiveClock,
+    retimer: LiveRetimer,
 }
 
 impl PulseInput {
@@ -78,6 +80,7 @@ impl PulseInput {
         })?;
         Ok(PulseInput {
             clock: LiveClock::new(&what, format.rate),
+            retimer: LiveRetimer::new(&what, format.rate, format.channels as usize, block),
             simple,
             source,
             format,
@@ -103,7 +106,9 @@ impl Input for PulseInput {
 
     fn next_block(&mut self, buf: &mut [f32]) -> Result<Block, InputError> {
         let ch = self.format.channels as usize;
-        let frames = self.block.min(buf.len() / ch);
+        let frames = self
+            .block
+            .min(self.retimer.input_frames_for(buf.len() / ch));
         let bytes = &mut self.bytes[..frames * ch * 4];
         // Blocks until the block is full (one fragment, a few ms).
         self.simple.read(bytes).map_err(|e| InputError::Pulse {
@@ -111,8 +116,12 @@ impl Input for PulseInput {
             why: format!("recording failed: {e}"),
         })?;
         let arrival = clock::monotonic_ns();
-        RawFormat::F32Le.decode(bytes, &mut buf[..frames * ch]);
+        RawFormat::F32Le.decode(bytes, self.retimer.input(frames));
         let capture = self.clock.stamp(arrival, frames);
+        let (capture, frames) = self.retimer.finish(capture, frames, buf);
+        if frames == 0 {
+            return Ok(Block::Idle);
+        }
         Ok(Block::Audio { capture, frames })
     }
 }

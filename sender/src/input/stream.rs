@@ -1,5 +1,5 @@
 //! Raw PCM from a byte stream (pipe, stdin, unix socket): bytes to frames, stamped by
-//! [`LiveClock`].
+//! [`LiveClock`], put on CLOCK_MONOTONIC by [`LiveRetimer`].
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::live::LiveClock;
+use super::retime::LiveRetimer;
 use super::{check_format, Block, Input, InputError, InputFormat, InputOptions, RawFormat};
 use wavesync_net::clock;
 
@@ -62,6 +63,7 @@ pub struct RawStream<S: ByteSource> {
     bytes: Vec<u8>,
     carry: usize,
     clock: LiveClock,
+    retimer: LiveRetimer,
 }
 
 impl<S: ByteSource> RawStream<S> {
@@ -74,6 +76,7 @@ impl<S: ByteSource> RawStream<S> {
         let frame_bytes = opts.raw_format.bytes() * format.channels as usize;
         Ok(RawStream {
             clock: LiveClock::new(&what, format.rate),
+            retimer: LiveRetimer::new(&what, format.rate, format.channels as usize, block),
             src,
             raw: opts.raw_format,
             format,
@@ -86,6 +89,11 @@ impl<S: ByteSource> RawStream<S> {
     /// The stamping state (for tests and statistics).
     pub fn clock(&self) -> &LiveClock {
         &self.clock
+    }
+
+    /// The retiming state (for tests and statistics).
+    pub fn retimer(&self) -> &LiveRetimer {
+        &self.retimer
     }
 }
 
@@ -107,7 +115,9 @@ impl<S: ByteSource> Input for RawStream<S> {
     fn next_block(&mut self, buf: &mut [f32]) -> Result<Block, InputError> {
         let ch = self.format.channels as usize;
         let frame_bytes = self.raw.bytes() * ch;
-        let max_frames = self.block.min(buf.len() / ch);
+        let max_frames = self
+            .block
+            .min(self.retimer.input_frames_for(buf.len() / ch));
         let limit = max_frames * frame_bytes;
         if limit <= self.carry {
             return Ok(Block::Idle);
@@ -125,13 +135,17 @@ impl<S: ByteSource> Input for RawStream<S> {
         let frames = total / frame_bytes;
         let used = frames * frame_bytes;
         self.raw
-            .decode(&self.bytes[..used], &mut buf[..frames * ch]);
+            .decode(&self.bytes[..used], self.retimer.input(frames));
         self.bytes.copy_within(used..total, 0);
         self.carry = total - used;
         if frames == 0 {
             return Ok(Block::Idle);
         }
         let capture = self.clock.stamp(arrival, frames);
+        let (capture, frames) = self.retimer.finish(capture, frames, buf);
+        if frames == 0 {
+            return Ok(Block::Idle);
+        }
         Ok(Block::Audio { capture, frames })
     }
 }
