@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         let e = nack::encode(n.sender_ssrc, n.media_ssrc, &lost, &mut out)
             .expect("a decoded NACK's list re-encodes");
         let again = Nack::decode(&out[..e.len]).expect("a re-encoded NACK decodes");
-        assert_eq!((again.sender_ssrc, again.media_ssrc), (n.sender_ssrc, n.media_ssrc));
+        assert_eq!(
+            (again.sender_ssrc, again.media_ssrc),
+            (n.sender_ssrc, n.media_ssrc)
+        );
         let want: BTreeSet<u16> = lost[..e.consumed].iter().copied().collect();
         let got: BTreeSet<u16> = again.lost().collect();
         assert_eq!(want, got);
