@@ -223,6 +223,7 @@ impl Protection {
         let mut g = self.lock();
         let r = g.opener.open(now, buf);
         if let Err(e) = r {
+            let from = wavesync_common::receiver::attributed_source(from);
             if e.is_mismatch() && g.status.mismatch.is_none() {
                 let what = match e {
                     OpenError::UnknownKey { key_id } => format!(

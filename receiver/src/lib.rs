@@ -8,6 +8,7 @@ pub mod clock_io;
 pub mod config;
 pub mod daemon;
 pub mod feed;
+pub mod keys;
 pub mod network;
 pub mod output;
 pub mod playback;
