@@ -89,6 +89,9 @@ pub enum KeyError {
     /// All zeros: certainly not a generated key.
     #[error("not a key: all zeros")]
     AllZero,
+    /// More than two keys (the current one and the one accepted alongside it).
+    #[error("more than two keys")]
+    TooManyKeys,
 }
 
 impl Key {
@@ -128,6 +131,26 @@ impl Key {
             return Err(KeyError::AllZero);
         }
         Ok(Key::from_bytes(&key))
+    }
+
+    /// A key file that may hold two keys: the 32 bytes `wavesync key new` writes (one key), or
+    /// one or two lines of 64 hexadecimal digits (blank lines and lines starting with `#`
+    /// ignored). The first key seals; the second, during a rotation, is accepted too.
+    pub fn parse_file(bytes: &[u8]) -> Result<(Key, Option<Key>), KeyError> {
+        if bytes.len() == KEY_LEN {
+            return Ok((Key::from_file_bytes(bytes)?, None));
+        }
+        let mut keys = bytes
+            .split(|&b| b == b'\n')
+            .map(<[u8]>::trim_ascii)
+            .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
+            .map(Key::from_file_bytes);
+        let first = keys.next().unwrap_or(Err(KeyError::BadLength { got: 0 }))?;
+        let second = keys.next().transpose()?;
+        if keys.next().is_some() {
+            return Err(KeyError::TooManyKeys);
+        }
+        Ok((first, second))
     }
 
     /// The key's id: 32 bits derived from the key (not secret), sent with every message so the
@@ -376,11 +399,13 @@ struct Accepted {
     until: Option<LocalNs>,
 }
 
-/// The receiving side: checks and opens protected datagrams with the current key (and the
-/// previous one during a rotation), and refuses replays per sending session.
+/// The receiving side: checks and opens protected datagrams with the current key, a second key
+/// accepted alongside it (the next key during a rotation), and for a grace period the key they
+/// replaced; and refuses replays per sending session.
 #[derive(Clone, Debug)]
 pub struct Opener {
-    keys: [Option<Accepted>; 2],
+    /// Current, also accepted, previous (in its grace period).
+    keys: [Option<Accepted>; 3],
     sessions: Vec<Session>,
     stats: OpenStats,
 }
@@ -389,7 +414,7 @@ impl Opener {
     /// An opener that accepts `key`.
     pub fn new(key: Key) -> Opener {
         Opener {
-            keys: [Some(Accepted { key, until: None }), None],
+            keys: [Some(Accepted { key, until: None }), None, None],
             sessions: Vec::with_capacity(MAX_SESSIONS),
             stats: OpenStats::default(),
         }
@@ -398,17 +423,39 @@ impl Opener {
     /// Rotation: `key` becomes the current key; the one it replaces is still accepted until
     /// `now + grace_ns`. Setting the current key again changes nothing.
     pub fn set_key(&mut self, now: LocalNs, key: Key, grace_ns: i64) {
-        if self.keys[0].as_ref().map(|a| a.key.id) == Some(key.id) {
-            return;
-        }
-        let previous = self.keys[0].take().map(|mut a| {
-            a.until = Some(now.saturating_add(grace_ns));
-            a
-        });
-        self.keys = [Some(Accepted { key, until: None }), previous];
+        self.set_keys(now, key, None, grace_ns);
     }
 
-    /// The ids of the keys accepted now (current first).
+    /// Rotation with two keys: `current` and `also` are accepted from now on; of the keys
+    /// accepted before, one that is in neither (the current one first) is still accepted until
+    /// `now + grace_ns`.
+    pub fn set_keys(&mut self, now: LocalNs, current: Key, also: Option<Key>, grace_ns: i64) {
+        let kept = |id: u32| id == current.id || also.as_ref().is_some_and(|k| k.id == id);
+        let [old_current, old_also, old_previous] = std::mem::take(&mut self.keys);
+        let previous = [old_current, old_also]
+            .into_iter()
+            .flatten()
+            .find(|a| !kept(a.key.id))
+            .map(|mut a| {
+                a.until = Some(now.saturating_add(grace_ns));
+                a
+            })
+            .or(old_previous.filter(|a| !kept(a.key.id)));
+        let also = also
+            .filter(|k| k.id != current.id)
+            .map(|key| Accepted { key, until: None });
+        self.keys = [
+            Some(Accepted {
+                key: current,
+                until: None,
+            }),
+            also,
+            previous,
+        ];
+    }
+
+    /// The ids of the keys accepted (current first; a replaced key until its grace period is
+    /// over and a datagram has been checked after it).
     pub fn key_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.keys.iter().flatten().map(|a| a.key.id)
     }
@@ -662,6 +709,38 @@ mod tests {
     }
 
     #[test]
+    fn two_key_rotation_is_gapless_in_any_order() {
+        let (old, new) = (key(1), key(2));
+        let mut buf = [0u8; 128];
+        let n = audio(&[0; 4], &mut buf);
+        let sealed_with = |k: &Key, salt: u64| {
+            let mut b = buf;
+            let m = Sealer::new(k.clone(), salt, true).seal(&mut b, n).unwrap();
+            b[..m].to_vec()
+        };
+        let mut o = Opener::new(old.clone());
+        // Step 1: the next key is accepted alongside.
+        o.set_keys(0, old.clone(), Some(new.clone()), 1000);
+        assert!(o.open(0, &mut sealed_with(&old, 1)).is_ok());
+        assert!(o.open(0, &mut sealed_with(&new, 2)).is_ok());
+        // Step 2: it becomes current; the old one is now the previous, in its grace period.
+        o.set_keys(10, new.clone(), Some(old.clone()), 1000);
+        assert!(
+            o.open(5000, &mut sealed_with(&old, 3)).is_ok(),
+            "still listed: no expiry"
+        );
+        // Step 3: the old one dropped from the file: accepted for the grace period only.
+        o.set_keys(6000, new.clone(), None, 1000);
+        assert!(o.open(7000, &mut sealed_with(&old, 4)).is_ok());
+        assert_eq!(
+            o.open(7001, &mut sealed_with(&old, 5)),
+            Err(OpenError::UnknownKey { key_id: old.id() })
+        );
+        assert!(o.open(7001, &mut sealed_with(&new, 6)).is_ok());
+        assert_eq!(o.key_ids().collect::<Vec<_>>(), [new.id()]);
+    }
+
+    #[test]
     fn sessions_are_bounded_and_exhaustion_asks_for_a_new_salt() {
         let mut o = Opener::new(key(1));
         for salt in 0..(MAX_SESSIONS as u64 * 3) {
@@ -707,6 +786,19 @@ mod tests {
             KeyError::AllZero
         );
         assert_eq!(format!("{k:?}"), format!("Key({:08x})", k.id()));
+        let (one, none) = Key::parse_file(&raw).unwrap();
+        assert_eq!((one.id(), none.map(|k| k.id())), (k.id(), None));
+        let other: String = (0..32).map(|i| format!("{:02x}", 100 + i)).collect();
+        let two = format!("# rotation: current first\n{hex}\n\n{other}\n");
+        let (a, b) = Key::parse_file(two.as_bytes()).unwrap();
+        assert_eq!(a.id(), k.id());
+        assert_ne!(b.unwrap().id(), k.id());
+        let three = format!("{hex}\n{other}\n{hex}\n");
+        assert_eq!(
+            Key::parse_file(three.as_bytes()).unwrap_err(),
+            KeyError::TooManyKeys
+        );
+        assert!(Key::parse_file(b"# nothing\n").is_err());
     }
 
     #[test]

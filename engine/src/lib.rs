@@ -285,10 +285,15 @@ impl Engine {
             return Err(EngineError::NoDestinations);
         }
         let protection = match &cfg.key_file {
-            Some(path) => Some(Arc::new(Protection::new(
-                wavesync_net::protection::read_key(path)?,
-                cfg.encrypt,
-            )?)),
+            Some(path) => {
+                let keys = wavesync_net::protection::read_keys(path)?;
+                let p = Arc::new(Protection::with_keys(keys, cfg.encrypt)?);
+                // A changed key file is a rotation, applied without a restart.
+                if let Err(e) = p.watch(path.clone(), wavesync_net::protection::KEY_FILE_CHECK) {
+                    log::warn!("cannot watch the key file for rotations: {e}");
+                }
+                Some(p)
+            }
             None => None,
         };
         let mut stream = StreamSockets::open(&cfg.destinations, &cfg.net)?;

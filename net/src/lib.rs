@@ -28,6 +28,6 @@ pub mod stream;
 
 pub use error::NetError;
 pub use iface::interface_index;
-pub use protection::{KeyFileError, Protection, ProtectionStatus};
+pub use protection::{KeyFileError, KeySet, Protection, ProtectionStatus};
 pub use socket::{Datagram, StampedSocket};
 pub use stream::{NetOptions, SendReport, StreamSockets};

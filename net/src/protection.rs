@@ -11,9 +11,10 @@
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use wavesync_common::protect::{
     Key, KeyError, OpenError, OpenStats, Opener, SealError, Sealer, KEY_LEN, OVERHEAD,
@@ -22,6 +23,9 @@ use wavesync_common::time::LocalNs;
 
 /// Where the receiver looks for the household key when none is configured.
 pub const DEFAULT_KEY_PATH: &str = "/etc/wavesync/key";
+
+/// How often the programs look at their key file for a rotation.
+pub const KEY_FILE_CHECK: Duration = Duration::from_secs(2);
 
 /// How long a replaced key is still accepted after a rotation.
 pub const ROTATION_GRACE_NS: i64 = 60_000_000_000;
@@ -74,8 +78,18 @@ pub fn random_salt() -> Result<u64, KeyFileError> {
     Ok(u64::from_ne_bytes(b))
 }
 
-/// Reads a key file. A file others than its owner's group can read is used, with a warning.
-pub fn read_key(path: &Path) -> Result<Key, KeyFileError> {
+/// The keys of a key file: the one to seal with and, during a rotation, one accepted too.
+#[derive(Clone, Debug)]
+pub struct KeySet {
+    /// Seals, and is accepted.
+    pub current: Key,
+    /// Accepted too (the next or the previous key during a rotation).
+    pub also: Option<Key>,
+}
+
+/// Reads a key file (one key, or two during a rotation: see `Key::parse_file`). A file every
+/// user can read is used, with a warning.
+pub fn read_keys(path: &Path) -> Result<KeySet, KeyFileError> {
     let read_err = |source| KeyFileError::Read {
         path: path.to_path_buf(),
         source,
@@ -84,15 +98,21 @@ pub fn read_key(path: &Path) -> Result<Key, KeyFileError> {
     if let Ok(m) = fs::metadata(path) {
         if m.permissions().mode() & 0o004 != 0 {
             log::warn!(
-                "key file {} is readable by every user: chmod 600 (or 640 for the service's group)",
+                "key file {} is readable by every user: chmod 600 (and chown to the service's user)",
                 path.display()
             );
         }
     }
-    Key::from_file_bytes(&bytes).map_err(|source| KeyFileError::Invalid {
+    let (current, also) = Key::parse_file(&bytes).map_err(|source| KeyFileError::Invalid {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    Ok(KeySet { current, also })
+}
+
+/// Reads a key file's (first) key.
+pub fn read_key(path: &Path) -> Result<Key, KeyFileError> {
+    read_keys(path).map(|k| k.current)
 }
 
 /// Writes a fresh random key to `path` (mode 0600; an existing file only with `force`) and
@@ -177,12 +197,87 @@ impl Protection {
         self.lock().sealer.key_id()
     }
 
+    /// Protection with a key file's keys (see [`Protection::new`] and [`Protection::set_keys`]).
+    pub fn with_keys(keys: KeySet, encrypt: bool) -> Result<Protection, KeyFileError> {
+        let p = Protection::new(keys.current.clone(), encrypt)?;
+        p.set_keys(0, keys);
+        Ok(p)
+    }
+
     /// Rotation: seal with `key` from now on, and accept the previous key for
     /// [`ROTATION_GRACE_NS`] more.
     pub fn rotate(&self, now: LocalNs, key: Key) {
+        self.set_keys(
+            now,
+            KeySet {
+                current: key,
+                also: None,
+            },
+        );
+    }
+
+    /// Rotation with a key file's keys: seal with `keys.current`, accept it and `keys.also`,
+    /// and a key accepted before but in neither for [`ROTATION_GRACE_NS`] more.
+    pub fn set_keys(&self, now: LocalNs, keys: KeySet) {
         let mut g = self.lock();
-        g.sealer.set_key(key.clone());
-        g.opener.set_key(now, key, ROTATION_GRACE_NS);
+        g.sealer.set_key(keys.current.clone());
+        g.opener
+            .set_keys(now, keys.current, keys.also, ROTATION_GRACE_NS);
+    }
+
+    /// The ids of the keys accepted now (the sealing key first).
+    pub fn accepted_ids(&self) -> Vec<u32> {
+        self.lock().opener.key_ids().collect()
+    }
+
+    /// Re-reads `path` every `every` while the protection lives, and applies a changed file
+    /// with [`Protection::set_keys`] (a key rotation without a restart: see docs/security.md).
+    /// A file that cannot be read or holds no key is said once and the keys in use are kept.
+    pub fn watch(self: &Arc<Self>, path: PathBuf, every: Duration) -> io::Result<()> {
+        let weak: Weak<Protection> = Arc::downgrade(self);
+        let stamp = |p: &Path| {
+            fs::metadata(p)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len(), m.ino()))
+        };
+        let mut last = stamp(&path);
+        std::thread::Builder::new()
+            .name("wavesync-key".into())
+            .spawn(move || {
+                let mut said = false;
+                loop {
+                    std::thread::sleep(every);
+                    let Some(p) = weak.upgrade() else { return };
+                    let now = stamp(&path);
+                    if now == last {
+                        continue;
+                    }
+                    match read_keys(&path) {
+                        Ok(keys) => {
+                            last = now;
+                            said = false;
+                            p.set_keys(crate::clock::monotonic_ns(), keys);
+                            let ids: Vec<String> = p
+                                .accepted_ids()
+                                .iter()
+                                .map(|i| format!("{i:08x}"))
+                                .collect();
+                            log::info!(
+                                "key file {} changed: sealing with {}, accepting {}",
+                                path.display(),
+                                ids.first().map(String::as_str).unwrap_or("-"),
+                                ids.join(", ")
+                            );
+                        }
+                        Err(e) if !said => {
+                            said = true;
+                            log::warn!("{e}: keeping the keys in use");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+            .map(|_| ())
     }
 
     /// What has been refused so far.
@@ -302,5 +397,24 @@ mod tests {
         let st = b.status();
         assert_eq!(st.stats.refused(), 2);
         assert!(st.mismatch.unwrap().contains("another key"));
+    }
+
+    #[test]
+    fn a_changed_key_file_rotates_without_a_restart() {
+        let p = tmp("watch");
+        write_new_key(&p, false).unwrap();
+        let first = read_key(&p).unwrap();
+        let prot = Arc::new(Protection::with_keys(read_keys(&p).unwrap(), true).unwrap());
+        prot.watch(p.clone(), Duration::from_millis(20)).unwrap();
+        let next = Key::from_bytes(&[3; 32]);
+        let hex: String = [3u8; 32].iter().map(|b| format!("{b:02x}")).collect();
+        fs::write(&p, format!("{hex}\n")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while prot.key_id() != next.id() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(prot.key_id(), next.id());
+        assert_eq!(prot.accepted_ids(), [next.id(), first.id()]);
+        fs::remove_file(&p).unwrap();
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use log::info;
-use wavesync_net::protection::read_key;
+use wavesync_net::protection::{read_keys, KEY_FILE_CHECK};
 use wavesync_net::{KeyFileError, Protection};
 
 use crate::status::Status;
@@ -20,13 +20,17 @@ pub fn load(key_file: Option<&Path>) -> Result<Option<Arc<Protection>>, KeyFileE
         );
         return Ok(None);
     };
-    let p = Protection::new(read_key(path)?, true)?;
+    let p = Arc::new(Protection::with_keys(read_keys(path)?, true)?);
     info!(
         "key {:08x} from {}: only authenticated datagrams are used",
         p.key_id(),
         path.display()
     );
-    Ok(Some(Arc::new(p)))
+    // A changed key file is a rotation, applied without a restart.
+    if let Err(e) = p.watch(path.to_path_buf(), KEY_FILE_CHECK) {
+        log::warn!("cannot watch the key file for rotations: {e}");
+    }
+    Ok(Some(p))
 }
 
 /// Copies the protection's counters and the first mismatch into the status.

@@ -126,3 +126,65 @@ fn a_receiver_with_another_key_plays_nothing_and_says_so_once() {
     assert!(!text.contains("clock locked"), "{text}");
     assert_eq!(audio_frames(&log), 0, "{text}");
 }
+
+#[test]
+fn a_key_rotation_mid_stream_leaves_no_gap() {
+    let (sender, receiver) = binaries();
+    let scratch = Scratch::new("keys-rotation");
+    let hex = |name: &str| -> String {
+        let p = scratch.path(name);
+        wavesync_net::protection::write_new_key(&p, false).unwrap();
+        std::fs::read(&p)
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let (a, b) = (hex("a"), hex("b"));
+    // One key file shared by both programs; each step replaces it (atomically, by rename).
+    let key = scratch.path("key");
+    std::fs::write(&key, format!("{a}\n")).unwrap();
+    let step = |name: &str, text: String| {
+        let p = scratch.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let both = step("ab", format!("{a}\n{b}\n")); // b accepted alongside
+    let swapped = step("ba", format!("{b}\n{a}\n")); // b seals, a still accepted
+    let only_b = step("b-only", format!("{b}\n")); // a dropped (grace period)
+    let log = scratch.path("dac.log");
+    let sock = scratch.path("status.sock");
+    let text = in_namespace(
+        r#"
+        "$1" --input tone:440 --duration 10 --key-file "$3" &
+        tx=$!
+        "$2" --key-file "$3" --output virtual --virtual-log "$4" --status-socket "$5" \
+            --status-interval 1 --duration 9 &
+        rx=$!
+        sleep 2.5; cp "$6" "$3.new"; mv "$3.new" "$3"
+        sleep 2.5; cp "$7" "$3.new"; mv "$3.new" "$3"
+        sleep 2.5; cp "$8" "$3.new"; mv "$3.new" "$3"
+        wait $rx $tx
+        "#,
+        &[
+            &sender, &receiver, &key, &log, &sock, &both, &swapped, &only_b,
+        ],
+    );
+    assert!(
+        text.matches("changed: sealing with").count() == 6,
+        "both programs applied the three changes:\n{text}"
+    );
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("wavesync_receiver::daemon] stopped:"))
+        .unwrap_or("");
+    assert!(
+        last.contains("refused 0 "),
+        "nothing refused: {last}\n{text}"
+    );
+    let counts = support::final_counts(last).expect("the receiver's final status line");
+    assert_eq!(counts.concealed, 0, "no gap:\n{text}");
+    let audio = audio_frames(&log);
+    assert!(audio >= 6 * 48_000, "played only {audio} frames:\n{text}");
+}
