@@ -66,6 +66,7 @@ const COUNTER_END: u32 = u32::MAX;
 pub struct Key {
     cipher: ChaCha20Poly1305,
     id: u32,
+    bytes: [u8; KEY_LEN],
 }
 
 impl std::fmt::Debug for Key {
@@ -107,7 +108,16 @@ impl Key {
             // Cannot happen (an empty message is never too long); any value would do.
             Err(_) => 0,
         };
-        Key { cipher, id }
+        Key {
+            cipher,
+            id,
+            bytes: *bytes,
+        }
+    }
+
+    /// The key's secret bytes (for handing it to another host when pairing).
+    pub fn secret_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.bytes
     }
 
     /// A key from a key file's contents: the 32 bytes `wavesync key new` writes, or 64

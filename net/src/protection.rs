@@ -120,6 +120,12 @@ pub fn read_key(path: &Path) -> Result<Key, KeyFileError> {
 pub fn write_new_key(path: &Path, force: bool) -> Result<u32, KeyFileError> {
     let mut key = [0u8; KEY_LEN];
     random_bytes(&mut key)?;
+    write_key(path, &key, force)
+}
+
+/// Writes `key` to `path` as a key file (mode 0600; an existing file only with `force`) and
+/// returns its id.
+pub fn write_key(path: &Path, key: &[u8; KEY_LEN], force: bool) -> Result<u32, KeyFileError> {
     let write_err = |source| KeyFileError::Write {
         path: path.to_path_buf(),
         source,
@@ -141,9 +147,9 @@ pub fn write_new_key(path: &Path, force: bool) -> Result<u32, KeyFileError> {
     // An overwritten file keeps its old mode: make it 0600 too.
     f.set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(write_err)?;
-    f.write_all(&key).map_err(write_err)?;
+    f.write_all(key).map_err(write_err)?;
     f.sync_all().map_err(write_err)?;
-    Ok(Key::from_bytes(&key).id())
+    Ok(Key::from_bytes(key).id())
 }
 
 /// What a keyed program has refused, and the first mismatch it saw.
