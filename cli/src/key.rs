@@ -1,25 +1,55 @@
 //! `wavesync key new PATH [--force]`: writes a fresh household key (32 random bytes, mode
 //! 0600) for `--key-file` (receiver, sender) and `wavesync.key.file` (the PipeWire module).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const USAGE: &str =
     "usage: wavesync key new PATH [--force]   write a fresh household key (mode 0600)";
 
+/// The options `wavesync key` and `wavesync pair` share, and the words left.
+pub struct KeyArgs<'a> {
+    /// `--force`: replace an existing key file.
+    pub force: bool,
+    /// `--key-file PATH`.
+    pub key_file: Option<PathBuf>,
+    /// The other words, in order.
+    pub rest: Vec<&'a str>,
+}
+
+impl<'a> KeyArgs<'a> {
+    /// Parses `args`; `None` when `--help` was asked (and `usage` printed).
+    pub fn parse(args: &'a [String], usage: &str) -> Result<Option<KeyArgs<'a>>, String> {
+        let mut k = KeyArgs {
+            force: false,
+            key_file: None,
+            rest: Vec::new(),
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--key-file" => {
+                    let path = it
+                        .next()
+                        .ok_or_else(|| format!("--key-file needs a path\n{usage}"))?;
+                    k.key_file = Some(PathBuf::from(path));
+                }
+                "--force" | "-f" => k.force = true,
+                "--help" | "-h" => {
+                    println!("{usage}");
+                    return Ok(None);
+                }
+                _ => k.rest.push(a.as_str()),
+            }
+        }
+        Ok(Some(k))
+    }
+}
+
 /// Runs `wavesync key ...` with the arguments after `key`.
 pub fn run_key(args: &[String]) -> Result<(), String> {
-    let mut force = false;
-    let mut rest = Vec::new();
-    for a in args {
-        match a.as_str() {
-            "--force" | "-f" => force = true,
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            _ => rest.push(a.as_str()),
-        }
-    }
+    let Some(KeyArgs { force, rest, .. }) = KeyArgs::parse(args, USAGE)? else {
+        return Ok(());
+    };
     match rest.as_slice() {
         ["new", path] => {
             let path = Path::new(path);

@@ -24,6 +24,8 @@ use spake2::{Ed25519Group, Identity, Password, Spake2};
 use wavesync_common::protect::{Key, KEY_LEN};
 use wavesync_net::protection::{self, DEFAULT_KEY_PATH};
 
+use crate::key::KeyArgs;
+
 /// TCP port the master listens on while pairing.
 pub const PAIR_PORT: u16 = 45302;
 /// Failed attempts after which the master gives the code up.
@@ -77,26 +79,15 @@ fn digits(code: &str) -> Result<String, String> {
 
 /// Runs `wavesync pair ...` with the arguments after `pair`.
 pub fn run_pair(args: &[String]) -> Result<(), String> {
-    let mut key_file = PathBuf::from(DEFAULT_KEY_PATH);
-    let mut force = false;
-    let mut rest = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--key-file" => {
-                key_file = it
-                    .next()
-                    .map(PathBuf::from)
-                    .ok_or_else(|| format!("--key-file needs a path\n{USAGE}"))?
-            }
-            "--force" | "-f" => force = true,
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            _ => rest.push(a.as_str()),
-        }
-    }
+    let Some(KeyArgs {
+        force,
+        key_file,
+        rest,
+    }) = KeyArgs::parse(args, USAGE)?
+    else {
+        return Ok(());
+    };
+    let key_file = key_file.unwrap_or_else(|| PathBuf::from(DEFAULT_KEY_PATH));
     match rest.as_slice() {
         [] => serve(&key_file, PAIR_PORT),
         [code, host] => {

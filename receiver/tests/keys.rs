@@ -9,21 +9,10 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use support::{read_log, Scratch};
-
-fn binaries() -> (PathBuf, PathBuf) {
-    let receiver = PathBuf::from(env!("CARGO_BIN_EXE_wavesync-receiver"));
-    let sender = receiver.with_file_name("wavesync-sender");
-    assert!(
-        sender.exists(),
-        "{} is not built: run `cargo build -p wavesync-sender` (cargo test --workspace does)",
-        sender.display()
-    );
-    (sender, receiver)
-}
+use support::{read_log, sender_and_receiver, Scratch};
 
 /// Runs `script` in a new network namespace with loopback up and multicast routed to it;
 /// returns its stderr.
@@ -54,7 +43,7 @@ fn audio_frames(log: &Path) -> u64 {
 
 #[test]
 fn a_keyed_receiver_plays_the_keyed_stream_and_drops_an_unkeyed_one() {
-    let (sender, receiver) = binaries();
+    let (sender, receiver) = sender_and_receiver();
     let scratch = Scratch::new("keys-attacker");
     let key = scratch.path("key");
     wavesync_net::protection::write_new_key(&key, false).unwrap();
@@ -101,7 +90,7 @@ fn a_keyed_receiver_plays_the_keyed_stream_and_drops_an_unkeyed_one() {
 
 #[test]
 fn a_receiver_with_another_key_plays_nothing_and_says_so_once() {
-    let (sender, receiver) = binaries();
+    let (sender, receiver) = sender_and_receiver();
     let scratch = Scratch::new("keys-wrong");
     let (ours, theirs) = (scratch.path("ours"), scratch.path("theirs"));
     wavesync_net::protection::write_new_key(&ours, false).unwrap();
@@ -129,7 +118,7 @@ fn a_receiver_with_another_key_plays_nothing_and_says_so_once() {
 
 #[test]
 fn a_key_rotation_mid_stream_leaves_no_gap() {
-    let (sender, receiver) = binaries();
+    let (sender, receiver) = sender_and_receiver();
     let scratch = Scratch::new("keys-rotation");
     let hex = |name: &str| -> String {
         let p = scratch.path(name);
@@ -183,8 +172,10 @@ fn a_key_rotation_mid_stream_leaves_no_gap() {
         last.contains("refused 0 "),
         "nothing refused: {last}\n{text}"
     );
+    // No gap from the keys: nothing refused (above) and nothing lost. (Late packets and
+    // concealment on a starved CPU are the scheduler's, and are not asserted on here.)
     let counts = support::final_counts(last).expect("the receiver's final status line");
-    assert_eq!(counts.concealed, 0, "no gap:\n{text}");
+    assert_eq!(counts.lost, 0, "no gap:\n{text}");
     let audio = audio_frames(&log);
     assert!(audio >= 6 * 48_000, "played only {audio} frames:\n{text}");
 }
