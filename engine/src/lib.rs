@@ -28,7 +28,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use rtrb::{Consumer, Producer, RingBuffer};
 use wavesync_common::format::{ClockDomain, StreamFormat};
 use wavesync_common::packetizer::{ConfigError, PacketizerConfig};
-use wavesync_common::protect::OVERHEAD;
+use wavesync_common::protect::{OpenStats, OVERHEAD};
 use wavesync_common::sender::{SenderConfig, SenderCore, SenderStats, Target};
 use wavesync_common::time::{frames_to_ns, TimelineNs, NS_PER_SEC};
 use wavesync_common::wire::rtp::{DEFAULT_MAX_UDP_PAYLOAD, HEADER_LEN};
@@ -174,6 +174,8 @@ pub struct EngineStats {
     pub control_received: u64,
     /// Of those, stamped by the kernel on arrival.
     pub control_kernel_stamped: u64,
+    /// With a key: control datagrams refused as unauthenticated (never answered), by reason.
+    pub refused: OpenStats,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -369,6 +371,7 @@ impl Engine {
             stats: EngineStats::default(),
             stats_interval_ns: cfg.stats_interval_ns,
             events: Events::default(),
+            protection,
         };
         let thread = std::thread::Builder::new()
             .name("wavesync-net".into())
@@ -501,6 +504,7 @@ struct NetThread {
     stats: EngineStats,
     stats_interval_ns: Option<i64>,
     events: Events,
+    protection: Option<Arc<Protection>>,
 }
 
 impl NetThread {
@@ -647,6 +651,9 @@ impl NetThread {
 
     fn publish(&mut self) {
         self.stats.core = self.core.stats();
+        if let Some(p) = &self.protection {
+            self.stats.refused = p.status().stats;
+        }
         let s = self.stats;
         match self.shared.stats.lock() {
             Ok(mut g) => *g = s,
@@ -670,6 +677,18 @@ impl NetThread {
             self.shared.refused.load(Ordering::Relaxed),
             self.stats.send_failed + self.stats.send_dropped,
         );
+        if self.protection.is_some() {
+            let r = self.stats.refused;
+            log::info!(
+                "key: {} control datagrams refused ({} without a key, {} with another key, \
+                 {} forged, {} replayed)",
+                r.refused(),
+                r.unprotected,
+                r.unknown_key,
+                r.forged,
+                r.replayed
+            );
+        }
     }
 
     fn wait(&mut self, now: TimelineNs) {
@@ -914,5 +933,6 @@ mod tests {
         );
         let s = engine.stop().unwrap();
         assert_eq!(s.core.ntp_replies, 1);
+        assert_eq!((s.refused.unprotected, s.refused.replayed), (1, 1));
     }
 }
