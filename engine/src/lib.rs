@@ -931,8 +931,18 @@ mod tests {
             client.recv_from(&mut buf).is_err(),
             "a replayed request is not answered"
         );
+        // A flood of unauthenticated NACKs for the real stream: nothing is resent.
+        let mut nack = [0u8; 64];
+        let len = wavesync_common::wire::nack::encode(9, engine.ssrc(), &[0, 1, 2], &mut nack)
+            .unwrap()
+            .len;
+        for _ in 0..50 {
+            client.send_to(&nack[..len], to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
         let s = engine.stop().unwrap();
         assert_eq!(s.core.ntp_replies, 1);
-        assert_eq!((s.refused.unprotected, s.refused.replayed), (1, 1));
+        assert_eq!((s.core.nacks_received, s.core.resends_sent), (0, 0));
+        assert_eq!((s.refused.unprotected, s.refused.replayed), (51, 1));
     }
 }
