@@ -82,9 +82,25 @@ pub fn render(s: &StatusReport) -> String {
         s.nacks_sent, s.requested, s.given_up
     ));
     out.push_str(&format!(
-        "playout    {} frames concealed, {} resyncs, {} underruns, {} output frames lost",
+        "playout    {} frames concealed, {} resyncs, {} underruns, {} output frames lost\n",
         s.concealed_frames, s.resyncs, s.underruns, s.lost_output_frames
     ));
+    if s.keyed {
+        out.push_str(&format!(
+            "key        {}: {} refused ({} without a key, {} with another key, {} forged, {} replayed)",
+            s.key_id.as_deref().unwrap_or("-"),
+            s.unauthenticated,
+            s.unprotected,
+            s.wrong_key,
+            s.forged,
+            s.replayed
+        ));
+        if let Some(p) = &s.key_problem {
+            out.push_str(&format!("\nproblem    {p}"));
+        }
+    } else {
+        out.push_str("key        none: the stream is open (docs/security.md)");
+    }
     out
 }
 
@@ -173,6 +189,21 @@ mod tests {
         assert!(text.contains("10 received"), "{text}");
         assert!(text.starts_with("stream     none heard yet"));
         assert!(!text.contains("problem"), "{text}");
+        assert!(text.ends_with("key        none: the stream is open (docs/security.md)"));
+        let keyed = StatusReport {
+            keyed: true,
+            key_id: Some("0a1b2c3d".into()),
+            unauthenticated: 5,
+            wrong_key: 5,
+            key_problem: Some("192.0.2.1:45300 sends with another key".into()),
+            ..StatusReport::default()
+        };
+        let text = render(&keyed);
+        assert!(
+            text.contains("key        0a1b2c3d: 5 refused (0 without a key, 5 with another key"),
+            "{text}"
+        );
+        assert!(text.ends_with("problem    192.0.2.1:45300 sends with another key"));
         let stuck = StatusReport {
             time_queries: 43,
             time_refused: 43,

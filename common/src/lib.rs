@@ -15,6 +15,7 @@ pub mod jitter;
 pub mod loss;
 pub mod packetizer;
 pub mod playout;
+pub mod protect;
 pub mod receiver;
 pub mod resample;
 pub mod resend;

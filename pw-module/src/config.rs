@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use wavesync_common::format::{ClockDomain, SampleFormat, StreamFormat};
+use wavesync_common::protect::OVERHEAD;
 use wavesync_common::wire::rtp::HEADER_LEN;
 use wavesync_net::defaults;
 
@@ -65,6 +66,10 @@ pub struct ModuleConfig {
     pub node_props: Vec<(String, String)>,
     /// `remote.name`: the daemon to connect to when running in a client process.
     pub remote_name: Option<String>,
+    /// `wavesync.key.file`: the household key; `None` sends an open stream.
+    pub key_file: Option<std::path::PathBuf>,
+    /// `wavesync.key.encrypt`: with a key, encrypt the audio (default true).
+    pub encrypt: bool,
 }
 
 /// Arguments copied to the node's properties unless `stream.props` already sets them.
@@ -93,14 +98,18 @@ impl ModuleConfig {
             if key.starts_with("wavesync.")
                 && !matches!(
                     key.as_str(),
-                    "wavesync.packet.msec" | "wavesync.control.port" | "wavesync.clock"
+                    "wavesync.packet.msec"
+                        | "wavesync.control.port"
+                        | "wavesync.clock"
+                        | "wavesync.key.file"
+                        | "wavesync.key.encrypt"
                 )
             {
                 return Err(ConfigError::invalid(
                     "wavesync.*",
                     key,
                     "unknown option (known: wavesync.packet.msec, wavesync.control.port, \
-                     wavesync.clock)",
+                     wavesync.clock, wavesync.key.file, wavesync.key.encrypt)",
                 ));
             }
         }
@@ -198,6 +207,21 @@ impl ModuleConfig {
             sample,
         };
 
+        let key_file = match get("wavesync.key.file") {
+            Some("") => {
+                return Err(ConfigError::invalid(
+                    "wavesync.key.file",
+                    "",
+                    "expected the path of a key file (wavesync key new PATH)",
+                ))
+            }
+            v => v.map(std::path::PathBuf::from),
+        };
+        let encrypt = match get("wavesync.key.encrypt") {
+            Some(v) => parse_bool("wavesync.key.encrypt", v)?,
+            None => true,
+        };
+
         let mtu = match get("net.mtu") {
             Some(v) => parse_u32("net.mtu", v, 576, 65_535)?,
             None => DEFAULT_MTU,
@@ -209,7 +233,9 @@ impl ModuleConfig {
         };
         let max_payload = (mtu - overhead) as usize;
         let frame_bytes = format.bytes_per_frame();
-        let max_frames = (max_payload - HEADER_LEN) / frame_bytes;
+        // With a key every datagram carries the protection trailer too.
+        let trailer = if key_file.is_some() { OVERHEAD } else { 0 };
+        let max_frames = (max_payload - HEADER_LEN - trailer) / frame_bytes;
         if max_frames == 0 {
             return Err(ConfigError::Conflict(format!(
                 "net.mtu = {mtu} leaves no room for one frame of {channels} channels"
@@ -312,6 +338,8 @@ impl ModuleConfig {
             stream_props: get("stream.props").map(str::to_string),
             node_props,
             remote_name: get("remote.name").map(str::to_string),
+            key_file,
+            encrypt,
         })
     }
 }
@@ -629,5 +657,28 @@ mod tests {
             assert!(line.contains(key), "{line} should name {key}");
             assert!(!line.contains('\n'), "one line: {line}");
         }
+    }
+
+    #[test]
+    fn a_key_file_leaves_room_for_the_protection_trailer() {
+        let open = parse(&[]).unwrap();
+        assert_eq!(
+            (open.key_file.as_ref(), open.frames_per_packet),
+            (None, 361)
+        );
+        let c = parse(&[("wavesync.key.file", "/etc/wavesync/key")]).unwrap();
+        assert_eq!(
+            c.key_file.as_deref(),
+            Some(std::path::Path::new("/etc/wavesync/key"))
+        );
+        assert!(c.encrypt);
+        assert_eq!(c.frames_per_packet, 352); // (1472 - 28 - 36) / 4
+        let c = parse(&[
+            ("wavesync.key.file", "k"),
+            ("wavesync.key.encrypt", "false"),
+        ])
+        .unwrap();
+        assert!(!c.encrypt);
+        assert!(parse(&[("wavesync.key.file", "")]).is_err());
     }
 }

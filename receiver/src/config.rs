@@ -118,6 +118,11 @@ pub struct Args {
     /// Stop after this many seconds (for tests and measurements) [default: run until stopped].
     #[arg(long, value_name = "S")]
     pub duration: Option<f64>,
+    /// Household key file (`wavesync key new PATH`): only authenticated datagrams are played,
+    /// move the clock or are answered [default: /etc/wavesync/key when it exists, else none:
+    /// an open stream].
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// The same options as they appear in the configuration file.
@@ -144,6 +149,7 @@ struct FileConfig {
     virtual_latency_ms: Option<f64>,
     virtual_coarse: Option<bool>,
     virtual_log: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 /// Where the clock comes from, resolved.
@@ -211,6 +217,8 @@ pub struct Config {
     pub status_interval_s: f64,
     /// Stop after this long.
     pub duration_s: Option<f64>,
+    /// The household key file, if any.
+    pub key_file: Option<PathBuf>,
 }
 
 /// A configuration problem, phrased for the user.
@@ -283,7 +291,13 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        Config::resolve(args, file)
+        let mut cfg = Config::resolve(args, file)?;
+        // The packages' key file, when nothing else is configured.
+        let default_key = Path::new(wavesync_net::protection::DEFAULT_KEY_PATH);
+        if cfg.key_file.is_none() && default_key.exists() {
+            cfg.key_file = Some(default_key.to_path_buf());
+        }
+        Ok(cfg)
     }
 
     /// Parses a configuration file's text and applies the command line over it.
@@ -405,6 +419,7 @@ impl Config {
                 .unwrap_or_else(default_status_socket),
             status_interval_s,
             duration_s: a.duration,
+            key_file: a.key_file.clone().or(f.key_file),
         })
     }
 }
@@ -511,5 +526,15 @@ mod tests {
             }
             other => panic!("expected virtual output, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn key_file_from_file_or_command_line() {
+        let c = Config::from_toml(&args(&[]), "").unwrap();
+        assert_eq!(c.key_file, None);
+        let c = Config::from_toml(&args(&[]), "key_file = \"/etc/wavesync/key\"").unwrap();
+        assert_eq!(c.key_file, Some(PathBuf::from("/etc/wavesync/key")));
+        let c = Config::from_toml(&args(&["--key-file", "/k"]), "key_file = \"/x\"").unwrap();
+        assert_eq!(c.key_file, Some(PathBuf::from("/k")));
     }
 }

@@ -29,6 +29,9 @@ pub enum DaemonError {
     /// The output device failed for good (e.g. it does not exist).
     #[error("{0}")]
     Output(String),
+    /// The key file could not be used.
+    #[error("{0} (see --key-file / key_file)")]
+    Key(#[from] wavesync_net::KeyFileError),
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -51,8 +54,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     install_signal_handlers();
     let shared: Shared = Arc::default();
     let (tx, rx) = feed::channel();
+    let protection = crate::keys::load(cfg.key_file.as_deref())?;
     let delay = DeviceDelay::default();
-    let network = Network::open(&cfg, tx, shared.clone(), delay.clone())?;
+    let mut network = Network::open(&cfg, tx, shared.clone(), delay.clone())?;
+    if let Some(p) = protection {
+        network.protect(p);
+    }
     let playback = Playback::new(&cfg, rx, shared.clone(), delay);
     // Fail early and clearly when the device cannot be opened at all.
     playback.check_device().map_err(DaemonError::Output)?;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod device_delay;
 pub mod feed;
+pub mod keys;
 pub mod network;
 pub mod output;
 pub mod playback;

@@ -31,6 +31,7 @@ pub struct Network {
     /// Audio packets too large for a feed slot (dropped).
     oversized: u64,
     sink_latency_ns: i64,
+    protection: Option<Arc<wavesync_net::Protection>>,
 }
 
 fn rx_config(cfg: &Config) -> ReceiverConfig {
@@ -74,7 +75,15 @@ impl Network {
             overflow: 0,
             oversized: 0,
             sink_latency_ns: cfg.sink_latency_ns,
+            protection: None,
         })
+    }
+
+    /// Protects both sockets with the household key (see [`crate::keys`]).
+    pub fn protect(&mut self, p: Arc<wavesync_net::Protection>) {
+        self.stream.protect(p.clone());
+        self.control.protect(p.clone());
+        self.protection = Some(p);
     }
 
     fn send(&mut self, feed: Feed) {
@@ -191,6 +200,7 @@ impl Network {
         s.requested = st.loss.requested;
         s.given_up = st.loss.given_up;
         s.dropped = st.malformed + st.foreign + st.before_status + self.overflow + self.oversized;
+        crate::keys::publish(self.protection.as_deref(), &mut s);
         drop(s);
         self.receiver.set_output_lead(lead.max(0));
     }

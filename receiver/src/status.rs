@@ -83,6 +83,30 @@ pub struct StatusReport {
     pub lost_output_frames: u64,
     /// Datagrams dropped as malformed or foreign.
     pub dropped: u64,
+    /// A household key is set: only authenticated datagrams are used.
+    #[serde(default)]
+    pub keyed: bool,
+    /// The key's id (not secret), when keyed.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// Datagrams refused by the key (all of the four below), never used.
+    #[serde(default)]
+    pub unauthenticated: u64,
+    /// Of those, sent without a key.
+    #[serde(default)]
+    pub unprotected: u64,
+    /// Of those, protected with another key.
+    #[serde(default)]
+    pub wrong_key: u64,
+    /// Of those, naming our key but not authentic (forged or corrupted).
+    #[serde(default)]
+    pub forged: u64,
+    /// Of those, authentic but replayed.
+    #[serde(default)]
+    pub replayed: u64,
+    /// The first key mismatch seen (a sender without a key, or with another key).
+    #[serde(default)]
+    pub key_problem: Option<String>,
 }
 
 /// The followed stream, as shown in the status.
@@ -135,6 +159,22 @@ impl StatusReport {
             self.resyncs,
             self.underruns,
             self.lost_output_frames,
+        ) + &self.key_part()
+    }
+
+    /// What the key refused, for the line (nothing without a key).
+    fn key_part(&self) -> String {
+        if !self.keyed {
+            return String::new();
+        }
+        format!(
+            " | key {} refused {} (no key {}, other key {}, forged {}, replayed {})",
+            self.key_id.as_deref().unwrap_or("-"),
+            self.unauthenticated,
+            self.unprotected,
+            self.wrong_key,
+            self.forged,
+            self.replayed
         )
     }
 }

@@ -23,6 +23,19 @@ use wavesync_common::wire::rtp::AudioPacket;
 use wavesync_common::wire::{classify, Kind};
 use wavesync_receiver::clock_io::{monotonic_ns, realtime_ns};
 
+/// The receiver binary under test and the sender binary built beside it (`cargo test
+/// --workspace` builds both); panics naming the missing one.
+pub fn sender_and_receiver() -> (PathBuf, PathBuf) {
+    let receiver = PathBuf::from(env!("CARGO_BIN_EXE_wavesync-receiver"));
+    let sender = receiver.with_file_name("wavesync-sender");
+    assert!(
+        sender.exists(),
+        "{} is not built: run `cargo build -p wavesync-sender` (cargo test --workspace does)",
+        sender.display()
+    );
+    (sender, receiver)
+}
+
 /// A multicast group on loopback, one per purpose (`salt`), on a port the kernel just found
 /// free, so parallel tests never share and nothing else on the host is assumed absent.
 pub fn group(salt: u16) -> SocketAddr {
