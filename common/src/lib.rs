@@ -17,6 +17,7 @@ pub mod playout;
 pub mod receiver;
 pub mod resample;
 pub mod resend;
+pub mod rooms;
 pub mod sample;
 pub mod sender;
 pub mod time;
