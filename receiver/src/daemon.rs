@@ -14,6 +14,7 @@ use crate::device_delay::DeviceDelay;
 use crate::feed;
 use crate::network::Network;
 use crate::playback::Playback;
+use crate::settings::RoomControl;
 use crate::status::{self, Shared};
 use wavesync_net::NetError;
 
@@ -52,8 +53,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let shared: Shared = Arc::default();
     let (tx, rx) = feed::channel();
     let delay = DeviceDelay::default();
-    let network = Network::open(&cfg, tx, shared.clone(), delay.clone())?;
-    let playback = Playback::new(&cfg, rx, shared.clone(), delay);
+    let room = RoomControl::open(&cfg.state_file, cfg.settings, &cfg.name);
+    let settings = room.cell();
+    let network = Network::open(&cfg, tx, shared.clone(), delay.clone(), room)?;
+    let playback = Playback::new(&cfg, rx, shared.clone(), delay, settings);
     // Fail early and clearly when the device cannot be opened at all.
     playback.check_device().map_err(DaemonError::Output)?;
     match status::serve(&cfg.status_socket, shared.clone()) {

@@ -59,8 +59,8 @@ pub enum CommandError {
     /// Volume above 100.
     #[error("volume {0} is out of range (0..=100)")]
     Volume(i64),
-    /// Trim beyond a second either way.
-    #[error("trim {0} us is out of range (+-1 s)")]
+    /// Trim beyond 5 s either way.
+    #[error("trim {0} us is out of range (+-5 s)")]
     Trim(i64),
     /// A channel selection this version does not know.
     #[error("unknown channel selection {0}")]

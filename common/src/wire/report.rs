@@ -24,9 +24,9 @@ const APP_FIXED: usize = 89;
 pub const MAX_LEN: usize = RR_LEN + (APP_FIXED + StatusName::MAX).next_multiple_of(4);
 /// Bytes of an encoded [`Settings`] block.
 pub const SETTINGS_LEN: usize = 8;
-/// Largest accepted trim, either way, in microseconds (one second: more is a typo, not a
-/// loudspeaker's distance or a soundbar's delay).
-pub const MAX_TRIM_US: i32 = 1_000_000;
+/// Largest accepted trim, either way, in microseconds (5 s, the receiver's `--sink-latency`
+/// range: more is a typo, not a loudspeaker's distance or a soundbar's delay).
+pub const MAX_TRIM_US: i32 = 5_000_000;
 /// Largest volume.
 pub const MAX_VOLUME: u8 = 100;
 
@@ -150,7 +150,7 @@ impl Settings {
         })?;
         let trim_us = be_u32(buf, at + 4) as i32;
         if trim_us.unsigned_abs() > MAX_TRIM_US as u32 {
-            return Err(DecodeError::Malformed("trim beyond 1 s"));
+            return Err(DecodeError::Malformed("trim beyond 5 s"));
         }
         Ok(Settings {
             volume,
