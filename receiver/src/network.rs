@@ -223,15 +223,18 @@ impl Network {
     /// Sends the room's report when one is due (about once a second, while a stream is
     /// followed). From the status snapshot: never on the audio path.
     fn report(&mut self, now: i64, tx: &mut [u8]) {
-        let Some(to) = self.master_control() else {
+        let Some(to) = self.master_control().filter(|_| self.room.report_due(now)) else {
             return;
         };
         let ssrc = self.receiver.stream().map_or(0, |s| s.status.ssrc);
+        // The output thread only ever try-locks the snapshot: holding it here never blocks it.
         let snapshot = match self.status.lock() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
         };
-        if let Some(n) = self.room.poll_report(now, &snapshot, ssrc, tx) {
+        let report = self.room.poll_report(now, &snapshot, ssrc, tx);
+        drop(snapshot);
+        if let Some(n) = report {
             // A lost report is followed by the next; the time queries report send failures.
             let _ = self.control.send_to(&tx[..n], to);
         }

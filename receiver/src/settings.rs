@@ -413,6 +413,11 @@ impl RoomControl {
         self.stats
     }
 
+    /// Whether a report is due at `now`.
+    pub fn report_due(&self, now: i64) -> bool {
+        now >= self.next_report
+    }
+
     /// The report to send at `now`, if one is due (rate-limited to one per
     /// [`REPORT_INTERVAL_NS`]), written to `buf`.
     pub fn poll_report(
