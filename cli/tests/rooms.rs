@@ -52,9 +52,14 @@ impl Drop for Scratch {
 }
 
 /// The master: the engine sending L = 0.5 sin(441 Hz), R = 0.25 sin(331 Hz) in real time.
-fn start_master(dests: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> (u16, JoinHandle<()>) {
+/// `control_port` 0 takes a free port.
+fn start_master(
+    dests: Vec<SocketAddr>,
+    control_port: u16,
+    stop: Arc<AtomicBool>,
+) -> (u16, JoinHandle<()>) {
     let mut cfg = EngineConfig::new(StreamFormat::DEFAULT, dests);
-    cfg.control_port = 0;
+    cfg.control_port = control_port;
     cfg.name = "rooms-test".into();
     let (engine, mut input) = Engine::start(cfg).expect("engine");
     let port = engine.control_port();
@@ -190,12 +195,12 @@ fn rooms_are_listed_and_set_one_at_a_time() {
         SocketAddr::from(([127, 0, 0, 1], pa)),
         SocketAddr::from(([127, 0, 0, 1], pb)),
     ];
-    let (control, master_thread) = start_master(dests, stop.clone());
+    let (control, master_thread) = start_master(dests.clone(), 0, stop.clone());
     let master = format!("127.0.0.1:{control}");
 
     let started = Instant::now();
     let kitchen = start_receiver(&s, "kitchen", pa, 9);
-    let bath = start_receiver(&s, "bath", pb, 16);
+    let bath = start_receiver(&s, "bath", pb, 18);
 
     // Both listed with their names within 2 s.
     let listed = loop {
@@ -337,7 +342,7 @@ fn rooms_are_listed_and_set_one_at_a_time() {
     let old_address = k["address"].clone();
     kitchen.join().expect("kitchen ran");
     let restarted = Instant::now();
-    let kitchen = start_receiver(&s, "kitchen", pa, 4);
+    let kitchen = start_receiver(&s, "kitchen", pa, 6);
     thread::sleep(Duration::from_millis(300));
     let state = std::fs::read_to_string(s.path("kitchen.state.toml")).expect("state file");
     assert!(
@@ -361,6 +366,30 @@ fn rooms_are_listed_and_set_one_at_a_time() {
         thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(rooms(&master).len(), 2, "one entry per receiver");
+
+    // The master restarts (same control port, a new stream): the table comes back from the
+    // next reports.
+    stop.store(true, Ordering::Relaxed);
+    master_thread.join().expect("master");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (again, master_thread) = start_master(dests, control, stop.clone());
+    assert_eq!(again, control);
+    let restarted = Instant::now();
+    loop {
+        let l = rooms(&master);
+        if room(&l, "kitchen").is_some() && room(&l, "bath").is_some() {
+            eprintln!(
+                "table rebuilt {:?} after the master restarted",
+                restarted.elapsed()
+            );
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(2),
+            "table not rebuilt within 2 s: {l:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
     kitchen.join().expect("kitchen ran again");
     bath.join().expect("bath ran");
     stop.store(true, Ordering::Relaxed);
