@@ -3,7 +3,9 @@
 //! --json` lists both by name within 2 s, and `wavesync room` changes one room at a time,
 //! checked on the audio each virtual DAC played, not on the status: volume 50 scales the
 //! samples by (50/100)^2, `channels left` plays L on both outputs, `off` silences that room
-//! only; a restarted receiver keeps its settings; bad input gives clear errors.
+//! only, `trim +5` moves that room's playback by 5 ms against the other (from the DACs' play
+//! logs); bad input gives clear errors; a restarted receiver keeps its settings and id; a
+//! restarted master has its table back within 2 s.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -106,6 +108,8 @@ fn start_receiver(s: &Scratch, name: &str, port: u16, secs: u32) -> JoinHandle<(
         "virtual".into(),
         "--virtual-audio".into(),
         p("f32"),
+        "--virtual-log".into(),
+        p("log"),
         "--status-socket".into(),
         p("sock"),
         "--state-file".into(),
@@ -178,6 +182,41 @@ fn tail(path: &Path, secs: f64) -> Vec<[f32; 2]> {
 fn rms(frames: &[[f32; 2]], ch: usize) -> f64 {
     let s: f64 = frames.iter().map(|f| (f[ch] as f64).powi(2)).sum();
     (s / frames.len().max(1) as f64).sqrt()
+}
+
+/// A virtual DAC's log: (stream position of the first frame, frames, CLOCK_REALTIME ns it
+/// played) per write of audio.
+fn play_log(path: &Path) -> Vec<(f64, u64, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let pos: f64 = f.next()?.parse().ok()?;
+            let frames: u64 = f.next()?.parse().ok()?;
+            let real: f64 = f.next()?.parse().ok()?;
+            (pos >= 0.0).then_some((pos, frames, real))
+        })
+        .collect()
+}
+
+/// When stream position `p` played by `log`, ns.
+fn played_at(log: &[(f64, u64, f64)], p: f64) -> Option<f64> {
+    log.iter()
+        .rev()
+        .find(|(pos, frames, _)| *pos <= p && p < pos + *frames as f64)
+        .map(|(pos, _, real)| real + (p - pos) / RATE * 1e9)
+}
+
+/// How much earlier `a` played than `b`, us, at the latest position both logs hold.
+fn lead_us(a: &Path, b: &Path) -> f64 {
+    let (la, lb) = (play_log(a), play_log(b));
+    let end = |l: &[(f64, u64, f64)]| l.last().map_or(0.0, |(p, n, _)| p + *n as f64);
+    let p = end(&la).min(end(&lb)) - 4800.0;
+    match (played_at(&la, p), played_at(&lb, p)) {
+        (Some(x), Some(y)) => (y - x) / 1e3,
+        _ => panic!("position {p} not in both logs"),
+    }
 }
 
 /// Waits until the audio files hold what was played after a change (the DAC flushes its file
@@ -305,6 +344,19 @@ fn rooms_are_listed_and_set_one_at_a_time() {
         (Some(50), Some(true), Some("off"))
     );
     assert_eq!(room(&l, "bath").expect("bath")["channels"], "left");
+
+    // Trim +5 ms in the bathroom: it plays 5 ms earlier than the kitchen from one resync on.
+    let (kl, bl) = (s.path("kitchen.log"), s.path("bath.log"));
+    let before = lead_us(&bl, &kl);
+    ok(&room_cmd(&master, &["bath", "trim", "+5"]));
+    settle();
+    let after = lead_us(&bl, &kl);
+    eprintln!("bath's lead over the kitchen: {before:+.1} us before trim +5, {after:+.1} us after");
+    assert!(
+        (after - before - 5000.0).abs() < 200.0,
+        "trim +5: moved by {} us",
+        after - before
+    );
 
     // Bad input: clear errors naming the room or the value; garbage to the master changes
     // nothing.
