@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::report::{read_name, Channels, Report, Settings, MAX_TRIM_US, MAX_VOLUME, PT_APP};
 use super::status::StatusName;
-use super::{be_u16, be_u32, need, room, DecodeError, EncodeError};
+use super::{be_u16, be_u32, check_rtcp, need, room, DecodeError, EncodeError};
 
 /// Name of the APP messages.
 pub const APP_NAME: [u8; 4] = *b"WSCM";
@@ -356,18 +356,9 @@ pub struct Envelope<'a> {
 /// refused can still be answered.
 pub fn header(buf: &[u8]) -> Result<(u8, u32), DecodeError> {
     need(buf, HEADER_LEN)?;
-    let version = buf[0] >> 6;
-    if version != 2 {
-        return Err(DecodeError::BadVersion(version));
-    }
-    if buf[1] != PT_APP || buf[8..12] != APP_NAME {
+    check_rtcp(buf, PT_APP)?;
+    if buf[8..12] != APP_NAME {
         return Err(DecodeError::Malformed("not a WSCM message"));
-    }
-    if buf[0] & 0x20 != 0 {
-        return Err(DecodeError::Unsupported {
-            field: "RTCP padding",
-            value: 1,
-        });
     }
     let len = (be_u16(buf, 2) as usize + 1) * 4;
     need(buf, len)?;

@@ -68,6 +68,28 @@ pub(crate) fn be_u64(b: &[u8], at: usize) -> u64 {
     ((be_u32(b, at) as u64) << 32) | be_u32(b, at + 4) as u64
 }
 
+/// Checks the first two bytes of an RTCP packet: version 2, no padding, packet type `pt`
+/// (the caller checked that `buf` has at least 2 bytes).
+pub(crate) fn check_rtcp(buf: &[u8], pt: u8) -> Result<(), DecodeError> {
+    let version = buf[0] >> 6;
+    if version != 2 {
+        return Err(DecodeError::BadVersion(version));
+    }
+    if buf[1] != pt {
+        return Err(DecodeError::Unsupported {
+            field: "RTCP packet type",
+            value: buf[1] as u32,
+        });
+    }
+    if buf[0] & 0x20 != 0 {
+        return Err(DecodeError::Unsupported {
+            field: "RTCP padding",
+            value: 1,
+        });
+    }
+    Ok(())
+}
+
 /// Why a message could not be encoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {

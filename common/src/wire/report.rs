@@ -6,7 +6,7 @@
 //! The same [`Settings`] block (8 bytes) is used by the control messages ([`super::control`]).
 
 use super::status::StatusName;
-use super::{be_u16, be_u32, be_u64, need, room, DecodeError, EncodeError};
+use super::{be_u16, be_u32, be_u64, check_rtcp, need, room, DecodeError, EncodeError};
 
 /// RTCP packet type of a receiver report.
 pub const PT_RR: u8 = 201;
@@ -319,31 +319,14 @@ impl Report {
     /// by the `WSRP` APP block. Bytes after the APP block are ignored.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         need(buf, RR_LEN)?;
-        let version = buf[0] >> 6;
-        if version != 2 {
-            return Err(DecodeError::BadVersion(version));
-        }
-        if buf[1] != PT_RR {
-            return Err(DecodeError::Unsupported {
-                field: "RTCP packet type",
-                value: buf[1] as u32,
-            });
-        }
-        if buf[0] & 0x20 != 0 {
-            return Err(DecodeError::Unsupported {
-                field: "RTCP padding",
-                value: 1,
-            });
-        }
+        check_rtcp(buf, PT_RR)?;
         let rr_len = (be_u16(buf, 2) as usize + 1) * 4;
         if rr_len < RR_LEN + 24 * (buf[0] & 0x1f) as usize {
             return Err(DecodeError::Malformed("RR length"));
         }
         need(buf, rr_len + 4)?;
         let a = &buf[rr_len..];
-        if a[0] >> 6 != 2 || a[0] & 0x20 != 0 || a[1] != PT_APP {
-            return Err(DecodeError::Malformed("RR not followed by an APP block"));
-        }
+        check_rtcp(a, PT_APP)?;
         let app_len = (be_u16(a, 2) as usize + 1) * 4;
         need(a, app_len.max(12))?;
         if a[8..12] != APP_NAME {
