@@ -30,6 +30,42 @@ pub const RESEND_NS: i64 = 250_000_000;
 /// A command not acknowledged within this is answered `no answer`.
 pub const ANSWER_TIMEOUT_NS: i64 = 1_000_000_000;
 
+/// Something a person wants to read in the master's log, one line each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// A room reported for the first time (or again, after it was dropped).
+    Appeared {
+        /// Its name.
+        name: StatusName,
+        /// Where its reports come from.
+        address: SocketAddr,
+    },
+    /// A room missed three reports.
+    Offline {
+        /// Its name.
+        name: StatusName,
+    },
+    /// An offline room reports again.
+    Back {
+        /// Its name.
+        name: StatusName,
+        /// Where its reports come from now.
+        address: SocketAddr,
+    },
+    /// A room acknowledged a command.
+    Changed {
+        /// Its name (after a rename).
+        name: StatusName,
+        /// Its settings now.
+        settings: Settings,
+    },
+}
+
+/// Events waiting to be read at most (more are dropped: a flood must not grow anything).
+const MAX_EVENTS: usize = 16;
+/// How often the table looks for rooms that went offline.
+const OFFLINE_SCAN_NS: i64 = 500_000_000;
+
 /// Limits of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoomPolicy {
@@ -79,6 +115,8 @@ pub struct RoomStats {
     pub no_answer: u64,
     /// Answers dropped because the queue was full.
     pub dropped: u64,
+    /// Events dropped because nobody read them.
+    pub events_dropped: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +124,8 @@ struct Room {
     address: SocketAddr,
     last_seen: TimelineNs,
     report: Report,
+    /// Said to be offline in an event.
+    offline: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -122,6 +162,8 @@ pub struct RoomTable {
     pending: Vec<Pending>,
     out: VecDeque<Out>,
     next_cmd: u32,
+    events: VecDeque<RoomEvent>,
+    next_scan: TimelineNs,
     stats: RoomStats,
 }
 
@@ -145,6 +187,8 @@ impl RoomTable {
             policy,
             ssrc,
             next_cmd: 1,
+            events: VecDeque::with_capacity(MAX_EVENTS),
+            next_scan: TimelineNs::MIN,
             stats: RoomStats::default(),
         }
     }
@@ -170,6 +214,7 @@ impl RoomTable {
             + self.rooms.capacity() * std::mem::size_of::<Room>()
             + self.pending.capacity() * std::mem::size_of::<Pending>()
             + self.out.capacity() * std::mem::size_of::<Out>()
+            + self.events.capacity() * std::mem::size_of::<RoomEvent>()
     }
 
     /// The table as listed at `now`, in the order rooms appeared.
@@ -189,17 +234,26 @@ impl RoomTable {
     pub fn take_report(&mut self, now: TimelineNs, from: SocketAddr, report: Report) {
         self.stats.reports += 1;
         if let Some(r) = self.rooms.iter_mut().find(|r| r.report.id == report.id) {
+            let back = r.offline;
             *r = Room {
                 address: from,
                 last_seen: now,
                 report,
+                offline: false,
             };
+            if back {
+                self.event(RoomEvent::Back {
+                    name: report.name,
+                    address: from,
+                });
+            }
             return;
         }
         let room = Room {
             address: from,
             last_seen: now,
             report,
+            offline: false,
         };
         let same_ip = self
             .rooms
@@ -221,8 +275,40 @@ impl RoomTable {
                 self.rooms.push(room);
             }
             None if self.rooms.len() < self.policy.max_rooms => self.rooms.push(room),
-            None => self.stats.rooms_refused += 1,
+            None => {
+                self.stats.rooms_refused += 1;
+                return;
+            }
         }
+        self.event(RoomEvent::Appeared {
+            name: report.name,
+            address: from,
+        });
+    }
+
+    fn event(&mut self, e: RoomEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.stats.events_dropped += 1;
+        } else {
+            self.events.push_back(e);
+        }
+    }
+
+    /// The next event for the log, if any. Rooms that went offline are noticed here, at most
+    /// every half second.
+    pub fn poll_event(&mut self, now: TimelineNs) -> Option<RoomEvent> {
+        if now >= self.next_scan {
+            self.next_scan = now.saturating_add(OFFLINE_SCAN_NS);
+            for i in 0..self.rooms.len() {
+                let r = &mut self.rooms[i];
+                if !r.offline && now.saturating_sub(r.last_seen) > OFFLINE_AFTER_NS {
+                    r.offline = true;
+                    let name = r.report.name;
+                    self.event(RoomEvent::Offline { name });
+                }
+            }
+        }
+        self.events.pop_front()
     }
 
     fn oldest(&self, pred: impl Fn(&Room) -> bool) -> Option<usize> {
@@ -394,6 +480,10 @@ impl RoomTable {
         if answer.outcome == Outcome::Done {
             room.report.settings = answer.settings;
             room.report.name = answer.name;
+            self.event(RoomEvent::Changed {
+                name: answer.name,
+                settings: answer.settings,
+            });
         }
         self.queue(Out::Reply {
             to: p.client,
@@ -594,6 +684,41 @@ mod tests {
         assert!(!l[0].offline);
         assert_eq!(l[0].address, addr(1, 6000));
         assert_eq!(t.len(), 2);
+        let events: Vec<RoomEvent> = std::iter::from_fn(|| t.poll_event(5 * S)).collect();
+        let kitchen = StatusName::truncated("kitchen");
+        assert_eq!(
+            events,
+            [
+                RoomEvent::Appeared {
+                    name: kitchen,
+                    address: addr(1, 5000)
+                },
+                RoomEvent::Appeared {
+                    name: StatusName::truncated("bath"),
+                    address: addr(2, 5000)
+                },
+            ]
+        );
+        // Offline is noticed at the next scan; the report after it brings the room back.
+        assert_eq!(
+            t.poll_event(9 * S),
+            Some(RoomEvent::Offline { name: kitchen })
+        );
+        assert_eq!(
+            t.poll_event(9 * S),
+            Some(RoomEvent::Offline {
+                name: StatusName::truncated("bath")
+            })
+        );
+        assert_eq!(t.poll_event(9 * S), None);
+        t.handle_report(9 * S, addr(1, 6000), &report(1, "kitchen"));
+        assert_eq!(
+            t.poll_event(9 * S),
+            Some(RoomEvent::Back {
+                name: kitchen,
+                address: addr(1, 6000)
+            })
+        );
     }
 
     #[test]

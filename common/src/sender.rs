@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use crate::format::{ClockDomain, StreamFormat};
 use crate::packetizer::{ConfigError, PacketOut, Packetizer, PacketizerConfig};
 use crate::resend::ResendRing;
-use crate::rooms::{RoomPolicy, RoomStats, RoomTable};
+use crate::rooms::{RoomEvent, RoomPolicy, RoomStats, RoomTable};
 use crate::time::{
     frames_to_ns, ntp64_from_timeline, timeline_in_range, OutOfTimeline, TimelineNs, NS_PER_SEC,
 };
@@ -353,6 +353,11 @@ impl SenderCore {
     /// The room table (receivers that report to this master).
     pub fn rooms(&self) -> &RoomTable {
         &self.rooms
+    }
+
+    /// The next room event for the log (a room appeared, went offline, came back, changed).
+    pub fn poll_room_event(&mut self, now: TimelineNs) -> Option<RoomEvent> {
+        self.rooms.poll_event(now)
     }
 
     /// The room table's counters.

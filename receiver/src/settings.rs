@@ -498,7 +498,7 @@ impl RoomControl {
             self.cell.store(self.state.settings);
             self.save();
             info!(
-                "the master set {:?}: now {:?}, {}",
+                "the master set {}: now {:?}, {}",
                 command,
                 self.name().as_str(),
                 describe(&self.state.settings)

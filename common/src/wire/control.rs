@@ -53,6 +53,22 @@ pub enum Command {
     Rename(StatusName),
 }
 
+impl std::fmt::Display for Command {
+    /// As on the command line: `volume 50`, `trim +1.250 ms`, `channels left`, `rename "x"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Volume(v) => write!(f, "volume {v}"),
+            Command::Mute => f.write_str("mute"),
+            Command::Unmute => f.write_str("unmute"),
+            Command::Trim(t) => write!(f, "trim {:+.3} ms", *t as f64 / 1e3),
+            Command::Channels(c) => write!(f, "channels {}", c.name()),
+            Command::Off => f.write_str("off"),
+            Command::On => f.write_str("on"),
+            Command::Rename(n) => write!(f, "rename {:?}", n.as_str()),
+        }
+    }
+}
+
 /// Why a command is refused (before it reaches a receiver, or by it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum CommandError {
