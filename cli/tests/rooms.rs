@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::Value;
 use wavesync_common::format::StreamFormat;
+use wavesync_common::time::TimelineNs;
 use wavesync_engine::{Engine, EngineConfig};
 use wavesync_net::clock;
 use wavesync_receiver::config::{Args, Config};
@@ -67,7 +68,9 @@ fn start_master(
     let port = engine.control_port();
     let h = thread::spawn(move || {
         let block = 480usize;
-        let t0 = clock::monotonic_ns();
+        // Clock domain `master`: the timeline is this host's CLOCK_MONOTONIC.
+        let mono = || TimelineNs::from_master_monotonic(clock::monotonic_ns());
+        let t0 = mono();
         let mut n = 0u64;
         let mut buf = vec![0f32; block * 2];
         while !stop.load(Ordering::Relaxed) {
@@ -77,7 +80,7 @@ fn start_master(
                 f[1] = (0.25 * (t * 2.0 * std::f64::consts::PI * 331.0).sin()) as f32;
             }
             let at = t0 + (n as f64 / RATE * 1e9) as i64;
-            let wait = at - clock::monotonic_ns();
+            let wait = at - mono();
             if wait > 0 {
                 thread::sleep(Duration::from_nanos(wait as u64));
             }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use criterion::{Criterion, Throughput};
 use wavesync_common::format::StreamFormat;
 use wavesync_common::sender::{SenderConfig, SenderCore};
+use wavesync_common::time::TimelineNs;
 use wavesync_common::wire::control::encode_list;
 use wavesync_common::wire::report::{Channels, Report, RoomState, Settings, MAX_LEN};
 use wavesync_common::wire::status::StatusName;
@@ -56,12 +57,13 @@ fn reports() -> Vec<(SocketAddr, Vec<u8>)> {
 fn core_with_rooms(reports: &[(SocketAddr, Vec<u8>)]) -> SenderCore {
     let mut core = SenderCore::new(SenderConfig::new(StreamFormat::DEFAULT, 0xABCD)).expect("cfg");
     for (from, bytes) in reports {
-        core.handle_control(S, *from, bytes);
+        core.handle_control(TimelineNs::from_ns(S), *from, bytes);
     }
     core
 }
 
 fn list_all(core: &mut SenderCore, now: i64, out: &mut [u8]) -> usize {
+    let now = TimelineNs::from_ns(now);
     let client = SocketAddr::from(([127, 0, 0, 1], 50_000));
     let mut req = [0u8; 32];
     let mut got = 0;
@@ -96,7 +98,7 @@ fn bench(c: &mut Criterion) {
             let (from, bytes) = &reports[i % ROOMS];
             i += 1;
             now += 5_000_000;
-            core.handle_control(black_box(now), *from, black_box(bytes));
+            core.handle_control(black_box(TimelineNs::from_ns(now)), *from, black_box(bytes));
         })
     });
     let mut out = vec![0u8; core.max_datagram_len()];
@@ -111,7 +113,11 @@ fn bench(c: &mut Criterion) {
     let t = Instant::now();
     for k in 0..n {
         let (from, bytes) = &reports[k % ROOMS];
-        core.handle_control(2 * S + k as i64 * 5_000_000, *from, bytes);
+        core.handle_control(
+            TimelineNs::from_ns(2 * S + k as i64 * 5_000_000),
+            *from,
+            bytes,
+        );
     }
     let per_report_ns = t.elapsed().as_nanos() as f64 / n as f64;
     let share = per_report_ns * ROOMS as f64 / 1e9 * 100.0;

@@ -127,7 +127,7 @@ const EMPTY_SLOT: Slot = Slot {
     info: PacketInfo {
         seq: 0,
         ts: 0,
-        play_time: 0,
+        play_time: TimelineNs::from_ns(0),
         frames: 0,
         marker: false,
     },
@@ -286,7 +286,7 @@ impl JitterBuffer {
             }
             if outcome == PushOutcome::Stored && self.present > 0 {
                 if let Some((_, _, newest_play)) = self.newest {
-                    if (p.play_time as i128 - newest_play as i128).abs()
+                    if (p.play_time.ns() as i128 - newest_play.ns() as i128).abs()
                         > self.cfg.max_span_ns as i128
                     {
                         self.stats.implausible += 1;
@@ -447,7 +447,7 @@ mod tests {
         b.push(&PacketIn {
             seq,
             timestamp: (seq as u32).wrapping_mul(4),
-            play_time: play,
+            play_time: TimelineNs::from_ns(play),
             marker: false,
             format: SampleFormat::L16,
             payload: &pl,
@@ -516,7 +516,7 @@ mod tests {
             b.push(&PacketIn {
                 seq: i as u16,
                 timestamp: ts,
-                play_time: 0,
+                play_time: TimelineNs::from_ns(0),
                 marker: false,
                 format: SampleFormat::L16,
                 payload: &pl,
@@ -584,7 +584,7 @@ mod tests {
         let mk = |payload: &'static [u8]| PacketIn {
             seq: 1,
             timestamp: 0,
-            play_time: 0,
+            play_time: TimelineNs::from_ns(0),
             marker: false,
             format: SampleFormat::L16,
             payload,
@@ -621,7 +621,7 @@ mod tests {
                         b.push(&PacketIn {
                             seq,
                             timestamp: seq as u32 * 4,
-                            play_time: play * 20_000_000_000,
+                            play_time: TimelineNs::from_ns(play * 20_000_000_000),
                             marker: false,
                             format: SampleFormat::L16,
                             payload: &bytes[..len],

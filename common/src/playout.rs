@@ -325,7 +325,7 @@ impl<M: TimelineToLocal> Playout<M> {
             anchor: Anchor {
                 seq: 0,
                 ts: 0,
-                play: 0,
+                play: TimelineNs::from_ns(0),
             },
             in_pos: 0,
             pi: Pi::default(),
@@ -461,7 +461,7 @@ impl<M: TimelineToLocal> Playout<M> {
                 self.stats.late += 1;
                 return PushOutcome::Late;
             }
-            if due.saturating_sub(now) > MAX_AHEAD_NS {
+            if due.ns().saturating_sub(now.ns()) > MAX_AHEAD_NS {
                 self.stats.out_of_window += 1;
                 return PushOutcome::Implausible;
             }
@@ -494,7 +494,7 @@ impl<M: TimelineToLocal> Playout<M> {
             .anchor
             .play
             .saturating_add(self.frames_ns((p.ts - self.anchor.ts) as f64));
-        (p.play_time as i128 - predicted as i128).abs() <= RUN_BREAK_NS as i128
+        (p.play_time.ns() as i128 - predicted.ns() as i128).abs() <= RUN_BREAK_NS as i128
     }
 
     /// Fills `out` (interleaved, whole frames) with what must leave the DAC from
@@ -607,7 +607,7 @@ impl<M: TimelineToLocal> Playout<M> {
             (pos - anchor.ts) as f64
         };
         let due = self.due_local(clock, &anchor, rel);
-        if due.saturating_sub(t_j) > MAX_AHEAD_NS {
+        if due.ns().saturating_sub(t_j.ns()) > MAX_AHEAD_NS {
             // Absurd stamp that slipped in before we had a clock: drop it.
             self.buffer.skip_to(anchor.seq);
             self.buffer.advance();

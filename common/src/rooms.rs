@@ -263,7 +263,7 @@ impl RoomTable {
         let victim = if same_ip >= self.policy.max_per_ip {
             self.oldest(|r| r.address.ip() == from.ip())
         } else if self.rooms.len() >= self.policy.max_rooms {
-            self.oldest(|r| now.saturating_sub(r.last_seen) > OFFLINE_AFTER_NS)
+            self.oldest(|r| age(now, r.last_seen) > OFFLINE_AFTER_NS)
         } else {
             None
         };
@@ -301,7 +301,7 @@ impl RoomTable {
             self.next_scan = now.saturating_add(OFFLINE_SCAN_NS);
             for i in 0..self.rooms.len() {
                 let r = &mut self.rooms[i];
-                if !r.offline && now.saturating_sub(r.last_seen) > OFFLINE_AFTER_NS {
+                if !r.offline && age(now, r.last_seen) > OFFLINE_AFTER_NS {
                     r.offline = true;
                     let name = r.report.name;
                     self.event(RoomEvent::Offline { name });
@@ -434,7 +434,7 @@ impl RoomTable {
             Err(o) => return self.refuse(client, request, o, name),
         };
         let room = self.rooms[i];
-        if now.saturating_sub(room.last_seen) > OFFLINE_AFTER_NS {
+        if age(now, room.last_seen) > OFFLINE_AFTER_NS {
             return self.refuse(client, request, Outcome::Offline, room.report.name);
         }
         // A client repeating its request: the command is already on its way.
@@ -583,8 +583,13 @@ impl RoomTable {
     }
 }
 
+/// Nanoseconds from `then` to `now` (saturating: `then` may be `TimelineNs::MIN`).
+fn age(now: TimelineNs, then: TimelineNs) -> i64 {
+    now.ns().saturating_sub(then.ns())
+}
+
 fn entry(r: &Room, now: TimelineNs) -> RoomEntry {
-    let age = now.saturating_sub(r.last_seen).max(0);
+    let age = age(now, r.last_seen).max(0);
     RoomEntry {
         address: r.address,
         offline: age > OFFLINE_AFTER_NS,
@@ -621,7 +626,7 @@ mod tests {
     fn drain(t: &mut RoomTable, now: i64) -> Vec<(SocketAddr, Vec<u8>)> {
         let mut out = Vec::new();
         let mut buf = [0u8; control::MAX_LEN];
-        while let Some(x) = t.poll_transmit(now, &mut buf) {
+        while let Some(x) = t.poll_transmit(TimelineNs::from_ns(now), &mut buf) {
             out.push((x.to, buf[..x.len].to_vec()));
         }
         out
@@ -633,7 +638,7 @@ mod tests {
         loop {
             let mut b = [0u8; 32];
             let n = encode_list(5, 1, all.len() as u16, &mut b).unwrap();
-            t.handle_control(now, client, &b[..n]);
+            t.handle_control(TimelineNs::from_ns(now), client, &b[..n]);
             let out = drain(t, now);
             assert_eq!(out.len(), 1);
             let e = Envelope::decode(&out[0].1).unwrap();
@@ -652,7 +657,7 @@ mod tests {
     fn set(t: &mut RoomTable, now: i64, request: u32, room: &str, c: Command) {
         let mut b = [0u8; 200];
         let n = encode_command(5, request, Some(&StatusName::truncated(room)), &c, &mut b).unwrap();
-        t.handle_control(now, addr(99, 1), &b[..n]);
+        t.handle_control(TimelineNs::from_ns(now), addr(99, 1), &b[..n]);
     }
 
     fn reply_of(msgs: &[(SocketAddr, Vec<u8>)]) -> Answer {
@@ -667,8 +672,8 @@ mod tests {
     #[test]
     fn rooms_appear_go_offline_and_come_back() {
         let mut t = RoomTable::new(RoomPolicy::default(), 1);
-        t.handle_report(0, addr(1, 5000), &report(1, "kitchen"));
-        t.handle_report(0, addr(2, 5000), &report(2, "bath"));
+        t.handle_report(TimelineNs::from_ns(0), addr(1, 5000), &report(1, "kitchen"));
+        t.handle_report(TimelineNs::from_ns(0), addr(2, 5000), &report(2, "bath"));
         let l = list(&mut t, S);
         assert_eq!(l.len(), 2);
         assert_eq!(l[0].report.name.as_str(), "kitchen");
@@ -676,15 +681,24 @@ mod tests {
         assert!(!l[0].offline);
         assert_eq!(l[0].age_ms, 1000);
         // Three missed reports: offline; a report brings it back, from a new port (restart).
-        t.handle_report(4 * S, addr(2, 5000), &report(2, "bath"));
+        t.handle_report(
+            TimelineNs::from_ns(4 * S),
+            addr(2, 5000),
+            &report(2, "bath"),
+        );
         let l = list(&mut t, 4 * S);
         assert!(l[0].offline && !l[1].offline);
-        t.handle_report(5 * S, addr(1, 6000), &report(1, "kitchen"));
+        t.handle_report(
+            TimelineNs::from_ns(5 * S),
+            addr(1, 6000),
+            &report(1, "kitchen"),
+        );
         let l = list(&mut t, 5 * S);
         assert!(!l[0].offline);
         assert_eq!(l[0].address, addr(1, 6000));
         assert_eq!(t.len(), 2);
-        let events: Vec<RoomEvent> = std::iter::from_fn(|| t.poll_event(5 * S)).collect();
+        let events: Vec<RoomEvent> =
+            std::iter::from_fn(|| t.poll_event(TimelineNs::from_ns(5 * S))).collect();
         let kitchen = StatusName::truncated("kitchen");
         assert_eq!(
             events,
@@ -701,19 +715,23 @@ mod tests {
         );
         // Offline is noticed at the next scan; the report after it brings the room back.
         assert_eq!(
-            t.poll_event(9 * S),
+            t.poll_event(TimelineNs::from_ns(9 * S)),
             Some(RoomEvent::Offline { name: kitchen })
         );
         assert_eq!(
-            t.poll_event(9 * S),
+            t.poll_event(TimelineNs::from_ns(9 * S)),
             Some(RoomEvent::Offline {
                 name: StatusName::truncated("bath")
             })
         );
-        assert_eq!(t.poll_event(9 * S), None);
-        t.handle_report(9 * S, addr(1, 6000), &report(1, "kitchen"));
+        assert_eq!(t.poll_event(TimelineNs::from_ns(9 * S)), None);
+        t.handle_report(
+            TimelineNs::from_ns(9 * S),
+            addr(1, 6000),
+            &report(1, "kitchen"),
+        );
         assert_eq!(
-            t.poll_event(9 * S),
+            t.poll_event(TimelineNs::from_ns(9 * S)),
             Some(RoomEvent::Back {
                 name: kitchen,
                 address: addr(1, 6000)
@@ -724,7 +742,7 @@ mod tests {
     #[test]
     fn a_command_is_relayed_repeated_acknowledged_and_answered() {
         let mut t = RoomTable::new(RoomPolicy::default(), 1);
-        t.handle_report(0, addr(1, 5000), &report(1, "kitchen"));
+        t.handle_report(TimelineNs::from_ns(0), addr(1, 5000), &report(1, "kitchen"));
         set(&mut t, S, 7, "Kitchen", Command::Volume(50));
         let out = drain(&mut t, S);
         assert_eq!(out.len(), 1);
@@ -747,9 +765,9 @@ mod tests {
         };
         let mut b = [0u8; 100];
         let n = encode_answer(9, e.request, false, &ack, &mut b).unwrap();
-        t.handle_control(S + RESEND_NS, addr(3, 5000), &b[..n]);
+        t.handle_control(TimelineNs::from_ns(S + RESEND_NS), addr(3, 5000), &b[..n]);
         assert!(drain(&mut t, S + RESEND_NS).is_empty());
-        t.handle_control(S + RESEND_NS, addr(1, 5000), &b[..n]);
+        t.handle_control(TimelineNs::from_ns(S + RESEND_NS), addr(1, 5000), &b[..n]);
         let a = reply_of(&drain(&mut t, S + RESEND_NS));
         assert_eq!(a, ack);
         assert_eq!(list(&mut t, 2 * S)[0].report.settings.volume, 50);
@@ -759,9 +777,9 @@ mod tests {
     #[test]
     fn errors_name_the_room_and_come_back_at_once() {
         let mut t = RoomTable::new(RoomPolicy::default(), 1);
-        t.handle_report(0, addr(1, 5000), &report(1, "kitchen"));
-        t.handle_report(0, addr(2, 5000), &report(2, "twin"));
-        t.handle_report(0, addr(3, 5000), &report(3, "twin"));
+        t.handle_report(TimelineNs::from_ns(0), addr(1, 5000), &report(1, "kitchen"));
+        t.handle_report(TimelineNs::from_ns(0), addr(2, 5000), &report(2, "twin"));
+        t.handle_report(TimelineNs::from_ns(0), addr(3, 5000), &report(3, "twin"));
         set(&mut t, S, 1, "garage", Command::Mute);
         let a = reply_of(&drain(&mut t, S));
         assert_eq!(a.outcome, Outcome::UnknownRoom);
@@ -782,7 +800,7 @@ mod tests {
         )
         .unwrap();
         b[20..24].copy_from_slice(&500i32.to_be_bytes());
-        t.handle_control(S, addr(99, 1), &b[..n]);
+        t.handle_control(TimelineNs::from_ns(S), addr(99, 1), &b[..n]);
         assert_eq!(reply_of(&drain(&mut t, S)).outcome, Outcome::BadValue);
         // Offline rooms are said to be so; silent receivers time out.
         let late = drain(&mut t, 3 * S);
@@ -793,7 +811,11 @@ mod tests {
         );
         set(&mut t, 10 * S, 5, "kitchen", Command::Unmute);
         assert_eq!(reply_of(&drain(&mut t, 10 * S)).outcome, Outcome::Offline);
-        t.handle_report(10 * S, addr(1, 5000), &report(1, "kitchen"));
+        t.handle_report(
+            TimelineNs::from_ns(10 * S),
+            addr(1, 5000),
+            &report(1, "kitchen"),
+        );
         set(
             &mut t,
             10 * S,
@@ -813,13 +835,17 @@ mod tests {
         let policy = RoomPolicy::default();
         let mut t = RoomTable::new(policy, 1);
         for i in 0..100 {
-            t.handle_report(0, addr(i as u8, 5000), &report(i, &format!("room {i}")));
+            t.handle_report(
+                TimelineNs::from_ns(0),
+                addr(i as u8, 5000),
+                &report(i, &format!("room {i}")),
+            );
         }
         let memory = t.memory_bytes();
         // One host inventing 100 000 ids keeps at most its own 8 entries.
         for i in 0..100_000u64 {
             t.handle_report(
-                S,
+                TimelineNs::from_ns(S),
                 addr(200, (i as u16).wrapping_add(1)),
                 &report(1_000_000 + i, "fake"),
             );
@@ -829,7 +855,7 @@ mod tests {
         for i in 0..1000u64 {
             let ip = std::net::Ipv4Addr::from(0x0b00_0000 + i as u32);
             t.handle_report(
-                10 * S,
+                TimelineNs::from_ns(10 * S),
                 SocketAddr::from((ip, 5000)),
                 &report(2_000_000 + i, "x"),
             );
@@ -838,8 +864,16 @@ mod tests {
         assert!(t.stats().rooms_evicted > 0 && t.stats().rooms_refused > 0);
         assert_eq!(t.memory_bytes(), memory, "nothing grew");
         // Garbage is counted, never stored.
-        t.handle_report(S, addr(1, 1), &[0x80, 201, 0, 1, 1, 2, 3]);
-        t.handle_control(S, addr(1, 1), &[0x80, 204, 0, 3, 0, 0, 0, 0, b'W', b'S']);
+        t.handle_report(
+            TimelineNs::from_ns(S),
+            addr(1, 1),
+            &[0x80, 201, 0, 1, 1, 2, 3],
+        );
+        t.handle_control(
+            TimelineNs::from_ns(S),
+            addr(1, 1),
+            &[0x80, 204, 0, 3, 0, 0, 0, 0, b'W', b'S'],
+        );
         assert_eq!(t.stats().malformed, 2);
     }
 }

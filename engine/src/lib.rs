@@ -14,7 +14,9 @@
 //! ```
 //!
 //! The timeline is CLOCK_MONOTONIC in ns (clock domain `master`): capture times pushed must be
-//! on it, and the time service answers with it.
+//! on it, and the time service answers with it. The engine reads its clock as a `LocalNs` and
+//! names the identity where it uses it as the timeline
+//! ([`TimelineNs::from_master_monotonic`]).
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -462,18 +464,20 @@ impl NetThread {
             if stopping {
                 self.core.flush();
             }
-            let now = clock::monotonic_ns();
+            let local_now = clock::monotonic_ns();
+            // Clock domain `master`, on the master: the timeline is this host's monotonic clock.
+            let now = TimelineNs::from_master_monotonic(local_now);
             self.transmit(now, &mut out);
             self.log_events(&before, now);
             self.log_rooms(now);
             if let Some(iv) = self.stats_interval_ns {
-                if now >= next_stats {
-                    next_stats = now + iv;
+                if local_now >= next_stats {
+                    next_stats = local_now + iv;
                     self.log_stats();
                 }
             }
-            if stopping || now - published >= 20_000_000 {
-                published = now;
+            if stopping || local_now - published >= 20_000_000 {
+                published = local_now;
                 self.publish();
             }
             if stopping {
@@ -491,7 +495,10 @@ impl NetThread {
                     if d.kernel_stamp {
                         self.stats.control_kernel_stamped += 1;
                     }
-                    self.core.handle_control(d.at, d.from, &buf[..d.len]);
+                    // Clock domain `master`, on the master: the receive stamp (monotonic) is
+                    // the timeline instant the time service answers with.
+                    let at = TimelineNs::from_master_monotonic(d.at);
+                    self.core.handle_control(at, d.from, &buf[..d.len]);
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -569,7 +576,7 @@ impl NetThread {
                 log::error!(
                     "audio dropped: its time {:.3} s is outside the timeline's valid range \
                      (0 to 2^32 s); the input's capture clock is wrong{}",
-                    now as f64 / 1e9,
+                    now.ns() as f64 / 1e9,
                     more(n)
                 );
             }
@@ -579,7 +586,7 @@ impl NetThread {
                 log::error!(
                     "time request unanswered: the timeline's time {:.3} s is outside its valid \
                      range (0 to 2^32 s){}",
-                    now as f64 / 1e9,
+                    now.ns() as f64 / 1e9,
                     more(n)
                 );
             }
@@ -596,7 +603,7 @@ impl NetThread {
     fn log_rooms(&mut self, now: TimelineNs) {
         use wavesync_common::rooms::RoomEvent;
         while let Some(e) = self.core.poll_room_event(now) {
-            if now.saturating_sub(self.room_lines.0) >= NS_PER_SEC {
+            if now.ns().saturating_sub(self.room_lines.0.ns()) >= NS_PER_SEC {
                 if self.room_lines.2 > 0 {
                     log::info!(
                         "rooms: {} more events in the last second",
@@ -662,7 +669,7 @@ impl NetThread {
 
     fn wait(&mut self, now: TimelineNs) {
         let due = self.core.poll_timeout();
-        let ms = ((due.saturating_sub(now)).max(0) + 999_999) / 1_000_000;
+        let ms = ((due.ns().saturating_sub(now.ns())).max(0) + 999_999) / 1_000_000;
         let ms = ms.clamp(0, 100) as u16;
         let mut fds = [
             PollFd::new(self.shared.wake.as_fd(), PollFlags::POLLIN),
@@ -710,7 +717,7 @@ mod tests {
     fn pushed_audio_comes_out_as_stamped_packets_and_stop_flushes() {
         let rx = listener();
         let (engine, mut input) = Engine::start(config(rx.local_addr().unwrap())).unwrap();
-        let t0 = clock::monotonic_ns();
+        let t0 = TimelineNs::from_master_monotonic(clock::monotonic_ns());
         // 600 frames: two full packets and a partial one, sent at stop.
         let samples: Vec<f32> = (0..1200).map(|i| (i as f32 - 600.0) / 1024.0).collect();
         assert!(input.push(t0, &samples[..800]));
@@ -775,8 +782,12 @@ mod tests {
         assert_eq!(from.port(), engine.control_port());
         let reply = NtpPacket::decode(&buf[..n]).unwrap();
         assert_eq!(reply.origin_ts, t1);
-        let t2 = wavesync_common::time::ns_from_ntp64(reply.receive_ts);
-        let t3 = wavesync_common::time::ns_from_ntp64(reply.transmit_ts);
+        let t2 = wavesync_common::time::timeline_from_ntp64(reply.receive_ts);
+        let t3 = wavesync_common::time::timeline_from_ntp64(reply.transmit_ts);
+        let (before, after) = (
+            TimelineNs::from_master_monotonic(before),
+            TimelineNs::from_master_monotonic(after),
+        );
         assert!(
             before - MS <= t2 && t2 <= t3 && t3 <= after,
             "{before} {t2} {t3} {after}"
@@ -794,8 +805,9 @@ mod tests {
         let (engine, mut input) = Engine::start(c).unwrap();
         assert_eq!(input.free_frames(), 480);
         let big = vec![0.25f32; 2 * 1000];
-        assert!(!input.push(clock::monotonic_ns(), &big));
-        assert!(input.push(clock::monotonic_ns(), &big[..2 * 400]));
+        let now = || TimelineNs::from_master_monotonic(clock::monotonic_ns());
+        assert!(!input.push(now(), &big));
+        assert!(input.push(now(), &big[..2 * 400]));
         let s = engine.stop().unwrap();
         assert_eq!((s.input_refused, s.input_refused_frames), (1, 1000));
         assert_eq!(s.frames_in, 400);

@@ -16,7 +16,7 @@ use pipewire::spa::pod::{Object, Pod, Value};
 use pipewire::spa::sys as spa_sys;
 use pipewire::sys as pw_sys;
 
-use wavesync_common::time::TimelineNs;
+use wavesync_common::time::{LocalNs, TimelineNs};
 
 use crate::capture::TimelineMap;
 use crate::channels::channel_id;
@@ -219,7 +219,7 @@ unsafe extern "C" fn on_process(data: *mut c_void) {
                     let rc =
                         pw_sys::pw_stream_get_time_n(stream, &mut t, std::mem::size_of_val(&t));
                     if rc == 0 && t.now > 0 {
-                        let capture = rt.clock.to_timeline(t.now);
+                        let capture = rt.clock.to_timeline(LocalNs::from_ns(t.now));
                         rt.input.push(capture, samples);
                     }
                 }

@@ -81,6 +81,7 @@ pub fn channel() -> (rtrb::Producer<Feed>, rtrb::Consumer<Feed>) {
 mod tests {
     use super::*;
     use wavesync_common::format::SampleFormat;
+    use wavesync_common::time::TimelineNs;
 
     #[test]
     fn a_packet_carries_what_was_decoded() {
@@ -91,15 +92,15 @@ mod tests {
             seq: 65_535,
             timestamp: 4_000_000_000,
             ssrc: 0xdead_beef,
-            play_time: 123_456_789,
+            play_time: TimelineNs::from_ns(123_456_789),
             payload: &payload,
         };
-        let got = Packet::new(7, &p).expect("fits");
-        assert_eq!(got.at, 7);
+        let got = Packet::new(LocalNs::from_ns(7), &p).expect("fits");
+        assert_eq!(got.at, LocalNs::from_ns(7));
         assert_eq!(got.audio(), p);
         let too_long = vec![0u8; MAX_PAYLOAD + 1];
         assert!(Packet::new(
-            0,
+            LocalNs::from_ns(0),
             &AudioPacket {
                 payload: &too_long,
                 ..p

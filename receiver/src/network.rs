@@ -8,6 +8,7 @@ use log::{info, warn};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use wavesync_common::clock::ClockEstimate;
 use wavesync_common::receiver::{ClockSource, Event, Receiver, ReceiverConfig};
+use wavesync_common::time::{LocalNs, TimelineNs};
 
 use crate::clock_io;
 use crate::config::{self, Config};
@@ -145,7 +146,8 @@ impl Network {
         let r = clock_io::realtime_ns();
         ClockEstimate {
             ref_local: l,
-            ref_timeline: r,
+            // Clock domain `system`: the timeline is CLOCK_REALTIME.
+            ref_timeline: TimelineNs::from_ns(r),
             rate: 1.0,
             uncertainty_ns: 0,
         }
@@ -222,7 +224,7 @@ impl Network {
 
     /// Sends the room's report when one is due (about once a second, while a stream is
     /// followed). From the status snapshot: never on the audio path.
-    fn report(&mut self, now: i64, tx: &mut [u8]) {
+    fn report(&mut self, now: LocalNs, tx: &mut [u8]) {
         let Some(to) = self.master_control().filter(|_| self.room.report_due(now)) else {
             return;
         };
@@ -256,8 +258,8 @@ impl Network {
         let mut buf = [0u8; MAX_DATAGRAM];
         let mut tx = [0u8; MAX_DATAGRAM];
         let mut last_gen = u64::MAX;
-        let mut next_system_clock = 0;
-        let mut next_publish = 0;
+        let mut next_system_clock = LocalNs::from_ns(0);
+        let mut next_publish = LocalNs::from_ns(0);
         let mut send_errors = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let now = clock_io::monotonic_ns();

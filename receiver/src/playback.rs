@@ -191,7 +191,7 @@ impl Playback {
             period_frames: 0,
             lost_since: None,
             backoff: Backoff::default(),
-            retry_at: 0,
+            retry_at: LocalNs::from_ns(0),
             underruns: 0,
             last_error_ns: None,
             device_delay,
@@ -445,7 +445,7 @@ impl Playback {
             ),
             Err(e) => info!("output thread: normal priority ({e})"),
         }
-        let mut next_publish = 0;
+        let mut next_publish = LocalNs::from_ns(0);
         while !stop.load(Ordering::Relaxed) {
             self.drain_feed();
             let now = clock_io::monotonic_ns();

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
+use wavesync_common::time::LocalNs;
 use wavesync_common::wire::control::{self, Answer, Command, Envelope, Message, Outcome};
 use wavesync_common::wire::report::{
     Channels, Report, RoomState, Settings, MAX_TRIM_US, MAX_VOLUME,
@@ -325,7 +326,7 @@ pub struct RoomControl {
     default_name: StatusName,
     path: PathBuf,
     cell: SettingsCell,
-    next_report: i64,
+    next_report: LocalNs,
     save_failed: bool,
     stats: ControlStats,
 }
@@ -355,7 +356,7 @@ impl RoomControl {
             state,
             default_name: StatusName::truncated(name),
             path: path.to_path_buf(),
-            next_report: 0,
+            next_report: LocalNs::MIN,
             save_failed: false,
             stats: ControlStats::default(),
         };
@@ -414,7 +415,7 @@ impl RoomControl {
     }
 
     /// Whether a report is due at `now`.
-    pub fn report_due(&self, now: i64) -> bool {
+    pub fn report_due(&self, now: LocalNs) -> bool {
         now >= self.next_report
     }
 
@@ -422,7 +423,7 @@ impl RoomControl {
     /// [`REPORT_INTERVAL_NS`]), written to `buf`.
     pub fn poll_report(
         &mut self,
-        now: i64,
+        now: LocalNs,
         snapshot: &StatusReport,
         stream_ssrc: u32,
         buf: &mut [u8],

@@ -50,9 +50,10 @@ pub struct StatusReport {
     pub buffer_ms: f64,
     /// The device's measured delay, ms.
     pub device_delay_ms: f64,
-    /// Packets received, lost (never arrived), asked again, late, duplicates.
+    /// Audio packets of the followed stream received.
     pub packets: u64,
-    /// Packets found missing.
+    /// Packets found missing when later ones arrived (some of them are `recovered` after all;
+    /// the gaps that reached the DAC unfilled show as `concealed_frames`).
     pub lost: u64,
     /// Missing packets that arrived after all (resent or reordered).
     pub recovered: u64,

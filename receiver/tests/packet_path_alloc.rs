@@ -3,6 +3,7 @@
 //! feed ring, and into the playout on the output thread.
 
 use std::net::SocketAddr;
+use wavesync_common::time::{LocalNs, TimelineNs};
 
 use wavesync_common::clock::ClockEstimate;
 use wavesync_common::format::{ClockDomain, SampleFormat, StreamFormat};
@@ -30,8 +31,8 @@ fn decode_feed_and_push_never_allocate() {
         ..ReceiverConfig::default()
     });
     rx.set_external_clock(ClockEstimate {
-        ref_local: 0,
-        ref_timeline: 0,
+        ref_local: LocalNs::from_ns(0),
+        ref_timeline: TimelineNs::from_ns(0),
         rate: 1.0,
         uncertainty_ns: 0,
     });
@@ -48,7 +49,7 @@ fn decode_feed_and_push_never_allocate() {
         name: StatusName::truncated("test"),
     };
     let n = status.encode(&mut b).expect("status fits");
-    rx.handle_datagram(0, master, &b[..n]);
+    rx.handle_datagram(LocalNs::from_ns(0), master, &b[..n]);
     while rx.poll_event().is_some() {}
 
     let (mut tx, mut ring) = feed::channel();
@@ -72,7 +73,7 @@ fn decode_feed_and_push_never_allocate() {
             seq,
             timestamp: seq as u32 * FPP as u32,
             ssrc: 7,
-            play_time: seq as i64 * 5 * MS + 100 * MS,
+            play_time: TimelineNs::from_ns(seq as i64 * 5 * MS + 100 * MS),
             payload: &payload,
         }
         .encode(&mut datagram)
@@ -80,8 +81,8 @@ fn decode_feed_and_push_never_allocate() {
         // The network thread.
         allocs += alloc_count::count(|| {
             let p = rx
-                .handle_datagram(now, master, &datagram[..len])
-                .and_then(|p| Packet::new(now, &p));
+                .handle_datagram(LocalNs::from_ns(now), master, &datagram[..len])
+                .and_then(|p| Packet::new(LocalNs::from_ns(now), &p));
             if let Some(p) = p {
                 assert!(tx.push(Feed::Packet(p)).is_ok(), "ring full");
             }
@@ -93,7 +94,7 @@ fn decode_feed_and_push_never_allocate() {
                 playout.push(p.at, &p.audio(), 2);
                 pushed += 1;
             }
-            playout.fill(now, &mut out);
+            playout.fill(LocalNs::from_ns(now), &mut out);
         })
         .1;
     }

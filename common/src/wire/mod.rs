@@ -170,6 +170,7 @@ pub fn classify(buf: &[u8]) -> Kind {
 mod tests {
     use super::*;
     use crate::format::{ClockDomain, SampleFormat, StreamFormat};
+    use crate::time::TimelineNs;
     use proptest::prelude::*;
 
     #[test]
@@ -181,7 +182,7 @@ mod tests {
             seq: 1,
             timestamp: 2,
             ssrc: 3,
-            play_time: 4,
+            play_time: TimelineNs::from_ns(4),
             payload: &[0; 6],
         };
         let n = audio.encode(&mut buf).unwrap();
