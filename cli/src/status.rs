@@ -101,6 +101,23 @@ pub fn render(s: &StatusReport) -> String {
     } else {
         out.push_str("key        none: the stream is open (docs/security.md)");
     }
+    let r = &s.room;
+    if !r.id.is_empty() {
+        out.push_str(&format!(
+            "\nroom       {:?} (id {}): volume {}{}{}, channels {}, trim {:+.3} ms; {} reports sent, \
+             {} commands taken, {} refused (not from the followed master)",
+            r.name,
+            r.id,
+            r.volume,
+            if r.muted { " (muted)" } else { "" },
+            if r.off { ", off" } else { "" },
+            r.channels,
+            r.trim_ms,
+            r.reports_sent,
+            r.commands,
+            r.commands_refused
+        ));
+    }
     out
 }
 

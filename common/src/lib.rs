@@ -19,6 +19,7 @@ pub mod protect;
 pub mod receiver;
 pub mod resample;
 pub mod resend;
+pub mod rooms;
 pub mod sample;
 pub mod sender;
 pub mod time;

@@ -409,6 +409,15 @@ impl<M: TimelineToLocal> Playout<M> {
         self.clock = clock;
     }
 
+    /// Changes the sink latency (a room's trim): the next frame lands on the new due time
+    /// (one resync, as after [`Playout::reanchor`]), keeping the clock and the buffer.
+    pub fn set_sink_latency_ns(&mut self, ns: i64) {
+        if ns != self.cfg.sink_latency_ns {
+            self.cfg.sink_latency_ns = ns;
+            self.reanchor();
+        }
+    }
+
     /// Lands the next frame exactly on its due time again, as at a start, instead of slewing
     /// towards it: for when the device's timing moved under the playout (it was first seen
     /// consuming, or it recovered from an underrun). Keeps the clock and the buffer.

@@ -443,7 +443,7 @@ impl Receiver {
                 self.on_time(now, from, bytes);
                 None
             }
-            Kind::Nack | Kind::Unknown => {
+            Kind::Nack | Kind::Report | Kind::Control | Kind::Unknown => {
                 self.stats.malformed += 1;
                 None
             }

@@ -3,7 +3,7 @@
 //! The shell (the `sender` daemon or the PipeWire module) owns the sockets and the clock:
 //! - [`SenderCore::push_audio`] with each captured buffer (capture time on the timeline);
 //! - [`SenderCore::handle_control`] with every datagram arriving on the control port (NTP
-//!   requests, NACKs), passing the kernel receive time as `now` when it has it;
+//!   requests, NACKs, receiver reports and room control messages, see [`crate::rooms`]), passing the kernel receive time as `now` when it has it;
 //! - [`SenderCore::poll_transmit`] until it returns `None`, sending each datagram to the stream
 //!   target (multicast group or unicast list) or to the given peer from the control socket;
 //! - and again at [`SenderCore::poll_timeout`].
@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use crate::format::{ClockDomain, StreamFormat};
 use crate::packetizer::{ConfigError, PacketOut, Packetizer, PacketizerConfig};
 use crate::resend::ResendRing;
+use crate::rooms::{RoomEvent, RoomPolicy, RoomStats, RoomTable};
 use crate::time::{
     frames_to_ns, ntp64_from_timeline, timeline_in_range, OutOfTimeline, TimelineNs, NS_PER_SEC,
 };
@@ -103,6 +104,8 @@ pub struct SenderConfig {
     pub status_interval_ns: i64,
     /// Resend limits.
     pub resend: ResendPolicy,
+    /// Limits of the room table (receivers' reports, commands to them).
+    pub rooms: RoomPolicy,
 }
 
 impl SenderConfig {
@@ -124,6 +127,7 @@ impl SenderConfig {
             flags: 0,
             status_interval_ns: NS_PER_SEC,
             resend: ResendPolicy::default(),
+            rooms: RoomPolicy::default(),
         }
     }
 
@@ -270,6 +274,7 @@ pub struct SenderCore {
     /// Pending resends in order of due time.
     resend_queue: VecDeque<(u16, TimelineNs)>,
     peers: Vec<Peer>,
+    rooms: RoomTable,
     total: Option<Bucket>,
     peer_rate: f64,
     peer_burst: f64,
@@ -310,6 +315,7 @@ impl SenderCore {
             slots: vec![ResendSlot::default(); capacity],
             resend_queue: VecDeque::with_capacity(capacity),
             peers: Vec::with_capacity(r.max_peers),
+            rooms: RoomTable::new(cfg.rooms, cfg.ssrc),
             total: None,
             ring,
             last_now: None,
@@ -328,6 +334,7 @@ impl SenderCore {
         self.ring
             .max_packet_len()
             .max(crate::wire::status::MAX_LEN)
+            .max(crate::wire::control::MAX_LEN)
             .max(NtpPacket::LEN)
     }
 
@@ -341,6 +348,21 @@ impl SenderCore {
             last_capture_departure_ns: p.last_departure_ns,
             ..self.stats
         }
+    }
+
+    /// The room table (receivers that report to this master).
+    pub fn rooms(&self) -> &RoomTable {
+        &self.rooms
+    }
+
+    /// The next room event for the log (a room appeared, went offline, came back, changed).
+    pub fn poll_room_event(&mut self, now: TimelineNs) -> Option<RoomEvent> {
+        self.rooms.poll_event(now)
+    }
+
+    /// The room table's counters.
+    pub fn room_stats(&self) -> RoomStats {
+        self.rooms.stats()
     }
 
     /// The status message as it would be sent now.
@@ -453,6 +475,8 @@ impl SenderCore {
                 }
                 _ => self.stats.rejected += 1,
             },
+            Kind::Report => self.rooms.handle_report(now, from, bytes),
+            Kind::Control => self.rooms.handle_control(now, from, bytes),
             _ => self.stats.rejected += 1,
         }
     }
@@ -589,6 +613,9 @@ impl SenderCore {
                 None => self.stats.dropped_unsent += 1,
             }
         }
+        if let Some(t) = self.rooms.poll_transmit(now, buf) {
+            return Some(self.sent(Target::Peer(t.to), t.len));
+        }
         while let Some(&(seq, due)) = self.resend_queue.front() {
             if due > now {
                 break;
@@ -639,6 +666,9 @@ impl SenderCore {
         if let Some(&(_, due)) = self.resend_queue.front() {
             t = t.min(due);
         }
+        if let Some(due) = self.rooms.poll_timeout() {
+            t = t.min(due.max(last));
+        }
         t
     }
 }
@@ -676,6 +706,41 @@ mod tests {
 
     fn addr(i: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 40_000 + i))
+    }
+
+    #[test]
+    fn reports_fill_the_room_table_and_lists_go_back_from_the_control_port() {
+        use crate::wire::control::{encode_list, Envelope, Message};
+        use crate::wire::report::Report;
+        let mut s = SenderCore::new(cfg(150 * MS)).unwrap();
+        let r = Report {
+            id: 42,
+            name: StatusName::truncated("kitchen"),
+            ..Report::default()
+        };
+        let mut b = [0u8; 256];
+        let n = r.encode(&mut b).unwrap();
+        let t0 = TimelineNs::from_ns(T0);
+        s.handle_control(t0, addr(1), &b[..n]);
+        assert_eq!(s.rooms().len(), 1);
+        assert_eq!(s.stats().rejected, 0);
+        let n = encode_list(9, 3, 0, &mut b).unwrap();
+        s.handle_control(t0, addr(2), &b[..n]);
+        assert_eq!(s.poll_timeout(), t0, "an answer waits");
+        let mut out = vec![0u8; s.max_datagram_len()];
+        let mut pages = 0;
+        while let Some(t) = s.poll_transmit(t0, &mut out) {
+            if let Ok(Envelope {
+                message: Message::Rooms(p),
+                ..
+            }) = Envelope::decode(&out[..t.len])
+            {
+                assert_eq!(t.to, Target::Peer(addr(2)));
+                assert_eq!(p.entries().next().unwrap().unwrap().report, r);
+                pages += 1;
+            }
+        }
+        assert_eq!(pages, 1);
     }
 
     fn cfg(latency_ns: i64) -> SenderConfig {

@@ -374,6 +374,7 @@ impl Engine {
             stats_interval_ns: cfg.stats_interval_ns,
             events: Events::default(),
             protection,
+            room_lines: (TimelineNs::MIN, 0, 0),
         };
         let thread = std::thread::Builder::new()
             .name("wavesync-net".into())
@@ -486,6 +487,9 @@ impl Events {
     }
 }
 
+/// Room event lines logged per second at most.
+const ROOM_LINES_PER_SEC: u32 = 8;
+
 fn more(n: u64) -> String {
     if n > 0 {
         format!(" ({n} more in the last second)")
@@ -507,6 +511,8 @@ struct NetThread {
     stats_interval_ns: Option<i64>,
     events: Events,
     protection: Option<Arc<Protection>>,
+    /// Room event lines: start of the current second, lines logged in it, lines left out.
+    room_lines: (TimelineNs, u32, u64),
 }
 
 impl NetThread {
@@ -528,6 +534,7 @@ impl NetThread {
             let now = TimelineNs::from_master_monotonic(local_now);
             self.transmit(now, &mut out);
             self.log_events(&before, now);
+            self.log_rooms(now);
             if let Some(iv) = self.stats_interval_ns {
                 if local_now >= next_stats {
                     next_stats = local_now + iv;
@@ -652,6 +659,48 @@ impl NetThread {
         if after.silence_stops > before.silence_stops {
             if let Some(n) = self.events.allow(EV_SILENCE, now) {
                 log::info!("silence: stream paused{}", more(n));
+            }
+        }
+    }
+
+    /// One line per room event (appeared, offline, back, changed), at most
+    /// [`ROOM_LINES_PER_SEC`] a second: a flood of invented rooms does not flood the log.
+    fn log_rooms(&mut self, now: TimelineNs) {
+        use wavesync_common::rooms::RoomEvent;
+        while let Some(e) = self.core.poll_room_event(now) {
+            if now.ns().saturating_sub(self.room_lines.0.ns()) >= NS_PER_SEC {
+                if self.room_lines.2 > 0 {
+                    log::info!(
+                        "rooms: {} more events in the last second",
+                        self.room_lines.2
+                    );
+                }
+                self.room_lines = (now, 0, 0);
+            }
+            if self.room_lines.1 >= ROOM_LINES_PER_SEC {
+                self.room_lines.2 += 1;
+                continue;
+            }
+            self.room_lines.1 += 1;
+            match e {
+                RoomEvent::Appeared { name, address } => {
+                    log::info!("room {:?} reports from {address}", name.as_str())
+                }
+                RoomEvent::Offline { name } => {
+                    log::warn!("room {:?} offline: no report for 3 s", name.as_str())
+                }
+                RoomEvent::Back { name, address } => {
+                    log::info!("room {:?} back, from {address}", name.as_str())
+                }
+                RoomEvent::Changed { name, settings: s } => log::info!(
+                    "room {:?} set: volume {}{}{}, channels {}, trim {:+.3} ms",
+                    name.as_str(),
+                    s.volume,
+                    if s.muted { " (muted)" } else { "" },
+                    if s.off { ", off" } else { "" },
+                    s.channels.name(),
+                    s.trim_us as f64 / 1e3
+                ),
             }
         }
     }

@@ -14,6 +14,7 @@ use crate::device_delay::DeviceDelay;
 use crate::feed;
 use crate::network::Network;
 use crate::playback::Playback;
+use crate::settings::RoomControl;
 use crate::status::{self, Shared};
 use wavesync_net::NetError;
 
@@ -56,11 +57,13 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let (tx, rx) = feed::channel();
     let protection = crate::keys::load(cfg.key_file.as_deref())?;
     let delay = DeviceDelay::default();
-    let mut network = Network::open(&cfg, tx, shared.clone(), delay.clone())?;
+    let room = RoomControl::open(&cfg.state_file, cfg.settings, &cfg.name);
+    let settings = room.cell();
+    let mut network = Network::open(&cfg, tx, shared.clone(), delay.clone(), room)?;
     if let Some(p) = protection {
         network.protect(p);
     }
-    let playback = Playback::new(&cfg, rx, shared.clone(), delay);
+    let playback = Playback::new(&cfg, rx, shared.clone(), delay, settings);
     // Fail early and clearly when the device cannot be opened at all.
     playback.check_device().map_err(DaemonError::Output)?;
     match status::serve(&cfg.status_socket, shared.clone()) {

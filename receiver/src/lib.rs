@@ -14,4 +14,5 @@ pub mod network;
 pub mod output;
 pub mod playback;
 pub mod rt;
+pub mod settings;
 pub mod status;

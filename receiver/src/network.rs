@@ -14,7 +14,9 @@ use crate::clock_io;
 use crate::config::{self, Config};
 use crate::device_delay::DeviceDelay;
 use crate::feed::{Feed, Packet, MAX_DATAGRAM};
+use crate::settings::RoomControl;
 use crate::status::Shared;
+use wavesync_common::wire::{classify, Kind};
 use wavesync_net::{NetError, StampedSocket};
 
 /// The network side, ready to run.
@@ -32,6 +34,8 @@ pub struct Network {
     oversized: u64,
     sink_latency_ns: i64,
     protection: Option<Arc<wavesync_net::Protection>>,
+    /// The room: reports to the master, its commands.
+    room: RoomControl,
 }
 
 fn rx_config(cfg: &Config) -> ReceiverConfig {
@@ -61,6 +65,7 @@ impl Network {
         out: rtrb::Producer<Feed>,
         status: Shared,
         device_delay: DeviceDelay,
+        room: RoomControl,
     ) -> Result<Network, NetError> {
         let stream = StampedSocket::stream(cfg.listen, cfg.interface.as_deref())?;
         let control = StampedSocket::ephemeral(cfg.listen.is_ipv6())?;
@@ -74,7 +79,8 @@ impl Network {
             device_delay,
             overflow: 0,
             oversized: 0,
-            sink_latency_ns: cfg.sink_latency_ns,
+            sink_latency_ns: room.settings().trim_us as i64 * 1000,
+            room,
             protection: None,
         })
     }
@@ -201,8 +207,58 @@ impl Network {
         s.given_up = st.loss.given_up;
         s.dropped = st.malformed + st.foreign + st.before_status + self.overflow + self.oversized;
         crate::keys::publish(self.protection.as_deref(), &mut s);
+        let rs = self.room.settings();
+        let cs = self.room.stats();
+        s.room = crate::status::RoomStatus {
+            id: format!("{:016x}", self.room.id()),
+            name: self.room.name().as_str().to_string(),
+            volume: rs.volume,
+            muted: rs.muted,
+            off: rs.off,
+            channels: rs.channels.name().to_string(),
+            trim_ms: rs.trim_us as f64 / 1000.0,
+            reports_sent: cs.reports,
+            commands: cs.commands,
+            commands_refused: cs.refused,
+            control_malformed: cs.malformed,
+        };
         drop(s);
+        self.sink_latency_ns = rs.trim_us as i64 * 1000;
         self.receiver.set_output_lead(lead.max(0));
+    }
+
+    /// Where reports go and whose commands are taken: the followed master's control port.
+    fn master_control(&self) -> Option<std::net::SocketAddr> {
+        self.receiver.stream().map(|s| s.control_addr())
+    }
+
+    /// Sends the room's report when one is due (about once a second, while a stream is
+    /// followed). From the status snapshot: never on the audio path.
+    fn report(&mut self, now: LocalNs, tx: &mut [u8]) {
+        let Some(to) = self.master_control().filter(|_| self.room.report_due(now)) else {
+            return;
+        };
+        let ssrc = self.receiver.stream().map_or(0, |s| s.status.ssrc);
+        // The output thread only ever try-locks the snapshot: holding it here never blocks it.
+        let snapshot = match self.status.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let report = self.room.poll_report(now, &snapshot, ssrc, tx);
+        drop(snapshot);
+        if let Some(n) = report {
+            // A lost report is followed by the next; the time queries report send failures.
+            let _ = self.control.send_to(&tx[..n], to);
+        }
+    }
+
+    /// A control message on the control socket: a command from the master.
+    fn on_control(&mut self, from: std::net::SocketAddr, len: usize, buf: &[u8], tx: &mut [u8]) {
+        let from = wavesync_common::receiver::attributed_source(from);
+        let master = self.master_control();
+        if let Some(n) = self.room.handle(from, master, &buf[..len], tx) {
+            let _ = self.control.send_to(&tx[..n], from);
+        }
     }
 
     /// Runs until `stop` is set.
@@ -243,6 +299,7 @@ impl Network {
                 self.publish();
                 next_publish = now + 200_000_000;
             }
+            self.report(now, &mut tx);
             let wake = self.receiver.poll_timeout().min(next_publish);
             // Rounded up: a NACK or query due in 0.9 ms must not turn into a busy loop.
             let wait_ms = ((wake - clock_io::monotonic_ns() + 999_999) / 1_000_000).clamp(0, 100);
@@ -266,6 +323,10 @@ impl Network {
                             break;
                         }
                     };
+                    if which == 1 && classify(&buf[..d.len]) == Kind::Control {
+                        self.on_control(d.from, d.len, &buf, &mut tx);
+                        continue;
+                    }
                     // Decoded here, once; the output thread takes it as it is.
                     let packet = self
                         .receiver

@@ -20,7 +20,9 @@ use crate::config::Config;
 use crate::device_delay::DeviceDelay;
 use crate::feed::Feed;
 use crate::output::{self, Backoff, Output, OutputError, WriteMeta};
+use crate::settings::{Mixer, SettingsCell};
 use crate::status::Shared;
+use wavesync_common::wire::report::Settings;
 
 /// Release the device after this long without a stream.
 const IDLE_RELEASE_NS: i64 = 30_000_000_000;
@@ -51,6 +53,12 @@ pub struct Playback {
     unwritten: Unwritten,
     /// Frames filled that never reached the device (it lost its place or failed first).
     lost_frames: u64,
+    /// The room's settings, from the network thread (one atomic word).
+    settings: SettingsCell,
+    /// The settings applied now.
+    applied: Settings,
+    /// Channel map and gain.
+    mixer: Mixer,
 }
 
 /// Frames of the last fill that the device did not take (its buffer was full: ALSA returns 0
@@ -137,6 +145,10 @@ impl Unwritten {
     }
 }
 
+fn pc_sink_latency(s: &Settings) -> i64 {
+    s.trim_us as i64 * 1000
+}
+
 fn state_name(s: PlayoutState) -> &'static str {
     match s {
         PlayoutState::NoClock => "waiting for the clock",
@@ -161,8 +173,13 @@ impl Playback {
         feed: rtrb::Consumer<Feed>,
         status: Shared,
         device_delay: DeviceDelay,
+        settings: SettingsCell,
     ) -> Self {
+        let applied = settings.load();
         Playback {
+            mixer: Mixer::new(&applied, 48_000),
+            applied,
+            settings,
             cfg: cfg.clone(),
             feed,
             status,
@@ -215,7 +232,10 @@ impl Playback {
         // Room for the sender's latency plus a second of slack, in packets.
         let capacity = ((info.status.latency_ns + 1_000_000_000) / packet_ns.max(1)) as usize + 64;
         let mut pc = PlayoutConfig::new(f.rate, f.channels);
-        pc.sink_latency_ns = self.cfg.sink_latency_ns;
+        // The room's trim is the sink latency (the configuration gives its first value).
+        self.applied = self.settings.load();
+        self.mixer = Mixer::new(&self.applied, f.rate);
+        pc.sink_latency_ns = self.applied.trim_us as i64 * 1000;
         pc.tolerance_ns = self.cfg.tolerance_ns;
         pc.drift_correction = self.cfg.drift_correction;
         pc.capacity_packets = capacity.clamp(64, 4096);
@@ -232,7 +252,7 @@ impl Playback {
         // be in this device's buffer a buffer-time before it plays: a shorter latency loses it.
         let needed_ns = packet_ns
             + (oi.buffer_frames as i64 * 1_000_000_000 / f.rate.max(1) as i64)
-            + self.cfg.sink_latency_ns.max(0);
+            + pc_sink_latency(&self.applied).max(0);
         if info.status.latency_ns < needed_ns + 2_000_000 {
             warn!(
                 "the master's latency ({:.1} ms) is too short for this receiver: a packet ({:.1} ms) \
@@ -391,8 +411,18 @@ impl Playback {
         if frames == 0 {
             return Ok(());
         }
+        let s = self.settings.load();
+        if s != self.applied {
+            if s.trim_us != self.applied.trim_us {
+                // Lands on the new due time at the next fill: one resync, not a slew.
+                p.set_sink_latency_ns(pc_sink_latency(&s));
+            }
+            self.mixer.set(&s);
+            self.applied = s;
+        }
         let out = &mut self.buf[..frames * channels];
         let report = p.fill(t.next_frame_local, out);
+        self.mixer.process(out, channels);
         if report.error_ns.is_some() {
             self.last_error_ns = report.error_ns;
         }

@@ -107,6 +107,36 @@ pub struct StatusReport {
     /// The first key mismatch seen (a sender without a key, or with another key).
     #[serde(default)]
     pub key_problem: Option<String>,
+    /// The room: id, name, settings, and the control path's counters.
+    #[serde(default)]
+    pub room: RoomStatus,
+}
+
+/// The room as this receiver reports it to the master.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RoomStatus {
+    /// The stable receiver id, 16 hex digits.
+    pub id: String,
+    /// The room's name.
+    pub name: String,
+    /// Volume 0..=100.
+    pub volume: u8,
+    /// Muted.
+    pub muted: bool,
+    /// Off (silent, daemon running).
+    pub off: bool,
+    /// Channels played: all, left, right, mono.
+    pub channels: String,
+    /// Trim, ms (positive plays earlier).
+    pub trim_ms: f64,
+    /// Reports sent to the master.
+    pub reports_sent: u64,
+    /// Commands applied.
+    pub commands: u64,
+    /// Commands dropped: not from the followed master.
+    pub commands_refused: u64,
+    /// Control messages that did not decode.
+    pub control_malformed: u64,
 }
 
 /// The followed stream, as shown in the status.

@@ -222,6 +222,7 @@ impl From<&OutputConfig> for OutputSpec {
                 latency_ms,
                 coarse,
                 log,
+                audio,
                 period_ms,
                 buffer_frames,
             } => OutputSpec::Virtual(virtual_dac::VirtualConfig {
@@ -229,6 +230,7 @@ impl From<&OutputConfig> for OutputSpec {
                 latency_ms: *latency_ms,
                 coarse: *coarse,
                 log: log.clone(),
+                audio: audio.clone(),
                 period_ms: *period_ms,
                 buffer_frames: *buffer_frames,
                 ..virtual_dac::VirtualConfig::default()
