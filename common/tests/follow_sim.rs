@@ -155,48 +155,8 @@ fn three_hours_of_a_drifting_driver_stay_within_a_millisecond() {
 #[global_allocator]
 static ALLOC: alloc_count::Counting = alloc_count::Counting;
 
-/// Counts heap allocations made by the current thread while `COUNTING` is set.
-mod alloc_count {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    thread_local! {
-        static COUNTING: Cell<bool> = const { Cell::new(false) };
-        static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    }
-
-    pub struct Counting;
-
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            if COUNTING.with(|c| c.get()) {
-                ALLOCS.with(|a| a.set(a.get() + 1));
-            }
-            // SAFETY: forwarded unchanged to the system allocator.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: forwarded unchanged to the system allocator.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            if COUNTING.with(|c| c.get()) {
-                ALLOCS.with(|a| a.set(a.get() + 1));
-            }
-            // SAFETY: forwarded unchanged to the system allocator.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    /// Runs `f` and returns how many allocations it made on this thread.
-    pub fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
-        let before = ALLOCS.with(|a| a.get());
-        COUNTING.with(|c| c.set(true));
-        let r = f();
-        COUNTING.with(|c| c.set(false));
-        (r, ALLOCS.with(|a| a.get()) - before)
-    }
-}
+#[path = "support/alloc_count.rs"]
+mod alloc_count;
 
 #[test]
 fn the_retimer_never_allocates_after_construction() {
