@@ -1,14 +1,27 @@
 //! `wavesync`: one command for users.
 //!
 //! - `wavesync status [--json]`: what the receiver on this host is doing;
+//! - `wavesync key new PATH [--force]`: a fresh household key;
+//! - `wavesync pair` / `wavesync pair CODE HOST`: hand the key to a receiver with a short code;
+//! - `wavesync rooms` and `wavesync room NAME ...`: every room the master hears from, and
+//!   changing one (through the master's control port);
 //! - `wavesync --rx ...` and `wavesync --tx ...`: the Python tool's command lines, unchanged.
 
+mod key;
+mod pair;
+mod rooms;
 mod rx;
 mod status;
 mod tx;
 
 const USAGE: &str = "\
 usage: wavesync status [--json|--brief] [--socket PATH] show what this host's receiver is doing
+       wavesync key new PATH [--force]            write a fresh household key (mode 0600)
+       wavesync pair [--key-file PATH]            on the master: show a code for pairing
+       wavesync pair CODE HOST [--key-file PATH]  on a receiver: get the key with the code
+       wavesync rooms [--master HOST[:PORT]] [--json] [--watch]   list the master's rooms
+       wavesync room NAME volume 0..100|mute|unmute|trim +-MS|channels all|left|right|mono
+                          |off|on|rename NEW [--master HOST[:PORT]]   change one room
        wavesync --rx [options]                    receive and play (the old command line)
        wavesync --tx SOURCE [options]             send (the old command line)
 
@@ -23,6 +36,14 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = if args.first().map(String::as_str) == Some("status") {
         status::run_status(&args[1..])
+    } else if args.first().map(String::as_str) == Some("key") {
+        key::run_key(&args[1..])
+    } else if args.first().map(String::as_str) == Some("pair") {
+        pair::run_pair(&args[1..])
+    } else if args.first().map(String::as_str) == Some("rooms") {
+        rooms::run_rooms(&args[1..])
+    } else if args.first().map(String::as_str) == Some("room") {
+        rooms::run_room(&args[1..])
     } else if args.iter().any(|a| a == "--rx") {
         rx::run_rx(&args)
     } else if args.iter().any(|a| a == "--tx" || a.starts_with("--tx=")) {

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wavesync_receiver::status::Status;
+use wavesync_receiver::status::StatusReport;
 
 /// Candidate socket paths, in the order a receiver would have chosen them.
 pub fn default_paths() -> Vec<PathBuf> {
@@ -23,7 +23,7 @@ pub fn default_paths() -> Vec<PathBuf> {
 }
 
 /// Reads the status from the socket at `path`.
-pub fn read(path: &Path) -> Result<Status, String> {
+pub fn read(path: &Path) -> Result<StatusReport, String> {
     let mut conn =
         UnixStream::connect(path).map_err(|e| format!("no receiver at {}: {e}", path.display()))?;
     let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
@@ -34,7 +34,7 @@ pub fn read(path: &Path) -> Result<Status, String> {
 }
 
 /// Human-readable rendering of a status.
-pub fn render(s: &Status) -> String {
+pub fn render(s: &StatusReport) -> String {
     let mut out = String::new();
     match &s.stream {
         Some(st) => out.push_str(&format!(
@@ -82,14 +82,47 @@ pub fn render(s: &Status) -> String {
         s.nacks_sent, s.requested, s.given_up
     ));
     out.push_str(&format!(
-        "playout    {} frames concealed, {} resyncs, {} underruns",
-        s.concealed_frames, s.resyncs, s.underruns
+        "playout    {} frames concealed, {} resyncs, {} underruns, {} output frames lost\n",
+        s.concealed_frames, s.resyncs, s.underruns, s.lost_output_frames
     ));
+    if s.keyed {
+        out.push_str(&format!(
+            "key        {}: {} refused ({} without a key, {} with another key, {} forged, {} replayed)",
+            s.key_id.as_deref().unwrap_or("-"),
+            s.unauthenticated,
+            s.unprotected,
+            s.wrong_key,
+            s.forged,
+            s.replayed
+        ));
+        if let Some(p) = &s.key_problem {
+            out.push_str(&format!("\nproblem    {p}"));
+        }
+    } else {
+        out.push_str("key        none: the stream is open (docs/security.md)");
+    }
+    let r = &s.room;
+    if !r.id.is_empty() {
+        out.push_str(&format!(
+            "\nroom       {:?} (id {}): volume {}{}{}, channels {}, trim {:+.3} ms; {} reports sent, \
+             {} commands taken, {} refused (not from the followed master)",
+            r.name,
+            r.id,
+            r.volume,
+            if r.muted { " (muted)" } else { "" },
+            if r.off { ", off" } else { "" },
+            r.channels,
+            r.trim_ms,
+            r.reports_sent,
+            r.commands,
+            r.commands_refused
+        ));
+    }
     out
 }
 
 /// The one-line form (`--brief`), for scripts and the demo.
-pub fn brief(s: &Status) -> String {
+pub fn brief(s: &StatusReport) -> String {
     format!(
         "{}, sync error {}, correction {:+.0} ppm, clock {}",
         s.state,
@@ -160,12 +193,12 @@ mod tests {
 
     #[test]
     fn renders_every_section() {
-        let s = Status {
+        let s = StatusReport {
             state: "playing".into(),
             clock_locked: true,
             sync_error_us: Some(-3.4),
             packets: 10,
-            ..Status::default()
+            ..StatusReport::default()
         };
         let text = render(&s);
         assert!(text.contains("clock      locked"), "{text}");
@@ -173,12 +206,27 @@ mod tests {
         assert!(text.contains("10 received"), "{text}");
         assert!(text.starts_with("stream     none heard yet"));
         assert!(!text.contains("problem"), "{text}");
-        let stuck = Status {
+        assert!(text.ends_with("key        none: the stream is open (docs/security.md)"));
+        let keyed = StatusReport {
+            keyed: true,
+            key_id: Some("0a1b2c3d".into()),
+            unauthenticated: 5,
+            wrong_key: 5,
+            key_problem: Some("192.0.2.1:45300 sends with another key".into()),
+            ..StatusReport::default()
+        };
+        let text = render(&keyed);
+        assert!(
+            text.contains("key        0a1b2c3d: 5 refused (0 without a key, 5 with another key"),
+            "{text}"
+        );
+        assert!(text.ends_with("problem    192.0.2.1:45300 sends with another key"));
+        let stuck = StatusReport {
             time_queries: 43,
             time_refused: 43,
             time_wrong_source: 43,
             clock_problem: Some("the last answer came from 127.0.0.1:45301".into()),
-            ..Status::default()
+            ..StatusReport::default()
         };
         let text = render(&stuck);
         assert!(

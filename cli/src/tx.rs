@@ -126,6 +126,9 @@ impl LegacyTx {
             silence_timeout: 1.0,
             stats_interval: 10.0,
             duration: None,
+            // The legacy command line has no key (the new wavesync-sender does).
+            key_file: None,
+            no_encrypt: false,
         };
         (args, notes)
     }

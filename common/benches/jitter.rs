@@ -16,6 +16,7 @@ use wavesync_common::format::SampleFormat;
 use wavesync_common::jitter::{JitterBuffer, JitterConfig, PacketIn};
 use wavesync_common::playout::{Playout, PlayoutConfig};
 use wavesync_common::resample::{Quality, Resampler};
+use wavesync_common::time::{LocalNs, TimelineNs};
 
 const RATE: u32 = 48_000;
 const FPP: usize = 240;
@@ -37,7 +38,7 @@ fn jitter_cycle(b: &mut JitterBuffer, next: &mut u64, n: usize, reorder: bool, p
         b.push(&PacketIn {
             seq: k as u16,
             timestamp: (k as u32).wrapping_mul(FPP as u32),
-            play_time: (k * 5_000_000) as i64,
+            play_time: TimelineNs::from_ns((k * 5_000_000) as i64),
             marker: false,
             format: SampleFormat::L16,
             payload: pl,
@@ -90,8 +91,8 @@ impl Stream {
     fn new() -> Self {
         let mut playout: Playout = Playout::new(PlayoutConfig::new(RATE, CH as u8));
         playout.set_clock(Some(ClockEstimate {
-            ref_local: 0,
-            ref_timeline: 0,
+            ref_local: LocalNs::from_ns(0),
+            ref_timeline: TimelineNs::from_ns(0),
             rate: 1.0,
             uncertainty_ns: 0,
         }));
@@ -118,11 +119,11 @@ impl Stream {
             while (self.packet as i64 + 1) * 5_000_000 <= now + latency {
                 let k = self.packet;
                 self.playout.push_parts(
-                    now,
+                    LocalNs::from_ns(now),
                     &PacketIn {
                         seq: k as u16,
                         timestamp: (k as u32).wrapping_mul(FPP as u32),
-                        play_time: k as i64 * 5_000_000 + latency,
+                        play_time: TimelineNs::from_ns(k as i64 * 5_000_000 + latency),
                         marker: k == 0,
                         format: SampleFormat::L16,
                         payload: &self.pl,
@@ -130,7 +131,7 @@ impl Stream {
                 );
                 self.packet += 1;
             }
-            frames += self.playout.fill(t, &mut self.out).frames;
+            frames += self.playout.fill(LocalNs::from_ns(t), &mut self.out).frames;
             self.write += 1;
         }
         frames

@@ -30,8 +30,8 @@
 //! σ grows with the square of the excess because queueing is not only noise but bias (queues
 //! are rarely symmetric), which averaging does not remove. A weak prior on the rate
 //! (`1 ± max_rate_ppm`), weighed against the data at their measured scatter, keeps the fit
-//! defined with one sample or a burst only milliseconds wide. All absolute times stay `i64`
-//! nanoseconds; the fit works in `f64` on differences from a reference point (the newest
+//! defined with one sample or a burst only milliseconds wide. All absolute times stay whole
+//! nanoseconds ([`LocalNs`], [`TimelineNs`]); the fit works in `f64` on differences from a reference point (the newest
 //! sample), so offsets of days keep nanosecond precision.
 //!
 //! An exchange that disagrees with the prediction by more than its own round trip, the model's
@@ -73,19 +73,21 @@ pub struct Exchange {
 impl Exchange {
     /// Offset sample `((t2 - t1) + (t3 - t4)) / 2` (timeline minus local), saturated to `i64`.
     pub fn offset_ns(&self) -> i64 {
-        let o = ((self.t2 as i128 - self.t1 as i128) + (self.t3 as i128 - self.t4 as i128)) / 2;
+        let (t1, t2, t3, t4) = (self.t1.ns(), self.t2.ns(), self.t3.ns(), self.t4.ns());
+        let o = ((t2 as i128 - t1 as i128) + (t3 as i128 - t4 as i128)) / 2;
         o.clamp(i64::MIN as i128, i64::MAX as i128) as i64
     }
 
     /// Round trip `(t4 - t1) - (t3 - t2)` spent on the network, saturated to `i64`.
     pub fn round_trip_ns(&self) -> i64 {
-        let d = (self.t4 as i128 - self.t1 as i128) - (self.t3 as i128 - self.t2 as i128);
+        let (t1, t2, t3, t4) = (self.t1.ns(), self.t2.ns(), self.t3.ns(), self.t4.ns());
+        let d = (t4 as i128 - t1 as i128) - (t3 as i128 - t2 as i128);
         d.clamp(i64::MIN as i128, i64::MAX as i128) as i64
     }
 
     /// Local midpoint `(t1 + t4) / 2`, the instant the offset sample refers to.
     pub fn local_mid(&self) -> LocalNs {
-        ((self.t1 as i128 + self.t4 as i128) / 2) as i64
+        LocalNs::from_ns(((self.t1.ns() as i128 + self.t4.ns() as i128) / 2) as i64)
     }
 }
 
@@ -111,17 +113,17 @@ fn sat_i64(v: i128) -> i64 {
 impl ClockEstimate {
     /// Maps a local instant to the timeline.
     pub fn to_timeline(&self, l: LocalNs) -> TimelineNs {
-        let d = l as i128 - self.ref_local as i128;
+        let d = l.ns() as i128 - self.ref_local.ns() as i128;
         // Through i64: the cast saturates (NaN gives 0), so the sum below cannot overflow.
         let drift = (d as f64 * (self.rate - 1.0)).round() as i64 as i128;
-        sat_i64(self.ref_timeline as i128 + d + drift)
+        TimelineNs::from_ns(sat_i64(self.ref_timeline.ns() as i128 + d + drift))
     }
 
     /// Maps a timeline instant to the local clock (inverse of [`Self::to_timeline`]).
     pub fn to_local(&self, t: TimelineNs) -> LocalNs {
-        let d = t as i128 - self.ref_timeline as i128;
+        let d = t.ns() as i128 - self.ref_timeline.ns() as i128;
         let drift = (d as f64 * (self.rate - 1.0) / self.rate).round() as i64 as i128;
-        sat_i64(self.ref_local as i128 + d - drift)
+        LocalNs::from_ns(sat_i64(self.ref_local.ns() as i128 + d - drift))
     }
 
     /// Rate error of the local clock against the timeline, in parts per million.
@@ -131,7 +133,7 @@ impl ClockEstimate {
 
     /// Offset `timeline - local` at the reference instant.
     pub fn offset_ns(&self) -> i64 {
-        sat_i64(self.ref_timeline as i128 - self.ref_local as i128)
+        sat_i64(self.ref_timeline.ns() as i128 - self.ref_local.ns() as i128)
     }
 }
 
@@ -253,8 +255,9 @@ struct Fit {
 impl Fit {
     /// Predicted offset at local `mid` and its standard error.
     fn predict(&self, mid: LocalNs) -> (i64, f64) {
-        let theta = self.est.to_timeline(mid).saturating_sub(mid);
-        let x = (mid as i128 - self.est.ref_local as i128) as f64;
+        // The offset timeline minus local: the one place two kinds meet, as raw counts.
+        let theta = self.est.to_timeline(mid).ns().saturating_sub(mid.ns());
+        let x = (mid.ns() as i128 - self.est.ref_local.ns() as i128) as f64;
         let dx = x - self.mean_x;
         let var = self.scale * (1.0 / self.sum_w + dx * dx / self.sxx);
         (theta, var.sqrt())
@@ -402,7 +405,9 @@ impl ClockModel {
         let at = (self.head + self.len) % WINDOW_CAPACITY;
         self.ring[at] = s;
         self.len += 1;
-        while self.len > 2 && s.mid.saturating_sub(self.ring[self.head].mid) > self.cfg.max_age_ns {
+        while self.len > 2
+            && s.mid.ns().saturating_sub(self.ring[self.head].mid.ns()) > self.cfg.max_age_ns
+        {
             self.head = (self.head + 1) % WINDOW_CAPACITY;
             self.len -= 1;
         }
@@ -440,7 +445,7 @@ impl ClockModel {
         // x: ns since the newest midpoint; y: offset minus the newest offset.
         let xy = |s: &Sample| {
             (
-                (s.mid as i128 - newest.mid as i128) as f64,
+                (s.mid.ns() as i128 - newest.mid.ns() as i128) as f64,
                 (s.theta as i128 - newest.theta as i128) as f64,
             )
         };
@@ -494,11 +499,11 @@ impl ClockModel {
         self.rate_prior_sd = prior_sd;
         let env = self.envelope_fit(newest, min_rtt, slope, lambda, prior_slope);
         let ref_timeline =
-            newest.mid as i128 + newest.theta as i128 + env.offset_at_ref.round() as i128;
+            newest.mid.ns() as i128 + newest.theta as i128 + env.offset_at_ref.round() as i128;
         self.fit = Some(Fit {
             est: ClockEstimate {
                 ref_local: newest.mid,
-                ref_timeline: sat_i64(ref_timeline),
+                ref_timeline: TimelineNs::from_ns(sat_i64(ref_timeline)),
                 rate: 1.0 + env.slope,
                 uncertainty_ns: env.var_at_ref.sqrt().ceil() as i64,
             },
@@ -532,7 +537,7 @@ impl ClockModel {
         let n = self.len;
         // (x, upper bound θ + δ/2, lower bound θ - δ/2), relative to the newest sample.
         let pts = |s: &Sample| {
-            let x = (s.mid as i128 - newest.mid as i128) as f64;
+            let x = (s.mid.ns() as i128 - newest.mid.ns() as i128) as f64;
             let y = (s.theta as i128 - newest.theta as i128) as f64;
             let h = s.rtt as f64 / 2.0;
             (x, y + h, y - h)
@@ -674,34 +679,42 @@ mod tests {
     const L0: i64 = 3 * 3600 * 1_000_000_000;
     const M0: i64 = 17 * 86_400 * 1_000_000_000;
 
+    fn l(ns: i64) -> LocalNs {
+        LocalNs::from_ns(ns)
+    }
+
+    fn tl(ns: i64) -> TimelineNs {
+        TimelineNs::from_ns(ns)
+    }
+
     /// A symmetric exchange at local `t1` against a master at `M0 + rate * (l - L0)`.
     fn exchange(t1: i64, rtt: i64, rate: f64, extra: i64) -> Exchange {
         let master = |l: i64| M0 + ((l - L0) as f64 * rate).round() as i64 + extra;
         let t2 = master(t1 + rtt / 2);
         Exchange {
-            t1,
-            t2,
-            t3: t2 + 10_000,
-            t4: t1 + rtt + ((10_000.0 / rate).round() as i64),
+            t1: l(t1),
+            t2: tl(t2),
+            t3: tl(t2 + 10_000),
+            t4: l(t1 + rtt + ((10_000.0 / rate).round() as i64)),
         }
     }
 
     #[test]
     fn exchange_arithmetic() {
         let e = Exchange {
-            t1: 100,
-            t2: 1_000_150,
-            t3: 1_000_160,
-            t4: 310,
+            t1: l(100),
+            t2: tl(1_000_150),
+            t3: tl(1_000_160),
+            t4: l(310),
         };
         assert_eq!(e.round_trip_ns(), 200);
         assert_eq!(e.offset_ns(), 999_950);
-        assert_eq!(e.local_mid(), 205);
+        assert_eq!(e.local_mid(), l(205));
         let wild = Exchange {
-            t1: i64::MIN,
-            t2: i64::MAX,
-            t3: i64::MIN,
-            t4: i64::MAX,
+            t1: LocalNs::MIN,
+            t2: TimelineNs::MAX,
+            t3: TimelineNs::MIN,
+            t4: LocalNs::MAX,
         };
         // Saturates instead of overflowing.
         let _ = (wild.offset_ns(), wild.round_trip_ns(), wild.local_mid());
@@ -710,15 +723,15 @@ mod tests {
     #[test]
     fn estimate_maps_both_ways_with_hours_of_offset() {
         let est = ClockEstimate {
-            ref_local: L0,
-            ref_timeline: M0,
+            ref_local: l(L0),
+            ref_timeline: tl(M0),
             rate: 1.0 + 150e-6,
             uncertainty_ns: 1,
         };
-        let l = L0 + 3_600_000_000_000;
-        let t = est.to_timeline(l);
-        assert_eq!(t, M0 + 3_600_000_000_000 + 540_000_000);
-        assert_eq!(est.to_local(t), l);
+        let x = l(L0 + 3_600_000_000_000);
+        let t = est.to_timeline(x);
+        assert_eq!(t, tl(M0 + 3_600_000_000_000 + 540_000_000));
+        assert_eq!(est.to_local(t), x);
         assert_eq!(est.offset_ns(), M0 - L0);
         assert!((est.rate_ppm() - 150.0).abs() < 1e-6);
     }
@@ -738,9 +751,9 @@ mod tests {
         let est = m.estimate().unwrap();
         // Exact but for the rate prior's pull (1e-9 here).
         assert!((est.rate - rate).abs() < 1e-8, "rate {}", est.rate);
-        let l = L0 + 25_000_000_000;
-        let truth = M0 + ((l - L0) as f64 * rate).round() as i64;
-        assert!((est.to_timeline(l) - truth).abs() < 100);
+        let x = L0 + 25_000_000_000;
+        let truth = tl(M0 + ((x - L0) as f64 * rate).round() as i64);
+        assert!((est.to_timeline(l(x)) - truth).abs() < 100);
         assert!(m.is_locked());
     }
 
@@ -824,10 +837,10 @@ mod tests {
     fn one_way(t1: i64, up: i64, down: i64) -> Exchange {
         let t2 = M0 + (t1 + up - L0);
         Exchange {
-            t1,
-            t2,
-            t3: t2 + 10_000,
-            t4: t1 + up + 10_000 + down,
+            t1: l(t1),
+            t2: tl(t2),
+            t3: tl(t2 + 10_000),
+            t4: l(t1 + up + 10_000 + down),
         }
     }
 
@@ -847,8 +860,8 @@ mod tests {
             m.add_exchange(one_way(L0 + i * 250_000_000, up, down));
         }
         let est = m.estimate().unwrap();
-        let l = L0 + 15_000_000_000;
-        let err = est.to_timeline(l) - (M0 + (l - L0));
+        let x = L0 + 15_000_000_000;
+        let err = est.to_timeline(l(x)) - tl(M0 + (x - L0));
         assert!(err.abs() < 5_000, "error {err} ns");
         assert!(est.rate_ppm().abs() < 0.5, "rate {}", est.rate_ppm());
         assert_eq!(m.min_rtt_ns(), Some(3_000_000));
@@ -892,16 +905,16 @@ mod tests {
             for (i, (t1, off, rtt, hold)) in ts.into_iter().enumerate() {
                 let t2 = t1.saturating_add(off);
                 let e = Exchange {
-                    t1,
-                    t2,
-                    t3: t2.saturating_add(hold),
-                    t4: t1.saturating_add(rtt + hold),
+                    t1: l(t1),
+                    t2: tl(t2),
+                    t3: tl(t2.saturating_add(hold)),
+                    t4: l(t1.saturating_add(rtt + hold)),
                 };
                 m.add_exchange(e);
                 // Interleave sane exchanges so arbitrary ones meet a fitted model too.
                 m.add_exchange(exchange(L0 + i as i64 * 1_000_000_000, 300_000, 1.0, 0));
                 if let Some(est) = m.estimate() {
-                    let _ = (est.to_timeline(t1), est.to_local(t2), est.offset_ns());
+                    let _ = (est.to_timeline(l(t1)), est.to_local(tl(t2)), est.offset_ns());
                 }
             }
         }

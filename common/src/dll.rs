@@ -50,6 +50,11 @@ pub struct Dll {
     started: bool,
 }
 
+/// The local instant nearest to `ns` (a time the loop keeps in `f64`).
+fn local(ns: f64) -> LocalNs {
+    LocalNs::from_ns(ns.round() as i64)
+}
+
 /// The loop never believes the input is further than this from its nominal rate.
 const MAX_RATE_ERROR: f64 = 1e-3;
 
@@ -93,26 +98,26 @@ impl Dll {
     /// before the first block).
     pub fn predicted_end(&self, frames: usize) -> Option<LocalNs> {
         self.started
-            .then(|| (self.next + frames as f64 * self.ns_per_frame).round() as LocalNs)
+            .then(|| local(self.next + frames as f64 * self.ns_per_frame))
     }
 
     /// Feeds a block of `frames` frames whose last frame arrived at `arrival`; returns the
     /// capture time of its first frame.
     pub fn update(&mut self, arrival: LocalNs, frames: usize) -> DllUpdate {
         let duration = frames as f64 * self.ns_per_frame;
-        let measured_start = arrival as f64 - duration;
+        let measured_start = arrival.ns() as f64 - duration;
         if !self.started || (measured_start - self.next).abs() > self.max_error_ns as f64 {
             self.started = true;
             self.ns_per_frame = self.nominal_ns_per_frame;
-            let start = arrival as f64 - frames as f64 * self.ns_per_frame;
-            self.next = arrival as f64;
+            let start = arrival.ns() as f64 - frames as f64 * self.ns_per_frame;
+            self.next = arrival.ns() as f64;
             return DllUpdate::Restarted {
-                capture: start.round() as LocalNs,
+                capture: local(start),
             };
         }
         let capture = self.next;
         let predicted_end = self.next + duration;
-        let err = arrival as f64 - predicted_end;
+        let err = arrival.ns() as f64 - predicted_end;
         // Second-order loop gains for this block's duration (critically damped).
         let omega = 2.0 * std::f64::consts::PI * self.bandwidth_hz * duration / NS_PER_SEC as f64;
         let b = (std::f64::consts::SQRT_2 * omega).min(1.0);
@@ -133,7 +138,7 @@ impl Dll {
             );
         }
         DllUpdate::Tracked {
-            capture: capture.round() as LocalNs,
+            capture: local(capture),
         }
     }
 
@@ -147,7 +152,7 @@ impl Dll {
         }
         let capture = self.next;
         self.next += frames as f64 * self.ns_per_frame;
-        capture.round() as LocalNs
+        local(capture)
     }
 }
 
@@ -158,6 +163,10 @@ mod tests {
 
     const MS: i64 = 1_000_000;
 
+    fn l(ns: i64) -> LocalNs {
+        LocalNs::from_ns(ns)
+    }
+
     #[test]
     fn jittery_arrivals_become_smooth_capture_times_at_the_true_rate() {
         // An input at +120 ppm delivering 480-frame blocks, each arriving 0..4 ms late.
@@ -167,19 +176,19 @@ mod tests {
         let mut frames = 0u64;
         let mut worst = 0.0f64;
         let mut rate_sum = 0.0;
-        let mut prev: Option<i64> = None;
+        let mut prev: Option<LocalNs> = None;
         let mut worst_step = 0.0f64;
         for block in 0..3000 {
             let true_start = (1_000 * MS) as f64 + frames as f64 * true_ns_per_frame;
             frames += 480;
             let true_end = (1_000 * MS) as f64 + frames as f64 * true_ns_per_frame;
             let arrival = true_end + rng.gen_range(0.0..4e6);
-            let u = dll.update(arrival as i64, 480);
+            let u = dll.update(l(arrival as i64), 480);
             if block > 1000 {
                 assert!(matches!(u, DllUpdate::Tracked { .. }));
                 // The smoothed time sits at the jitter's mean (2 ms) behind the truth and
                 // wanders far less than the jitter's 4 ms span.
-                worst = worst.max((u.capture() as f64 - true_start - 2e6).abs());
+                worst = worst.max((u.capture().ns() as f64 - true_start - 2e6).abs());
                 rate_sum += dll.rate_error_ppm();
                 if let Some(p) = prev {
                     // Block to block, capture times advance by the block's true duration.
@@ -203,7 +212,7 @@ mod tests {
         // Blocks on time, then one 40 ms late (under the 50 ms restart limit): the rate it
         // leaves is off by far less than the ~300 ppm an unclamped correction would give.
         let mut dll = Dll::new(48_000, 0.2, 50 * MS);
-        let mut t = 0;
+        let mut t = l(0);
         for _ in 0..2_000 {
             t += 5 * MS;
             dll.update(t, 240);
@@ -219,7 +228,7 @@ mod tests {
     #[test]
     fn a_stall_restarts_the_loop_at_the_late_block() {
         let mut dll = Dll::new(48_000, 0.5, 20 * MS);
-        let mut t = 0;
+        let mut t = l(0);
         for _ in 0..100 {
             t += 10 * MS;
             dll.update(t, 480);
@@ -239,18 +248,18 @@ mod tests {
         let mut dll = Dll::new(48_000, 0.5, 20 * MS);
         assert_eq!(dll.predicted_end(480), None);
         // Before the first block, advance starts the loop as update does.
-        assert_eq!(dll.advance(100 * MS, 480), 90 * MS);
-        assert_eq!(dll.predicted_end(480), Some(110 * MS));
+        assert_eq!(dll.advance(l(100 * MS), 480), l(90 * MS));
+        assert_eq!(dll.predicted_end(480), Some(l(110 * MS)));
         // A backlog read at once: each block goes right after the previous one whatever its
         // arrival, and the loop's rate is untouched.
         for k in 0..10 {
-            assert_eq!(dll.advance(100 * MS, 480), 100 * MS + k * 10 * MS);
+            assert_eq!(dll.advance(l(100 * MS), 480), l(100 * MS + k * 10 * MS));
         }
         assert_eq!(dll.rate_error_ppm(), 0.0);
         dll.reset();
         assert!(!dll.is_started());
         assert!(
-            matches!(dll.update(5 * MS, 48), DllUpdate::Restarted { capture } if capture == 4 * MS)
+            matches!(dll.update(l(5 * MS), 48), DllUpdate::Restarted { capture } if capture == l(4 * MS))
         );
     }
 
@@ -258,10 +267,10 @@ mod tests {
     fn odd_settings_do_not_break_it() {
         let mut dll = Dll::new(0, f64::NAN, -5);
         // Rate 0 is taken as 1 Hz, a NaN bandwidth as 0.1 Hz, a negative limit as 1 ns.
-        assert_eq!(dll.update(1_000, 0).capture(), 1_000);
-        assert_eq!(dll.update(3 * NS_PER_SEC, 2).capture(), NS_PER_SEC);
+        assert_eq!(dll.update(l(1_000), 0).capture(), l(1_000));
+        assert_eq!(dll.update(l(3 * NS_PER_SEC), 2).capture(), l(NS_PER_SEC));
         assert!(matches!(
-            dll.update(4 * NS_PER_SEC + 2, 1),
+            dll.update(l(4 * NS_PER_SEC + 2), 1),
             DllUpdate::Restarted { .. }
         ));
         assert!(dll.rate_error_ppm().is_finite());

@@ -155,7 +155,7 @@ impl Follower {
             kp: 2.0 * omega,
             ki: omega * omega,
             anchor: None,
-            started: 0,
+            started: LocalNs::from_ns(0),
             produced: 0,
             last: None,
             engaged: false,
@@ -207,8 +207,8 @@ impl Follower {
         if capture - self.started < self.cfg.settle_ns && capture >= self.started {
             return self.anchor_at(capture);
         }
-        let predicted = anchor as f64 + self.produced as f64 * self.ns_per_frame;
-        let err = capture as f64 - predicted;
+        let predicted = anchor.ns() as f64 + self.produced as f64 * self.ns_per_frame;
+        let err = capture.ns() as f64 - predicted;
         let (last_t, last_err) = self.last.unwrap_or((capture, err));
         if (err - last_err).abs() > self.cfg.max_step_ns as f64 || capture < last_t {
             self.stats.reanchors += 1;
@@ -332,7 +332,7 @@ impl Retimer {
         } else {
             0.0
         };
-        let capture = capture + (offset * self.ns_per_frame).round() as LocalNs;
+        let capture = capture + (offset * self.ns_per_frame).round() as i64;
         let ratio = self.follower.observe(capture);
         if let (None, false) = (ratio, self.resampling) {
             let n = (input.len() / ch).min(output.len() / ch);
@@ -380,6 +380,10 @@ impl Retimer {
 mod tests {
     use super::*;
 
+    fn l(ns: i64) -> LocalNs {
+        LocalNs::from_ns(ns)
+    }
+
     /// A source `ppm` fast delivering `block` frames per call, resampled ideally (output
     /// position accumulated in f64). Returns the worst |error| after `settle_s` and the stats.
     fn run(ppm: f64, cfg: FollowConfig, seconds: f64, settle_s: f64) -> (f64, FollowStats) {
@@ -392,7 +396,7 @@ mod tests {
         let cycles = (seconds * rate * (1.0 + ppm * 1e-6) / block) as u64;
         for c in 0..cycles {
             let t = 1e12 + c as f64 * block / (rate * (1.0 + ppm * 1e-6)) * 1e9;
-            let r = f.observe(t as i64).unwrap_or(1.0);
+            let r = f.observe(l(t as i64)).unwrap_or(1.0);
             out_pos += block / r;
             let n = out_pos as u64 - emitted;
             emitted += n;
@@ -434,13 +438,13 @@ mod tests {
         let mut t = 0i64;
         for _ in 0..10_000 {
             t += 21_330_000; // 1024 frames at about +100 ppm
-            f.observe(t);
+            f.observe(l(t));
             f.produced(1024);
         }
         let rate = f.stats().rate_ppm;
         assert!(f.ratio().is_some());
         t += 3_000_000_000; // paused for 3 s
-        f.observe(t);
+        f.observe(l(t));
         f.produced(1024);
         assert_eq!(f.stats().reanchors, 1);
         assert_eq!(f.stats().error_ns, 0.0);
@@ -466,12 +470,12 @@ mod tests {
                 *x = (0.5 * (w * (src + i) as f64).sin()) as f32;
             }
             let capture = (t0 + src as f64 * src_ns) as i64;
-            let r = rt.process(capture, &input, &mut out);
+            let r = rt.process(l(capture), &input, &mut out);
             assert_eq!(r.consumed, block);
             if (src as f64) * src_ns > settle_s * 1e9 {
                 // Output frame k was captured at r.capture + k / rate: the source frame there.
                 for (k, y) in out[..r.frames].iter().enumerate() {
-                    let t = r.capture as f64 + k as f64 * 1e9 / rate;
+                    let t = r.capture.ns() as f64 + k as f64 * 1e9 / rate;
                     let pos = (t - t0) / src_ns;
                     let err = (*y as f64 - 0.5 * (w * pos).sin()).abs();
                     worst_y = worst_y.max(err);
@@ -508,7 +512,7 @@ mod tests {
         let mut t = 0.0f64;
         for _ in 0..2_000 {
             let transient = 4e6 * (-t / 0.3e9).exp();
-            assert_eq!(f.observe((t + transient) as i64), None);
+            assert_eq!(f.observe(l((t + transient) as i64)), None);
             f.produced(240);
             t += 5e6;
         }
@@ -526,9 +530,9 @@ mod tests {
             settle_ns: -1,
         };
         let mut f = Follower::new(0, cfg);
-        assert_eq!(f.observe(5), None);
+        assert_eq!(f.observe(l(5)), None);
         f.produced(3);
-        let r = f.observe(10);
+        let r = f.observe(l(10));
         assert!(r.is_none() || r.is_some_and(f64::is_finite));
         assert!(f.stats().error_ns.is_finite());
     }

@@ -5,6 +5,8 @@
 //! and `pw-module/` only move bytes and time in and out. Times are `i64` nanoseconds, see
 //! [`time`].
 
+#![forbid(unsafe_code)]
+
 pub mod clock;
 pub mod dll;
 pub mod follow;
@@ -13,9 +15,11 @@ pub mod jitter;
 pub mod loss;
 pub mod packetizer;
 pub mod playout;
+pub mod protect;
 pub mod receiver;
 pub mod resample;
 pub mod resend;
+pub mod rooms;
 pub mod sample;
 pub mod sender;
 pub mod time;

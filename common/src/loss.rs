@@ -125,7 +125,7 @@ impl LossTracker {
             missing: Vec::with_capacity(cfg.capacity.max(1)),
             stats: LossStats::default(),
             reorder_ns: 0.0,
-            reorder_at: 0,
+            reorder_at: LocalNs::from_ns(0),
             srtt: None,
             rtt_floor_ns: 0,
         }
@@ -312,6 +312,14 @@ mod tests {
 
     const MS: i64 = 1_000_000;
 
+    fn l(ns: i64) -> LocalNs {
+        LocalNs::from_ns(ns)
+    }
+
+    fn tl(ns: i64) -> TimelineNs {
+        TimelineNs::from_ns(ns)
+    }
+
     fn tracker() -> LossTracker {
         LossTracker::new(LossConfig::default())
     }
@@ -333,28 +341,28 @@ mod tests {
     #[test]
     fn gap_is_asked_for_after_the_grace_then_retried_then_given_up() {
         let mut t = tracker();
-        t.on_packet(0, 10, 1_000 * MS, 5 * MS);
-        t.on_packet(MS, 13, 1_015 * MS, 5 * MS); // 11 and 12 missing
+        t.on_packet(l(0), 10, tl(1_000 * MS), 5 * MS);
+        t.on_packet(l(MS), 13, tl(1_015 * MS), 5 * MS); // 11 and 12 missing
         assert_eq!(
-            nacks(&mut t, MS),
+            nacks(&mut t, l(MS)),
             Vec::<u16>::new(),
             "still in the reorder grace"
         );
-        let mut first = nacks(&mut t, 4 * MS);
+        let mut first = nacks(&mut t, l(4 * MS));
         first.sort();
         assert_eq!(first, vec![11, 12]);
         assert!(
-            nacks(&mut t, 10 * MS).is_empty(),
+            nacks(&mut t, l(10 * MS)).is_empty(),
             "not again before retry_ns"
         );
-        assert_eq!(nacks(&mut t, 24 * MS).len(), 2);
+        assert_eq!(nacks(&mut t, l(24 * MS)).len(), 2);
         // 12 arrives (resent): only 11 is asked for from now on.
-        t.on_packet(25 * MS, 12, 1_010 * MS, 5 * MS);
+        t.on_packet(l(25 * MS), 12, tl(1_010 * MS), 5 * MS);
         assert_eq!(t.stats().recovered, 1);
         let mut now = 44 * MS;
         let mut asked = 2;
         while t.outstanding() > 0 {
-            let v = nacks(&mut t, now);
+            let v = nacks(&mut t, l(now));
             assert!(v.iter().all(|&s| s == 11));
             asked += v.len();
             now += 20 * MS;
@@ -370,11 +378,11 @@ mod tests {
     #[test]
     fn packets_that_cannot_be_played_in_time_are_not_asked_for() {
         let mut t = tracker();
-        t.on_packet(0, 1, 100 * MS, 5 * MS);
-        t.on_packet(0, 4, 115 * MS, 5 * MS); // 2 (due 105 ms) and 3 (due 110 ms) missing
-        let identity = |x: TimelineNs| x;
+        t.on_packet(l(0), 1, tl(100 * MS), 5 * MS);
+        t.on_packet(l(0), 4, tl(115 * MS), 5 * MS); // 2 (due 105 ms) and 3 (due 110 ms) missing
+        let identity = |x: TimelineNs| LocalNs::from_ns(x.ns()); // the two clocks coincide here
         let mut out = [0u16; 8];
-        let n = t.poll_nack(106 * MS, Some(&identity), &mut out);
+        let n = t.poll_nack(l(106 * MS), Some(&identity), &mut out);
         // 2 is due in the past, 3 is due in 4 ms (> the 3 ms margin): only 3 is wanted.
         assert_eq!(&out[..n], &[3]);
         assert_eq!(t.stats().given_up, 1);
@@ -386,27 +394,27 @@ mod tests {
             capacity: 16,
             ..LossConfig::default()
         });
-        t.on_packet(0, 0, 0, MS);
-        t.on_packet(0, 30_000, 30_000 * MS, MS);
+        t.on_packet(l(0), 0, tl(0), MS);
+        t.on_packet(l(0), 30_000, tl(30_000 * MS), MS);
         assert_eq!(t.outstanding(), 16);
         assert_eq!(t.stats().missing, 29_999);
         assert_eq!(t.stats().given_up, 29_999 - 16);
         // The newest are kept: they are the ones that can still be played.
-        let mut asked = nacks(&mut t, 10 * MS);
+        let mut asked = nacks(&mut t, l(10 * MS));
         asked.sort();
         assert_eq!(asked, (29_984..30_000).collect::<Vec<u16>>());
         // A further gap while full evicts the earliest-due entries, never grows.
-        t.on_packet(0, 30_010, 30_010 * MS, MS);
+        t.on_packet(l(0), 30_010, tl(30_010 * MS), MS);
         assert_eq!(t.outstanding(), 16);
     }
 
     #[test]
     fn duplicates_and_old_packets_change_nothing() {
         let mut t = tracker();
-        t.on_packet(0, 7, 0, MS);
-        t.on_packet(0, 8, MS, MS);
-        t.on_packet(0, 8, MS, MS);
-        t.on_packet(0, 3, 0, MS);
+        t.on_packet(l(0), 7, tl(0), MS);
+        t.on_packet(l(0), 8, tl(MS), MS);
+        t.on_packet(l(0), 8, tl(MS), MS);
+        t.on_packet(l(0), 3, tl(0), MS);
         assert_eq!(t.outstanding(), 0);
         assert_eq!(t.stats(), LossStats::default());
     }
@@ -414,29 +422,32 @@ mod tests {
     #[test]
     fn reordering_widens_the_grace_and_it_decays() {
         let mut t = tracker();
-        assert_eq!(t.grace_ns(0), 3 * MS);
-        t.on_packet(0, 1, 0, 5 * MS);
-        t.on_packet(0, 3, 10 * MS, 5 * MS); // 2 missing...
-        t.on_packet(2 * MS, 2, 5 * MS, 5 * MS); // ...only reordered, 2 ms late: not asked yet
+        assert_eq!(t.grace_ns(l(0)), 3 * MS);
+        t.on_packet(l(0), 1, tl(0), 5 * MS);
+        t.on_packet(l(0), 3, tl(10 * MS), 5 * MS); // 2 missing...
+        t.on_packet(l(2 * MS), 2, tl(5 * MS), 5 * MS); // ...only reordered, 2 ms late: not asked yet
         assert_eq!(t.stats().reordered, 1);
-        assert!(nacks(&mut t, 2 * MS).is_empty());
+        assert!(nacks(&mut t, l(2 * MS)).is_empty());
         // A packet 3.5 ms late arrives just after its NACK: too soon to be a resend.
-        t.on_packet(10 * MS, 5, 20 * MS, 5 * MS); // 4 missing
-        assert_eq!(nacks(&mut t, 13 * MS), vec![4]);
-        t.on_packet(13 * MS + MS / 2, 4, 15 * MS, 5 * MS);
+        t.on_packet(l(10 * MS), 5, tl(20 * MS), 5 * MS); // 4 missing
+        assert_eq!(nacks(&mut t, l(13 * MS)), vec![4]);
+        t.on_packet(l(13 * MS + MS / 2), 4, tl(15 * MS), 5 * MS);
         assert_eq!(t.stats().reordered, 2);
-        let g = t.grace_ns(13 * MS + MS / 2);
+        let g = t.grace_ns(l(13 * MS + MS / 2));
         assert_eq!(g, 4 * MS + MS / 2, "deepest reordering + 1 ms");
         // The next gap waits that long before its first NACK.
-        t.on_packet(20 * MS, 7, 30 * MS, 5 * MS);
-        assert!(nacks(&mut t, 20 * MS + g - MS).is_empty());
-        assert_eq!(nacks(&mut t, 20 * MS + g), vec![6]);
+        t.on_packet(l(20 * MS), 7, tl(30 * MS), 5 * MS);
+        assert!(nacks(&mut t, l(20 * MS + g - MS)).is_empty());
+        assert_eq!(nacks(&mut t, l(20 * MS + g)), vec![6]);
         // Without more reordering it falls back towards the floor (half-life 5 s).
-        assert!(t.grace_ns(20_000 * MS) < 4 * MS);
+        assert!(t.grace_ns(l(20_000 * MS)) < 4 * MS);
         // Never beyond the ceiling.
-        t.on_packet(20_000 * MS, 9, 40 * MS, 5 * MS);
-        t.on_packet(20_500 * MS, 8, 35 * MS, 5 * MS);
-        assert_eq!(t.grace_ns(20_500 * MS), LossConfig::default().max_grace_ns);
+        t.on_packet(l(20_000 * MS), 9, tl(40 * MS), 5 * MS);
+        t.on_packet(l(20_500 * MS), 8, tl(35 * MS), 5 * MS);
+        assert_eq!(
+            t.grace_ns(l(20_500 * MS)),
+            LossConfig::default().max_grace_ns
+        );
     }
 
     #[test]
@@ -446,25 +457,25 @@ mod tests {
         t.set_rtt_floor(MS / 2);
         let mut seq = 1u16;
         let mut now = 0;
-        t.on_packet(now, seq, 0, 5 * MS);
+        t.on_packet(l(now), seq, tl(0), 5 * MS);
         // Resends that take 30 ms: the interval grows beyond them.
         for _ in 0..20 {
-            t.on_packet(now, seq + 2, 0, 5 * MS);
+            t.on_packet(l(now), seq + 2, tl(0), 5 * MS);
             now += 5 * MS;
-            assert_eq!(nacks(&mut t, now), vec![seq + 1]);
+            assert_eq!(nacks(&mut t, l(now)), vec![seq + 1]);
             now += 30 * MS;
-            t.on_packet(now, seq + 1, 0, 5 * MS);
+            t.on_packet(l(now), seq + 1, tl(0), 5 * MS);
             seq += 2;
         }
         let slow = t.retry_ns();
         assert!((31 * MS..=45 * MS).contains(&slow), "retry {slow}");
         // A fast path (2 ms): it shrinks to the floor.
         for _ in 0..40 {
-            t.on_packet(now, seq + 2, 0, 5 * MS);
+            t.on_packet(l(now), seq + 2, tl(0), 5 * MS);
             now += 5 * MS;
-            assert_eq!(nacks(&mut t, now), vec![seq + 1]);
+            assert_eq!(nacks(&mut t, l(now)), vec![seq + 1]);
             now += 2 * MS;
-            t.on_packet(now, seq + 1, 0, 5 * MS);
+            t.on_packet(l(now), seq + 1, tl(0), 5 * MS);
             seq += 2;
         }
         assert_eq!(t.retry_ns(), LossConfig::default().min_retry_ns);
@@ -475,12 +486,12 @@ mod tests {
     fn the_deadline_margin_covers_the_outputs_lead() {
         let mut t = tracker();
         t.set_deadline_margin(40 * MS);
-        t.on_packet(0, 1, 100 * MS, 5 * MS);
-        t.on_packet(0, 4, 115 * MS, 5 * MS); // 2 due at 105 ms, 3 at 110 ms
-        let identity = |x: TimelineNs| x;
+        t.on_packet(l(0), 1, tl(100 * MS), 5 * MS);
+        t.on_packet(l(0), 4, tl(115 * MS), 5 * MS); // 2 due at 105 ms, 3 at 110 ms
+        let identity = |x: TimelineNs| LocalNs::from_ns(x.ns()); // the two clocks coincide here
         let mut out = [0u16; 8];
         // At 68 ms, 2 is due in 37 ms: within the output's 40 ms lead, useless to ask.
-        let n = t.poll_nack(68 * MS, Some(&identity), &mut out);
+        let n = t.poll_nack(l(68 * MS), Some(&identity), &mut out);
         assert_eq!(&out[..n], &[3]);
         assert_eq!(t.stats().given_up, 1);
     }
@@ -488,15 +499,15 @@ mod tests {
     #[test]
     fn retracted_requests_are_due_again_at_once() {
         let mut t = tracker();
-        t.on_packet(0, 1, 0, MS);
-        t.on_packet(0, 5, 0, MS); // 2, 3, 4 missing
-        let mut asked = nacks(&mut t, 5 * MS);
+        t.on_packet(l(0), 1, tl(0), MS);
+        t.on_packet(l(0), 5, tl(0), MS); // 2, 3, 4 missing
+        let mut asked = nacks(&mut t, l(5 * MS));
         asked.sort();
         assert_eq!(asked, vec![2, 3, 4]);
         t.retract(&[3, 4]);
         assert_eq!(t.stats().requested, 1);
         assert_eq!(t.poll_timeout(), Some(LocalNs::MIN));
-        let mut again = nacks(&mut t, 5 * MS);
+        let mut again = nacks(&mut t, l(5 * MS));
         again.sort();
         assert_eq!(again, vec![3, 4]);
     }

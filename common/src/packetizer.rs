@@ -223,7 +223,7 @@ impl Packetizer {
             silence_limit_frames,
             buf: vec![0; cfg.packet_len()],
             fill: 0,
-            pkt_play_time: 0,
+            pkt_play_time: TimelineNs::from_ns(0),
             pkt_timestamp: 0,
             pkt_marker: false,
             next_seq: cfg.first_seq,
@@ -273,7 +273,7 @@ impl Packetizer {
             let predicted = run
                 .start
                 .saturating_add(frames_to_ns(run.frames as i64, self.cfg.format.rate));
-            let departure = capture_time.saturating_sub(predicted);
+            let departure = capture_time.ns().saturating_sub(predicted.ns());
             self.stats.last_departure_ns = departure;
             if departure.unsigned_abs() > self.cfg.resync_threshold_ns as u64 {
                 self.stats.resyncs += 1;
@@ -409,7 +409,7 @@ mod tests {
     }
 
     fn collect(p: &mut Packetizer, t: i64, samples: &[f32], out: &mut Vec<Got>) {
-        p.push(t, samples, |pk| {
+        p.push(TimelineNs::from_ns(t), samples, |pk| {
             // Every packet must decode to what the packetizer says it is.
             let d = AudioPacket::decode(pk.bytes).unwrap();
             assert_eq!(
@@ -420,7 +420,7 @@ mod tests {
             out.push(Got {
                 seq: pk.seq,
                 ts: pk.timestamp,
-                play: pk.play_time,
+                play: pk.play_time.ns(),
                 marker: pk.marker,
                 frames: pk.frames,
             })
@@ -609,14 +609,14 @@ mod tests {
             let audio = tone(total);
             let mut whole = Packetizer::new(cfg()).unwrap();
             let mut expected = Vec::new();
-            whole.push(0, &audio, |pk| expected.push(pk.bytes.to_vec()));
+            whole.push(TimelineNs::from_ns(0), &audio, |pk| expected.push(pk.bytes.to_vec()));
             whole.flush(|pk| expected.push(pk.bytes.to_vec()));
             let mut cut = Packetizer::new(cfg()).unwrap();
             let mut got = Vec::new();
             let mut at = 0;
             for (i, n) in cuts.iter().enumerate() {
                 let t = frames_to_ns(at as i64, 48_000) + if i == 0 { 0 } else { jitter_us[i] * 1000 };
-                cut.push(t, &audio[at * 2..(at + n) * 2], |pk| got.push(pk.bytes.to_vec()));
+                cut.push(TimelineNs::from_ns(t), &audio[at * 2..(at + n) * 2], |pk| got.push(pk.bytes.to_vec()));
                 at += n;
             }
             cut.flush(|pk| got.push(pk.bytes.to_vec()));
@@ -630,7 +630,7 @@ mod tests {
         let mut p = Packetizer::new(cfg()).unwrap();
         let mut n = 0;
         for t in [i64::MAX, i64::MIN, i64::MAX - 1, 0] {
-            p.push(t, &tone(500), |_| n += 1);
+            p.push(TimelineNs::from_ns(t), &tone(500), |_| n += 1);
         }
         assert_eq!(p.stats().resyncs, 3);
         assert!(n >= 4);

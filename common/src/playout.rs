@@ -9,7 +9,7 @@
 //! The model (see `docs/playout.md`):
 //! - The due time of stream frame `p` of a run anchored at packet `A` is, on the timeline,
 //!   `A.play_time + (p - A.ts) / rate - sink_latency`, mapped to the local clock by the clock
-//!   estimate ([`TimelineMap`]).
+//!   estimate ([`TimelineToLocal`]).
 //! - **Start**: write exactly as much silence as makes the first frame land on its due time.
 //!   The remaining fraction of a frame goes into the resampler's phase, so the start is exact
 //!   to well under a microsecond (with drift correction off the silence is rounded instead,
@@ -52,12 +52,12 @@ const ERROR_SMOOTH_S: f64 = 0.03;
 const SCRATCH_FRAMES: usize = 256;
 
 /// Maps timeline instants to the local clock: what the playout needs from the clock model.
-pub trait TimelineMap {
+pub trait TimelineToLocal {
     /// The local instant corresponding to timeline instant `t`.
     fn to_local(&self, t: TimelineNs) -> LocalNs;
 }
 
-impl TimelineMap for ClockEstimate {
+impl TimelineToLocal for ClockEstimate {
     fn to_local(&self, t: TimelineNs) -> LocalNs {
         ClockEstimate::to_local(self, t)
     }
@@ -200,17 +200,38 @@ impl Anchor {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum State {
     Waiting,
-    /// Anchored; the next audio is input frame `pos`. `fresh`: a start from waiting, which may
-    /// still move to an earlier packet that arrives out of order. `resume`: an early resync
-    /// that keeps the resampler as it is and resumes at its current position after silence.
+    /// Anchored; the next audio is input frame `pos` (for [`Start::Early`], the resampler's
+    /// current position).
     Starting {
         anchor: Anchor,
         pos: i64,
-        fresh: bool,
-        resync: bool,
-        resume: bool,
+        why: Start,
     },
     Playing,
+}
+
+/// Why a run is being (re)anchored: the ways into [`State::Starting`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// From waiting, at the first packet buffered; may still move to an earlier packet that
+    /// arrives out of order. Counted in [`PlayoutStats::starts`].
+    Fresh,
+    /// The next packet starts a new run (marker, or play times that do not continue the
+    /// run's). Counted in [`PlayoutStats::starts`].
+    NewRun,
+    /// Late beyond the tolerance: restart at the position due now, dropping input. Silence
+    /// written counts as inserted.
+    Late,
+    /// Early beyond the tolerance: silence until the current position is due, then resume
+    /// with the resampler as it is (nothing lost). Silence written counts as inserted.
+    Early,
+}
+
+impl Start {
+    /// A hard resync of a playing run (rather than a start).
+    fn is_resync(self) -> bool {
+        matches!(self, Start::Late | Start::Early)
+    }
 }
 
 /// Where the next input frame comes from.
@@ -244,7 +265,7 @@ struct Pi {
 
 /// The playout controller. See the module documentation.
 #[derive(Clone, Debug)]
-pub struct Playout<M: TimelineMap = ClockEstimate> {
+pub struct Playout<M: TimelineToLocal = ClockEstimate> {
     cfg: PlayoutConfig,
     ch: usize,
     buffer: JitterBuffer,
@@ -273,7 +294,7 @@ pub struct Playout<M: TimelineMap = ClockEstimate> {
     last_jitter: JitterStats,
 }
 
-impl<M: TimelineMap> Playout<M> {
+impl<M: TimelineToLocal> Playout<M> {
     /// Builds a playout and allocates everything it will use.
     ///
     /// Sizes of 0 (`rate`, `channels`, `capacity_packets`, `max_frames_per_packet`, which may
@@ -304,7 +325,7 @@ impl<M: TimelineMap> Playout<M> {
             anchor: Anchor {
                 seq: 0,
                 ts: 0,
-                play: 0,
+                play: TimelineNs::from_ns(0),
             },
             in_pos: 0,
             pi: Pi::default(),
@@ -329,12 +350,6 @@ impl<M: TimelineMap> Playout<M> {
     /// The jitter buffer (read-only: for status and NACK decisions).
     pub fn buffer(&self) -> &JitterBuffer {
         &self.buffer
-    }
-
-    /// Sequence numbers missing between the next packet to play and the newest one received
-    /// (candidates for a NACK); returns how many were written to `out`.
-    pub fn missing(&self, out: &mut [u16]) -> usize {
-        self.buffer.missing(out)
     }
 
     /// Counters (including the jitter buffer's).
@@ -388,12 +403,30 @@ impl<M: TimelineMap> Playout<M> {
     /// Replaces the clock estimate. `None` (no lock, or a step detected): silence until a new
     /// estimate arrives, then a fresh start from the buffer.
     pub fn set_clock(&mut self, clock: Option<M>) {
-        if clock.is_none() && self.clock.is_some() {
+        if clock.is_none() {
+            self.reanchor();
+        }
+        self.clock = clock;
+    }
+
+    /// Changes the sink latency (a room's trim): the next frame lands on the new due time
+    /// (one resync, as after [`Playout::reanchor`]), keeping the clock and the buffer.
+    pub fn set_sink_latency_ns(&mut self, ns: i64) {
+        if ns != self.cfg.sink_latency_ns {
+            self.cfg.sink_latency_ns = ns;
+            self.reanchor();
+        }
+    }
+
+    /// Lands the next frame exactly on its due time again, as at a start, instead of slewing
+    /// towards it: for when the device's timing moved under the playout (it was first seen
+    /// consuming, or it recovered from an underrun). Keeps the clock and the buffer.
+    pub fn reanchor(&mut self) {
+        if self.clock.is_some() {
             self.state = State::Waiting;
             self.pi.last = None;
             self.pi.smoothed = None;
         }
-        self.clock = clock;
     }
 
     /// Offers a decoded audio packet received at local time `now`, for a stream of `channels`
@@ -428,7 +461,7 @@ impl<M: TimelineMap> Playout<M> {
                 self.stats.late += 1;
                 return PushOutcome::Late;
             }
-            if due.saturating_sub(now) > MAX_AHEAD_NS {
+            if due.ns().saturating_sub(now.ns()) > MAX_AHEAD_NS {
                 self.stats.out_of_window += 1;
                 return PushOutcome::Implausible;
             }
@@ -461,7 +494,7 @@ impl<M: TimelineMap> Playout<M> {
             .anchor
             .play
             .saturating_add(self.frames_ns((p.ts - self.anchor.ts) as f64));
-        (p.play_time as i128 - predicted as i128).abs() <= RUN_BREAK_NS as i128
+        (p.play_time.ns() as i128 - predicted.ns() as i128).abs() <= RUN_BREAK_NS as i128
     }
 
     /// Fills `out` (interleaved, whole frames) with what must leave the DAC from
@@ -505,145 +538,188 @@ impl<M: TimelineMap> Playout<M> {
                 rep.silence_frames += total - j;
                 break;
             }
-            match self.state {
-                State::Waiting => {
-                    let Some(p) = self.buffer.first_present() else {
-                        out[j * ch..].fill(0.0);
-                        rep.silence_frames += total - j;
-                        break;
-                    };
-                    let anchor = Anchor::of(&p);
-                    self.state = State::Starting {
-                        anchor,
-                        pos: p.ts,
-                        fresh: true,
-                        resync: false,
-                        resume: false,
-                    };
+            let step = match self.state {
+                State::Waiting => self.step_waiting(out, j, &mut rep),
+                State::Starting { anchor, pos, why } => {
+                    self.step_starting(&clock, next_frame_local, out, j, &mut rep, anchor, pos, why)
                 }
-                State::Starting {
-                    mut anchor,
-                    mut pos,
-                    fresh,
-                    resync,
-                    resume,
-                } => {
-                    if fresh {
-                        if let Some(p) = self.buffer.first_present() {
-                            if p.seq < anchor.seq {
-                                anchor = Anchor::of(&p);
-                                pos = p.ts;
-                            }
-                        }
-                    }
-                    // The DAC's frame period, as far as the controller knows it.
-                    let out_rate = self.cfg.rate as f64 / (1.0 + self.pi.corr);
-                    let t_j = next_frame_local + self.frames_ns(j as f64 * (1.0 + self.pi.corr));
-                    let rel = if resume {
-                        self.position() - anchor.ts as f64
-                    } else {
-                        (pos - anchor.ts) as f64
-                    };
-                    let due = self.due_local(&clock, &anchor, rel);
-                    if due.saturating_sub(t_j) > MAX_AHEAD_NS {
-                        // Absurd stamp that slipped in before we had a clock: drop it.
-                        self.buffer.skip_to(anchor.seq);
-                        self.buffer.advance();
-                        self.stats.out_of_window += 1;
-                        self.state = State::Waiting;
-                        continue;
-                    }
-                    let x = (due - t_j) as f64 * out_rate / NS_PER_SEC as f64;
-                    let left = total - j;
-                    if x >= left as f64 {
-                        out[j * ch..].fill(0.0);
-                        rep.silence_frames += left;
-                        if resync {
-                            self.stats.inserted_frames += left as u64;
-                        }
-                        self.state = State::Starting {
-                            anchor,
-                            pos,
-                            fresh,
-                            resync,
-                            resume,
-                        };
-                        break;
-                    }
-                    if resume {
-                        if x < 0.0 {
-                            // Time ran past the resume point: restart from the input instead.
-                            self.state = State::Starting {
-                                anchor,
-                                pos: self.in_pos,
-                                fresh,
-                                resync,
-                                resume: false,
-                            };
-                            continue;
-                        }
-                        let (n, extra) = if self.cfg.drift_correction {
-                            (x.ceil(), x.ceil() - x)
-                        } else {
-                            (x.round(), 0.0)
-                        };
-                        let n = (n as usize).min(left);
-                        out[j * ch..(j + n) * ch].fill(0.0);
-                        j += n;
-                        rep.silence_frames += n;
-                        self.stats.inserted_frames += n as u64;
-                        self.resampler.skip(extra);
-                        self.state = State::Playing;
-                        if j < total && rep.audio_start.is_none() {
-                            rep.audio_start = Some((j, self.position()));
-                        }
-                        continue;
-                    }
-                    let (silence, start, frac) = if x >= 0.0 {
-                        if self.cfg.drift_correction {
-                            let n = x.ceil();
-                            (n as usize, pos, n - x)
-                        } else {
-                            (x.round() as usize, pos, 0.0)
-                        }
-                    } else {
-                        let p0 = pos as f64 - x;
-                        if self.cfg.drift_correction {
-                            (0, p0.floor() as i64, p0 - p0.floor())
-                        } else {
-                            (0, p0.round() as i64, 0.0)
-                        }
-                    };
-                    let silence = silence.min(left);
-                    out[j * ch..(j + silence) * ch].fill(0.0);
-                    j += silence;
-                    rep.silence_frames += silence;
-                    if resync {
-                        self.stats.inserted_frames += silence as u64;
-                    }
-                    self.stats.dropped_frames += (start - pos).max(0) as u64;
-                    if !resync {
-                        self.stats.starts += 1;
-                    }
-                    self.begin_run(anchor, start, frac);
-                    if j < total && self.state == State::Playing && rep.audio_start.is_none() {
-                        rep.audio_start = Some((j, self.position()));
-                    }
-                }
-                State::Playing => {
-                    if j == 0 {
-                        rep.first_position = Some(self.position());
-                        rep.audio_start = Some((0, self.position()));
-                    } else if rep.audio_start.is_none() {
-                        rep.audio_start = Some((j, self.position()));
-                    }
-                    j += self.play(&mut out[j * ch..], ratio, &mut rep);
-                }
+                State::Playing => Some(self.step_playing(out, j, ratio, &mut rep)),
+            };
+            match step {
+                Some(n) => j += n,
+                None => break,
             }
         }
         self.clock = Some(clock);
         rep.state = self.state();
         rep
+    }
+
+    /// Nothing anchored: anchors a fresh start at the first packet buffered (writing nothing),
+    /// or fills the rest of `out` (from frame `j`) with silence and returns `None`.
+    fn step_waiting(&mut self, out: &mut [f32], j: usize, rep: &mut FillReport) -> Option<usize> {
+        let Some(p) = self.buffer.first_present() else {
+            let total = out.len() / self.ch;
+            out[j * self.ch..].fill(0.0);
+            rep.silence_frames += total - j;
+            return None;
+        };
+        self.state = State::Starting {
+            anchor: Anchor::of(&p),
+            pos: p.ts,
+            why: Start::Fresh,
+        };
+        Some(0)
+    }
+
+    /// A run is anchored at input frame `pos`: writes silence from frame `j` of `out` until
+    /// that frame is due, then begins playing it (dropping input if it is already late).
+    /// Returns the frames written, or `None` when the silence fills the rest of `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn step_starting(
+        &mut self,
+        clock: &M,
+        next_frame_local: LocalNs,
+        out: &mut [f32],
+        j: usize,
+        rep: &mut FillReport,
+        mut anchor: Anchor,
+        mut pos: i64,
+        why: Start,
+    ) -> Option<usize> {
+        let ch = self.ch;
+        let total = out.len() / ch;
+        if why == Start::Fresh {
+            // A packet that arrived out of order ahead of the anchor starts the stream.
+            if let Some(p) = self.buffer.first_present() {
+                if p.seq < anchor.seq {
+                    anchor = Anchor::of(&p);
+                    pos = p.ts;
+                }
+            }
+        }
+        // The DAC's frame period, as far as the controller knows it.
+        let out_rate = self.cfg.rate as f64 / (1.0 + self.pi.corr);
+        let t_j = next_frame_local + self.frames_ns(j as f64 * (1.0 + self.pi.corr));
+        let rel = if why == Start::Early {
+            self.position() - anchor.ts as f64
+        } else {
+            (pos - anchor.ts) as f64
+        };
+        let due = self.due_local(clock, &anchor, rel);
+        if due.ns().saturating_sub(t_j.ns()) > MAX_AHEAD_NS {
+            // Absurd stamp that slipped in before we had a clock: drop it.
+            self.buffer.skip_to(anchor.seq);
+            self.buffer.advance();
+            self.stats.out_of_window += 1;
+            self.state = State::Waiting;
+            return Some(0);
+        }
+        // Output frames until the anchored frame is due (negative: it is late).
+        let x = (due - t_j) as f64 * out_rate / NS_PER_SEC as f64;
+        let left = total - j;
+        if x >= left as f64 {
+            out[j * ch..].fill(0.0);
+            rep.silence_frames += left;
+            if why.is_resync() {
+                self.stats.inserted_frames += left as u64;
+            }
+            self.state = State::Starting { anchor, pos, why };
+            return None;
+        }
+        let n = if why == Start::Early {
+            if x < 0.0 {
+                // Time ran past the resume point: restart from the input instead.
+                self.state = State::Starting {
+                    anchor,
+                    pos: self.in_pos,
+                    why: Start::Late,
+                };
+                return Some(0);
+            }
+            self.resume_after_silence(x, &mut out[j * ch..], rep)
+        } else {
+            self.begin_run_after_silence(x, &mut out[j * ch..], rep, anchor, pos, why)
+        };
+        if j + n < total && self.state == State::Playing && rep.audio_start.is_none() {
+            rep.audio_start = Some((j + n, self.position()));
+        }
+        Some(n)
+    }
+
+    /// An early resync whose resume point is `x >= 0` output frames away (less than `out`
+    /// holds): silence, then the resampler carries on where it is. Returns the silence frames
+    /// written.
+    fn resume_after_silence(&mut self, x: f64, out: &mut [f32], rep: &mut FillReport) -> usize {
+        let (n, extra) = if self.cfg.drift_correction {
+            (x.ceil(), x.ceil() - x)
+        } else {
+            (x.round(), 0.0)
+        };
+        let n = (n as usize).min(out.len() / self.ch);
+        out[..n * self.ch].fill(0.0);
+        rep.silence_frames += n;
+        self.stats.inserted_frames += n as u64;
+        self.resampler.skip(extra);
+        self.state = State::Playing;
+        n
+    }
+
+    /// Starts the run anchored at `anchor` from input frame `pos`, whose due time is `x`
+    /// output frames away (less than `out` holds): silence until then, or when it is late
+    /// (`x < 0`), the input due now. Returns the silence frames written.
+    fn begin_run_after_silence(
+        &mut self,
+        x: f64,
+        out: &mut [f32],
+        rep: &mut FillReport,
+        anchor: Anchor,
+        pos: i64,
+        why: Start,
+    ) -> usize {
+        let (silence, start, frac) = if x >= 0.0 {
+            if self.cfg.drift_correction {
+                let n = x.ceil();
+                (n as usize, pos, n - x)
+            } else {
+                (x.round() as usize, pos, 0.0)
+            }
+        } else {
+            let p0 = pos as f64 - x;
+            if self.cfg.drift_correction {
+                (0, p0.floor() as i64, p0 - p0.floor())
+            } else {
+                (0, p0.round() as i64, 0.0)
+            }
+        };
+        let silence = silence.min(out.len() / self.ch);
+        out[..silence * self.ch].fill(0.0);
+        rep.silence_frames += silence;
+        if why.is_resync() {
+            self.stats.inserted_frames += silence as u64;
+        } else {
+            self.stats.starts += 1;
+        }
+        self.stats.dropped_frames += (start - pos).max(0) as u64;
+        self.begin_run(anchor, start, frac);
+        silence
+    }
+
+    /// Plays the current run from frame `j` of `out`; returns the frames written.
+    fn step_playing(
+        &mut self,
+        out: &mut [f32],
+        j: usize,
+        ratio: f64,
+        rep: &mut FillReport,
+    ) -> usize {
+        if j == 0 {
+            rep.first_position = Some(self.position());
+            rep.audio_start = Some((0, self.position()));
+        } else if rep.audio_start.is_none() {
+            rep.audio_start = Some((j, self.position()));
+        }
+        self.play(&mut out[j * self.ch..], ratio, rep)
     }
 
     /// Fractional stream position of the next output frame.
@@ -665,9 +741,7 @@ impl<M: TimelineMap> Playout<M> {
                 self.state = State::Starting {
                     anchor: self.anchor,
                     pos: self.in_pos,
-                    fresh: false,
-                    resync: true,
-                    resume: true,
+                    why: Start::Early,
                 };
                 return;
             }
@@ -683,9 +757,7 @@ impl<M: TimelineMap> Playout<M> {
             self.state = State::Starting {
                 anchor: self.anchor,
                 pos,
-                fresh: false,
-                resync: true,
-                resume: false,
+                why: Start::Late,
             };
             return;
         }
@@ -869,9 +941,7 @@ impl<M: TimelineMap> Playout<M> {
                     self.state = State::Starting {
                         anchor: Anchor::of(&p),
                         pos: p.ts,
-                        fresh: false,
-                        resync: false,
-                        resume: false,
+                        why: Start::NewRun,
                     };
                 }
             }

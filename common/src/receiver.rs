@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::clock::{ClockEstimate, ClockEvent};
 use crate::format::StreamFormat;
 use crate::loss::{packet_duration_ns, LossConfig, LossStats, LossTracker};
-use crate::time::LocalNs;
+use crate::time::{LocalNs, TimelineNs};
 use crate::time_client::{TimeClient, TimeClientError};
 use crate::wire::rtp::AudioPacket;
 use crate::wire::status::Status;
@@ -443,7 +443,7 @@ impl Receiver {
                 self.on_time(now, from, bytes);
                 None
             }
-            Kind::Nack | Kind::Unknown => {
+            Kind::Nack | Kind::Report | Kind::Control | Kind::Unknown => {
                 self.stats.malformed += 1;
                 None
             }
@@ -518,7 +518,7 @@ impl Receiver {
         }
         let t = self.time.as_mut()?;
         let est = t.estimate()?;
-        let ahead = est.to_local(p.play_time).saturating_sub(now);
+        let ahead = est.to_local(p.play_time).ns().saturating_sub(now.ns());
         if ahead <= latency_ns.saturating_add(STALE_SLACK_NS) && ahead >= -STALE_SLACK_NS {
             return None;
         }
@@ -651,7 +651,7 @@ impl Receiver {
         let info = *self.stream()?;
         let clock = self.clock();
         let map = clock.map(|c| move |t| c.to_local(t));
-        let map_ref: Option<&dyn Fn(i64) -> i64> = map.as_ref().map(|f| f as _);
+        let map_ref: Option<&dyn Fn(TimelineNs) -> LocalNs> = map.as_ref().map(|f| f as _);
         let n = self.loss.poll_nack(now, map_ref, &mut self.nack_seqs);
         if n == 0 {
             return None;
@@ -706,7 +706,7 @@ impl Receiver {
             return;
         }
         let since = *self.no_clock_since.get_or_insert(now);
-        if !self.no_clock_reported && now.saturating_sub(since) >= NO_CLOCK_REPORT_NS {
+        if !self.no_clock_reported && now.ns().saturating_sub(since.ns()) >= NO_CLOCK_REPORT_NS {
             self.no_clock_reported = true;
             let d = self.clock_diagnosis();
             self.push_event(Event::NoClock(d));
@@ -799,7 +799,7 @@ mod tests {
             seq,
             timestamp: seq as u32 * FPP as u32,
             ssrc,
-            play_time,
+            play_time: TimelineNs::from_ns(play_time),
             payload: &payload,
         };
         let mut b = vec![0u8; 1500];
@@ -815,9 +815,13 @@ mod tests {
     #[test]
     fn audio_waits_for_the_status_then_flows() {
         let mut r = Receiver::new(ReceiverConfig::default());
-        assert!(r.handle_datagram(0, master(), &audio(7, 1, 0)).is_none());
+        assert!(r
+            .handle_datagram(LocalNs::from_ns(0), master(), &audio(7, 1, 0))
+            .is_none());
         assert_eq!(r.stats().before_status, 1);
-        assert!(r.handle_datagram(MS, master(), &status(7)).is_none());
+        assert!(r
+            .handle_datagram(LocalNs::from_ns(MS), master(), &status(7))
+            .is_none());
         match events(&mut r).as_slice() {
             [Event::StreamStarted(info)] => {
                 assert_eq!(info.status.ssrc, 7);
@@ -826,25 +830,27 @@ mod tests {
             other => panic!("expected one StreamStarted, got {other:?}"),
         }
         let bytes = audio(7, 2, 5 * MS);
-        let p = r.handle_datagram(2 * MS, master(), &bytes);
+        let p = r.handle_datagram(LocalNs::from_ns(2 * MS), master(), &bytes);
         assert_eq!(p.map(|p| p.seq), Some(2));
         // A repeated, unchanged status is not a new stream.
-        r.handle_datagram(3 * MS, master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(3 * MS), master(), &status(7));
         assert!(events(&mut r).is_empty());
     }
 
     #[test]
     fn a_second_master_is_ignored_until_the_first_falls_silent() {
         let mut r = Receiver::new(ReceiverConfig::default());
-        r.handle_datagram(0, master(), &status(7));
-        r.handle_datagram(0, other(), &status(9));
-        assert!(r.handle_datagram(MS, other(), &audio(9, 1, 0)).is_none());
+        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(0), other(), &status(9));
+        assert!(r
+            .handle_datagram(LocalNs::from_ns(MS), other(), &audio(9, 1, 0))
+            .is_none());
         assert_eq!(r.stats().foreign, 2);
         assert_eq!(r.stream().map(|s| s.status.ssrc), Some(7));
         // The followed master goes quiet: reported once, then the other one takes over.
         let mut buf = [0u8; 1500];
-        r.poll_transmit(2_100 * MS, &mut buf);
-        r.poll_transmit(2_200 * MS, &mut buf);
+        r.poll_transmit(LocalNs::from_ns(2_100 * MS), &mut buf);
+        r.poll_transmit(LocalNs::from_ns(2_200 * MS), &mut buf);
         let ev = events(&mut r);
         assert_eq!(
             ev.iter()
@@ -852,7 +858,7 @@ mod tests {
                 .count(),
             1
         );
-        r.handle_datagram(2_300 * MS, other(), &status(9));
+        r.handle_datagram(LocalNs::from_ns(2_300 * MS), other(), &status(9));
         assert_eq!(r.stream().map(|s| s.status.ssrc), Some(9));
     }
 
@@ -862,22 +868,22 @@ mod tests {
             clock: ClockSource::External,
             ..ReceiverConfig::default()
         });
-        r.handle_datagram(0, master(), &status(7));
-        r.handle_datagram(0, master(), &audio(7, 1, 0));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &audio(7, 1, 0));
         events(&mut r);
         let mut buf = [0u8; 1500];
-        r.poll_transmit(3_000 * MS, &mut buf);
+        r.poll_transmit(LocalNs::from_ns(3_000 * MS), &mut buf);
         assert_eq!(events(&mut r), vec![Event::StreamLost { ssrc: 7 }]);
         // Back after the partition: one event, on the first message (audio or status).
-        r.handle_datagram(12_000 * MS, master(), &audio(7, 1300, 0));
-        r.handle_datagram(12_001 * MS, master(), &audio(7, 1301, 0));
-        r.handle_datagram(12_002 * MS, master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(12_000 * MS), master(), &audio(7, 1300, 0));
+        r.handle_datagram(LocalNs::from_ns(12_001 * MS), master(), &audio(7, 1301, 0));
+        r.handle_datagram(LocalNs::from_ns(12_002 * MS), master(), &status(7));
         assert!(
             matches!(events(&mut r).as_slice(), [Event::StreamResumed(i)] if i.status.ssrc == 7)
         );
-        r.poll_transmit(15_000 * MS, &mut buf);
+        r.poll_transmit(LocalNs::from_ns(15_000 * MS), &mut buf);
         assert_eq!(events(&mut r), vec![Event::StreamLost { ssrc: 7 }]);
-        r.handle_datagram(16_000 * MS, master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(16_000 * MS), master(), &status(7));
         assert!(matches!(
             events(&mut r).as_slice(),
             [Event::StreamResumed(_)]
@@ -887,20 +893,23 @@ mod tests {
     #[test]
     fn a_restarted_master_is_followed_at_once() {
         let mut r = Receiver::new(ReceiverConfig::default());
-        r.handle_datagram(0, master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
         events(&mut r);
-        r.handle_datagram(MS, master(), &status(8));
+        r.handle_datagram(LocalNs::from_ns(MS), master(), &status(8));
         assert!(
             matches!(events(&mut r).as_slice(), [Event::StreamStarted(i)] if i.status.ssrc == 8)
         );
         assert!(
-            r.handle_datagram(MS, master(), &audio(7, 3, 0)).is_none(),
+            r.handle_datagram(LocalNs::from_ns(MS), master(), &audio(7, 3, 0))
+                .is_none(),
             "old run"
         );
-        assert!(r.handle_datagram(MS, master(), &audio(8, 3, 0)).is_some());
+        assert!(r
+            .handle_datagram(LocalNs::from_ns(MS), master(), &audio(8, 3, 0))
+            .is_some());
         // Late audio of the old run never switches back.
         assert!(r
-            .handle_datagram(2 * MS, master(), &audio(7, 4, 0))
+            .handle_datagram(LocalNs::from_ns(2 * MS), master(), &audio(7, 4, 0))
             .is_none());
         assert_eq!(r.stream().map(|s| s.status.ssrc), Some(8));
         assert!(events(&mut r).is_empty());
@@ -912,9 +921,9 @@ mod tests {
             master: Some(other().ip()),
             ..ReceiverConfig::default()
         });
-        r.handle_datagram(0, master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
         assert!(r.stream().is_none());
-        r.handle_datagram(0, other(), &status(9));
+        r.handle_datagram(LocalNs::from_ns(0), other(), &status(9));
         assert_eq!(r.stream().map(|s| s.status.ssrc), Some(9));
     }
 
@@ -923,35 +932,36 @@ mod tests {
         let mut r = Receiver::new(ReceiverConfig::default());
         let mut buf = [0u8; 1500];
         assert!(
-            r.poll_transmit(0, &mut buf).is_none(),
+            r.poll_transmit(LocalNs::from_ns(0), &mut buf).is_none(),
             "no master known yet"
         );
-        r.handle_datagram(0, master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
         let server: SocketAddr = "10.0.0.1:45301".parse().unwrap();
         // The master's timeline runs 5 s ahead of ours; 200 us each way.
         let offset = 5_000 * MS;
         let mut now = MS;
         let mut locked = false;
         for _ in 0..40 {
-            while let Some(t) = r.poll_transmit(now, &mut buf) {
+            while let Some(t) = r.poll_transmit(LocalNs::from_ns(now), &mut buf) {
                 assert_eq!(t.to, server);
                 let req = NtpPacket::decode(&buf[..t.len]).unwrap();
                 let t2 = ns_from_ntp64(req.transmit_ts) + 200_000 + offset;
                 let reply = NtpPacket::server_reply(&req, ntp64_from_ns(t2), ntp64_from_ns(t2));
                 // A forged answer from elsewhere is refused.
-                r.handle_datagram(now + 400_000, other(), &reply.encode());
-                r.handle_datagram(now + 400_000, server, &reply.encode());
+                r.handle_datagram(LocalNs::from_ns(now + 400_000), other(), &reply.encode());
+                r.handle_datagram(LocalNs::from_ns(now + 400_000), server, &reply.encode());
             }
             locked |= events(&mut r)
                 .iter()
                 .any(|e| matches!(e, Event::ClockLocked(_)));
-            now = r.poll_timeout().max(now + MS);
+            now = (r.poll_timeout().max(LocalNs::from_ns(now + MS))).ns();
         }
         assert!(locked && r.clock_locked());
         assert!(r.stats().time_rejected > 0);
         let est = r.clock().unwrap();
         assert!(
-            (est.to_timeline(now) - (now + offset)).abs() < 1_000,
+            (est.to_timeline(LocalNs::from_ns(now)) - TimelineNs::from_ns(now + offset)).abs()
+                < 1_000,
             "{est:?}"
         );
     }
@@ -991,14 +1001,26 @@ mod tests {
         // Multicast sent on a loopback-only host arrives from 0.0.0.0; the time service
         // answers from 127.0.0.1.
         let mut r = Receiver::new(ReceiverConfig::default());
-        r.handle_datagram(MS, "0.0.0.0:40000".parse().unwrap(), &status(7));
+        r.handle_datagram(
+            LocalNs::from_ns(MS),
+            "0.0.0.0:40000".parse().unwrap(),
+            &status(7),
+        );
         assert_eq!(
             r.stream().unwrap().source,
             "127.0.0.1:40000".parse().unwrap()
         );
         let server: SocketAddr = "127.0.0.1:45301".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:40000".parse().unwrap();
-        let seen = serve_time(&mut r, any, server, server, 5_000 * MS, MS, 3_000 * MS);
+        let seen = serve_time(
+            &mut r,
+            any,
+            server,
+            server,
+            5_000 * MS,
+            LocalNs::from_ns(MS),
+            LocalNs::from_ns(3_000 * MS),
+        );
         assert!(r.clock().is_some(), "{:?}", r.clock_diagnosis());
         assert_eq!(r.stats().time_wrong_source, 0);
         assert!(!seen.iter().any(|e| matches!(e, Event::NoClock(_))));
@@ -1012,11 +1034,19 @@ mod tests {
     #[test]
     fn a_clock_that_never_comes_is_reported_once_with_the_reason() {
         let mut r = Receiver::new(ReceiverConfig::default());
-        r.handle_datagram(MS, master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(MS), master(), &status(7));
         let server: SocketAddr = "10.0.0.1:45301".parse().unwrap();
         // Every answer comes from another address of the master's host.
         let elsewhere: SocketAddr = "10.0.0.2:45301".parse().unwrap();
-        let seen = serve_time(&mut r, master(), server, elsewhere, 0, MS, 12_000 * MS);
+        let seen = serve_time(
+            &mut r,
+            master(),
+            server,
+            elsewhere,
+            0,
+            LocalNs::from_ns(MS),
+            LocalNs::from_ns(12_000 * MS),
+        );
         let reports: Vec<ClockDiagnosis> = seen
             .iter()
             .filter_map(|e| match e {
@@ -1041,8 +1071,8 @@ mod tests {
             server,
             server,
             0,
-            12_000 * MS,
-            15_000 * MS,
+            LocalNs::from_ns(12_000 * MS),
+            LocalNs::from_ns(15_000 * MS),
         );
         assert!(r.clock().is_some());
         assert!(!r.no_clock_reported && r.no_clock_since.is_none());
@@ -1051,15 +1081,18 @@ mod tests {
     #[test]
     fn a_silent_time_server_is_reported_as_such() {
         let mut r = Receiver::new(ReceiverConfig::default());
-        r.handle_datagram(0, master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
         let mut buf = [0u8; 1500];
         let mut now = 0;
         let mut seen = Vec::new();
         while now < 6_000 * MS {
-            r.handle_datagram(now, master(), &status(7));
-            while r.poll_transmit(now, &mut buf).is_some() {}
+            r.handle_datagram(LocalNs::from_ns(now), master(), &status(7));
+            while r.poll_transmit(LocalNs::from_ns(now), &mut buf).is_some() {}
             seen.extend(events(&mut r));
-            now = r.poll_timeout().clamp(now + MS, now + 100 * MS);
+            now = (r
+                .poll_timeout()
+                .clamp(LocalNs::from_ns(now + MS), LocalNs::from_ns(now + 100 * MS)))
+            .ns();
         }
         let d = seen
             .iter()
@@ -1078,11 +1111,15 @@ mod tests {
             clock: ClockSource::External,
             ..ReceiverConfig::default()
         });
-        r.handle_datagram(0, master(), &status(7));
-        r.handle_datagram(0, master(), &audio(7, 10, 1_000 * MS));
-        r.handle_datagram(MS, master(), &audio(7, 14, 1_020 * MS));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &audio(7, 10, 1_000 * MS));
+        r.handle_datagram(LocalNs::from_ns(MS), master(), &audio(7, 14, 1_020 * MS));
         let mut buf = [0u8; 1500];
-        assert!(r.poll_transmit(2 * MS, &mut buf).is_none(), "reorder grace");
+        assert!(
+            r.poll_transmit(LocalNs::from_ns(2 * MS), &mut buf)
+                .is_none(),
+            "reorder grace"
+        );
         let t = r
             .poll_transmit(r.poll_timeout(), &mut buf)
             .expect("a NACK once the grace is over");
@@ -1096,10 +1133,12 @@ mod tests {
             resend: false,
             ..ReceiverConfig::default()
         });
-        quiet.handle_datagram(0, master(), &status(7));
-        quiet.handle_datagram(0, master(), &audio(7, 10, 0));
-        quiet.handle_datagram(0, master(), &audio(7, 14, 0));
-        assert!(quiet.poll_transmit(100 * MS, &mut buf).is_none());
+        quiet.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
+        quiet.handle_datagram(LocalNs::from_ns(0), master(), &audio(7, 10, 0));
+        quiet.handle_datagram(LocalNs::from_ns(0), master(), &audio(7, 14, 0));
+        assert!(quiet
+            .poll_transmit(LocalNs::from_ns(100 * MS), &mut buf)
+            .is_none());
     }
 
     #[test]
@@ -1108,7 +1147,7 @@ mod tests {
             clock: ClockSource::External,
             ..ReceiverConfig::default()
         });
-        r.handle_datagram(0, master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
         // Every 20th packet lost: each needs its own FCI entry, 99 of them.
         let mut lost = Vec::new();
         for seq in 1..2000u16 {
@@ -1116,7 +1155,7 @@ mod tests {
                 lost.push(seq);
                 continue;
             }
-            r.handle_datagram(0, master(), &audio(7, seq, 10_000 * MS));
+            r.handle_datagram(LocalNs::from_ns(0), master(), &audio(7, seq, 10_000 * MS));
         }
         let mut buf = [0u8; 1500];
         let now = r.poll_timeout();
@@ -1161,26 +1200,26 @@ mod tests {
             stream_timeout_ns: i64::MAX / 4,
             ..ReceiverConfig::default()
         });
-        r.handle_datagram(0, master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
         // (Play times on the wire are NTP-64: keep them positive.)
         let offset = 20_000_000 * MS;
-        let now = lock_clock(&mut r, offset, MS);
+        let now = lock_clock(&mut r, offset, LocalNs::from_ns(MS));
         events(&mut r);
         // The same stream, stamped 100 ms (its latency) ahead: nothing to say.
-        r.handle_datagram(now, master(), &audio(7, 1, now + offset + 100 * MS));
+        r.handle_datagram(now, master(), &audio(7, 1, (now + offset + 100 * MS).ns()));
         assert!(events(&mut r).is_empty());
         // The master restarts on a timeline an hour behind.
         r.handle_datagram(now, master(), &status(8));
         let generation = r.clock_generation();
         let far = now + offset - 3_600_000 * MS + 100 * MS;
-        let first = audio(8, 1, far);
+        let first = audio(8, 1, far.ns());
         assert!(r.handle_datagram(now, master(), &first).is_some());
         assert!(
             matches!(events(&mut r).as_slice(), [Event::StreamStarted(_)]),
             "one packet proves nothing"
         );
         assert!(r.clock().is_some());
-        r.handle_datagram(now + 5 * MS, master(), &audio(8, 2, far + 5 * MS));
+        r.handle_datagram(now + 5 * MS, master(), &audio(8, 2, (far + 5 * MS).ns()));
         assert!(matches!(
             events(&mut r).as_slice(),
             [Event::ClockStale { off_ns }] if (*off_ns + 3_600_000 * MS).abs() < MS
@@ -1193,22 +1232,30 @@ mod tests {
             .expect("a time query");
         assert_eq!(t.len, NtpPacket::LEN);
         // Only the first packets of a stream are checked...
-        r.handle_datagram(now, master(), &audio(8, 3, far + 1_000_000 * MS));
-        r.handle_datagram(now, master(), &audio(8, 4, far + 1_000_000 * MS));
+        r.handle_datagram(now, master(), &audio(8, 3, (far + 1_000_000 * MS).ns()));
+        r.handle_datagram(now, master(), &audio(8, 4, (far + 1_000_000 * MS).ns()));
         assert!(events(&mut r).is_empty());
         // ...and the first of every run: the master's timeline stepped 2 s ahead.
         let offset = offset - 3_600_000 * MS;
         let now = lock_clock(&mut r, offset, now + 10 * MS);
         events(&mut r);
-        let mut marked = audio(8, 5, now + offset + 2_100 * MS);
+        let mut marked = audio(8, 5, (now + offset + 2_100 * MS).ns());
         marked[1] |= 0x80;
         // (A lone odd packet is forgotten when the next one is fine.)
         r.handle_datagram(now, master(), &marked);
-        r.handle_datagram(now, master(), &audio(8, 6, now + offset + 100 * MS));
-        r.handle_datagram(now, master(), &audio(8, 7, now + offset + 2_100 * MS));
+        r.handle_datagram(now, master(), &audio(8, 6, (now + offset + 100 * MS).ns()));
+        r.handle_datagram(
+            now,
+            master(),
+            &audio(8, 7, (now + offset + 2_100 * MS).ns()),
+        );
         assert!(events(&mut r).is_empty());
         r.handle_datagram(now, master(), &marked);
-        r.handle_datagram(now, master(), &audio(8, 8, now + offset + 2_105 * MS));
+        r.handle_datagram(
+            now,
+            master(),
+            &audio(8, 8, (now + offset + 2_105 * MS).ns()),
+        );
         assert!(matches!(
             events(&mut r).as_slice(),
             [Event::ClockStale { off_ns }] if (*off_ns - 2_000 * MS).abs() < 10 * MS
@@ -1221,9 +1268,9 @@ mod tests {
             bytes in proptest::collection::vec(any::<u8>(), 0..1500)
         ) {
             let mut r = Receiver::new(ReceiverConfig::default());
-            r.handle_datagram(0, master(), &status(7));
+            r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
             let before = r.stats().audio;
-            let _ = r.handle_datagram(MS, other(), &bytes);
+            let _ = r.handle_datagram(LocalNs::from_ns(MS), other(), &bytes);
             prop_assert_eq!(r.stream().map(|s| s.status.ssrc), Some(7));
             prop_assert_eq!(r.stats().audio, before);
         }

@@ -153,7 +153,8 @@ mod tests {
         let mut r = ResendRing::new(8, 4);
         for i in 0..20u32 {
             let seq = 65_530u16.wrapping_add(i as u16);
-            r.insert(seq, i as i64, &i.to_be_bytes()).unwrap();
+            r.insert(seq, TimelineNs::from_ns(i as i64), &i.to_be_bytes())
+                .unwrap();
         }
         // Inserted 65530..=65535, 0..=13: the last 8 are 6..=13.
         for i in 0..20u32 {
@@ -163,14 +164,14 @@ mod tests {
                 let p = got.unwrap();
                 assert_eq!(
                     (p.seq, p.play_time, p.bytes),
-                    (seq, i as i64, &i.to_be_bytes()[..])
+                    (seq, TimelineNs::from_ns(i as i64), &i.to_be_bytes()[..])
                 );
             } else {
                 assert_eq!(got, None, "seq {seq}");
             }
         }
         assert_eq!(
-            r.insert(1, 0, &[0; 5]),
+            r.insert(1, TimelineNs::from_ns(0), &[0; 5]),
             Err(ResendError::TooLong { len: 5, max: 4 })
         );
         r.clear();
@@ -180,8 +181,8 @@ mod tests {
     #[test]
     fn short_packets_return_their_own_length() {
         let mut r = ResendRing::new(4, 100);
-        r.insert(1, 5, &[1, 2, 3]).unwrap();
-        r.insert(5, 6, &[9]).unwrap(); // same slot, replaces seq 1
+        r.insert(1, TimelineNs::from_ns(5), &[1, 2, 3]).unwrap();
+        r.insert(5, TimelineNs::from_ns(6), &[9]).unwrap(); // same slot, replaces seq 1
         assert_eq!(r.get(1), None);
         assert_eq!(r.get(5).unwrap().bytes, &[9]);
     }

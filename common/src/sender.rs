@@ -3,7 +3,7 @@
 //! The shell (the `sender` daemon or the PipeWire module) owns the sockets and the clock:
 //! - [`SenderCore::push_audio`] with each captured buffer (capture time on the timeline);
 //! - [`SenderCore::handle_control`] with every datagram arriving on the control port (NTP
-//!   requests, NACKs), passing the kernel receive time as `now` when it has it;
+//!   requests, NACKs, receiver reports and room control messages, see [`crate::rooms`]), passing the kernel receive time as `now` when it has it;
 //! - [`SenderCore::poll_transmit`] until it returns `None`, sending each datagram to the stream
 //!   target (multicast group or unicast list) or to the given peer from the control socket;
 //! - and again at [`SenderCore::poll_timeout`].
@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use crate::format::{ClockDomain, StreamFormat};
 use crate::packetizer::{ConfigError, PacketOut, Packetizer, PacketizerConfig};
 use crate::resend::ResendRing;
+use crate::rooms::{RoomEvent, RoomPolicy, RoomStats, RoomTable};
 use crate::time::{
     frames_to_ns, ntp64_from_timeline, timeline_in_range, OutOfTimeline, TimelineNs, NS_PER_SEC,
 };
@@ -103,6 +104,8 @@ pub struct SenderConfig {
     pub status_interval_ns: i64,
     /// Resend limits.
     pub resend: ResendPolicy,
+    /// Limits of the room table (receivers' reports, commands to them).
+    pub rooms: RoomPolicy,
 }
 
 impl SenderConfig {
@@ -124,6 +127,7 @@ impl SenderConfig {
             flags: 0,
             status_interval_ns: NS_PER_SEC,
             resend: ResendPolicy::default(),
+            rooms: RoomPolicy::default(),
         }
     }
 
@@ -270,6 +274,7 @@ pub struct SenderCore {
     /// Pending resends in order of due time.
     resend_queue: VecDeque<(u16, TimelineNs)>,
     peers: Vec<Peer>,
+    rooms: RoomTable,
     total: Option<Bucket>,
     peer_rate: f64,
     peer_burst: f64,
@@ -310,6 +315,7 @@ impl SenderCore {
             slots: vec![ResendSlot::default(); capacity],
             resend_queue: VecDeque::with_capacity(capacity),
             peers: Vec::with_capacity(r.max_peers),
+            rooms: RoomTable::new(cfg.rooms, cfg.ssrc),
             total: None,
             ring,
             last_now: None,
@@ -328,6 +334,7 @@ impl SenderCore {
         self.ring
             .max_packet_len()
             .max(crate::wire::status::MAX_LEN)
+            .max(crate::wire::control::MAX_LEN)
             .max(NtpPacket::LEN)
     }
 
@@ -341,6 +348,21 @@ impl SenderCore {
             last_capture_departure_ns: p.last_departure_ns,
             ..self.stats
         }
+    }
+
+    /// The room table (receivers that report to this master).
+    pub fn rooms(&self) -> &RoomTable {
+        &self.rooms
+    }
+
+    /// The next room event for the log (a room appeared, went offline, came back, changed).
+    pub fn poll_room_event(&mut self, now: TimelineNs) -> Option<RoomEvent> {
+        self.rooms.poll_event(now)
+    }
+
+    /// The room table's counters.
+    pub fn room_stats(&self) -> RoomStats {
+        self.rooms.stats()
     }
 
     /// The status message as it would be sent now.
@@ -376,7 +398,7 @@ impl SenderCore {
         for t in [capture_time, last_play] {
             if !timeline_in_range(t) {
                 self.stats.audio_out_of_timeline += 1;
-                return Err(OutOfTimeline { t_ns: t });
+                return Err(OutOfTimeline { t_ns: t.ns() });
             }
         }
         let (ring, fresh, status_due, dropped) = (
@@ -453,6 +475,8 @@ impl SenderCore {
                 }
                 _ => self.stats.rejected += 1,
             },
+            Kind::Report => self.rooms.handle_report(now, from, bytes),
+            Kind::Control => self.rooms.handle_control(now, from, bytes),
             _ => self.stats.rejected += 1,
         }
     }
@@ -474,7 +498,7 @@ impl SenderCore {
                 multicast_at: None,
             };
         }
-        if matches!(slot.multicast_at, Some(t) if now.saturating_sub(t) < self.cfg.resend.multicast_holdoff_ns)
+        if matches!(slot.multicast_at, Some(t) if now.ns().saturating_sub(t.ns()) < self.cfg.resend.multicast_holdoff_ns)
         {
             self.stats.resends_coalesced += 1;
             return;
@@ -589,6 +613,9 @@ impl SenderCore {
                 None => self.stats.dropped_unsent += 1,
             }
         }
+        if let Some(t) = self.rooms.poll_transmit(now, buf) {
+            return Some(self.sent(Target::Peer(t.to), t.len));
+        }
         while let Some(&(seq, due)) = self.resend_queue.front() {
             if due > now {
                 break;
@@ -639,6 +666,9 @@ impl SenderCore {
         if let Some(&(_, due)) = self.resend_queue.front() {
             t = t.min(due);
         }
+        if let Some(due) = self.rooms.poll_timeout() {
+            t = t.min(due.max(last));
+        }
         t
     }
 }
@@ -678,6 +708,41 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], 40_000 + i))
     }
 
+    #[test]
+    fn reports_fill_the_room_table_and_lists_go_back_from_the_control_port() {
+        use crate::wire::control::{encode_list, Envelope, Message};
+        use crate::wire::report::Report;
+        let mut s = SenderCore::new(cfg(150 * MS)).unwrap();
+        let r = Report {
+            id: 42,
+            name: StatusName::truncated("kitchen"),
+            ..Report::default()
+        };
+        let mut b = [0u8; 256];
+        let n = r.encode(&mut b).unwrap();
+        let t0 = TimelineNs::from_ns(T0);
+        s.handle_control(t0, addr(1), &b[..n]);
+        assert_eq!(s.rooms().len(), 1);
+        assert_eq!(s.stats().rejected, 0);
+        let n = encode_list(9, 3, 0, &mut b).unwrap();
+        s.handle_control(t0, addr(2), &b[..n]);
+        assert_eq!(s.poll_timeout(), t0, "an answer waits");
+        let mut out = vec![0u8; s.max_datagram_len()];
+        let mut pages = 0;
+        while let Some(t) = s.poll_transmit(t0, &mut out) {
+            if let Ok(Envelope {
+                message: Message::Rooms(p),
+                ..
+            }) = Envelope::decode(&out[..t.len])
+            {
+                assert_eq!(t.to, Target::Peer(addr(2)));
+                assert_eq!(p.entries().next().unwrap().unwrap().report, r);
+                pages += 1;
+            }
+        }
+        assert_eq!(pages, 1);
+    }
+
     fn cfg(latency_ns: i64) -> SenderConfig {
         let mut c = SenderConfig::new(StreamFormat::DEFAULT, 0xABCD);
         c.latency_ns = latency_ns;
@@ -696,8 +761,11 @@ mod tests {
         let mut done = 0;
         while done < frames {
             let n = (frames - done).min(256);
-            s.push_audio(t + frames_to_ns(done as i64, 48_000), &audio[..n * 2])
-                .unwrap();
+            s.push_audio(
+                TimelineNs::from_ns(t + frames_to_ns(done as i64, 48_000)),
+                &audio[..n * 2],
+            )
+            .unwrap();
             done += n;
         }
         t + frames_to_ns(frames as i64, 48_000)
@@ -706,7 +774,7 @@ mod tests {
     fn drain(s: &mut SenderCore, now: i64) -> Vec<(Target, Vec<u8>)> {
         let mut buf = vec![0u8; s.max_datagram_len()];
         let mut out = Vec::new();
-        while let Some(t) = s.poll_transmit(now, &mut buf) {
+        while let Some(t) = s.poll_transmit(TimelineNs::from_ns(now), &mut buf) {
             out.push((t.to, buf[..t.len].to_vec()));
         }
         out
@@ -737,7 +805,10 @@ mod tests {
         assert_eq!(pk.len(), 48_000 / 361);
         for (n, p) in pk.iter().enumerate() {
             let first = n as i64 * FPP;
-            assert_eq!(p.play_time, T0 + frames_to_ns(first, 48_000) + 150 * MS);
+            assert_eq!(
+                p.play_time,
+                TimelineNs::from_ns(T0 + frames_to_ns(first, 48_000) + 150 * MS)
+            );
             assert_eq!(p.timestamp, first as u32);
             assert_eq!(p.seq, n as u16);
             assert_eq!(p.marker, n == 0);
@@ -759,7 +830,7 @@ mod tests {
         let zeros = vec![0.0f32; 512];
         let mut t_sil = t;
         for _ in 0..(3 * 48_000 / 256) {
-            s.push_audio(t_sil, &zeros).unwrap();
+            s.push_audio(TimelineNs::from_ns(t_sil), &zeros).unwrap();
             t_sil += frames_to_ns(256, 48_000);
         }
         let before = drain(&mut s, t_sil);
@@ -777,7 +848,7 @@ mod tests {
         );
         let pk = audio(&after);
         assert!(pk[0].marker);
-        assert_eq!(pk[0].play_time, resume + 150 * MS);
+        assert_eq!(pk[0].play_time, TimelineNs::from_ns(resume + 150 * MS));
         assert_eq!(
             pk[0].seq,
             audio(&before).last().unwrap().seq.wrapping_add(1)
@@ -796,14 +867,14 @@ mod tests {
         assert_eq!(st.time_port, 45301);
         assert_eq!(st.latency_ns, 150 * MS);
         assert_eq!(st.name.as_str(), "WaveSync");
-        assert_eq!(s.poll_timeout(), T0 + NS_PER_SEC);
+        assert_eq!(s.poll_timeout(), TimelineNs::from_ns(T0 + NS_PER_SEC));
         assert!(drain(&mut s, T0 + NS_PER_SEC - 1).is_empty());
         let end = push_tone(&mut s, T0, 3_610);
         let out = drain(&mut s, end);
         assert_eq!(Status::decode(&out[0].1).unwrap().packets_sent, 0);
         assert_eq!(audio(&out).len(), 10);
         // The run's status restarted the 1 s period.
-        assert_eq!(s.poll_timeout(), end + NS_PER_SEC);
+        assert_eq!(s.poll_timeout(), TimelineNs::from_ns(end + NS_PER_SEC));
         assert!(drain(&mut s, end + NS_PER_SEC - 1).is_empty());
         let out = drain(&mut s, end + NS_PER_SEC);
         assert_eq!(out.len(), 1);
@@ -815,8 +886,12 @@ mod tests {
         let mut s = SenderCore::new(cfg(150 * MS)).unwrap();
         drain(&mut s, T0);
         let req = NtpPacket::client_request(0x1234_5678_9ABC_DEF0);
-        s.handle_control(T0 + 10, addr(1), &req.encode());
-        assert_eq!(s.poll_timeout(), T0 + 10, "a queued reply is due at once");
+        s.handle_control(TimelineNs::from_ns(T0 + 10), addr(1), &req.encode());
+        assert_eq!(
+            s.poll_timeout(),
+            TimelineNs::from_ns(T0 + 10),
+            "a queued reply is due at once"
+        );
         let out = drain(&mut s, T0 + 35);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, Target::Peer(addr(1)));
@@ -833,11 +908,15 @@ mod tests {
         // A master whose host booted a moment ago: capture at 1 ms.
         let mut s = SenderCore::new(cfg(150 * MS)).unwrap();
         let end = push_tone(&mut s, MS, 361 * 4);
-        s.handle_control(end, addr(1), &NtpPacket::client_request(7).encode());
+        s.handle_control(
+            TimelineNs::from_ns(end),
+            addr(1),
+            &NtpPacket::client_request(7).encode(),
+        );
         let out = drain(&mut s, end);
         let pkts = audio(&out);
         assert_eq!(pkts.len(), 4);
-        assert_eq!(pkts[0].play_time, 151 * MS);
+        assert_eq!(pkts[0].play_time, TimelineNs::from_ns(151 * MS));
         let reply = out
             .iter()
             .find(|(_, b)| classify(b) == Kind::Ntp)
@@ -853,18 +932,22 @@ mod tests {
         let block = tone(256);
         // Before the epoch (a negative timeline), and past the end of the era.
         assert_eq!(
-            s.push_audio(-10 * MS, &block),
+            s.push_audio(TimelineNs::from_ns(-10 * MS), &block),
             Err(OutOfTimeline { t_ns: -10 * MS })
         );
         let late = crate::time::TIMELINE_END_NS - 100 * MS;
         assert!(
-            s.push_audio(late, &block).is_err(),
+            s.push_audio(TimelineNs::from_ns(late), &block).is_err(),
             "its play time is past the end"
         );
         assert_eq!(s.stats().audio_out_of_timeline, 2);
         assert!(audio(&drain(&mut s, T0)).is_empty(), "nothing was sent");
         // A time request answered with a `now` before the epoch stays unanswered.
-        s.handle_control(-5 * MS, addr(1), &NtpPacket::client_request(7).encode());
+        s.handle_control(
+            TimelineNs::from_ns(-5 * MS),
+            addr(1),
+            &NtpPacket::client_request(7).encode(),
+        );
         let out = drain(&mut s, -4 * MS);
         assert!(
             out.iter().all(|(_, b)| classify(b) != Kind::Ntp),
@@ -891,13 +974,17 @@ mod tests {
         // are no longer playable. Ask for 1 (late), 35, 36, 45.
         let now = end;
         let late_play = AudioPacket::decode(orig[1]).unwrap().play_time;
-        assert!(late_play <= now);
-        s.handle_control(now, addr(1), &nack_bytes(&[1, 35, 36, 45], 0xABCD));
+        assert!(late_play <= TimelineNs::from_ns(now));
+        s.handle_control(
+            TimelineNs::from_ns(now),
+            addr(1),
+            &nack_bytes(&[1, 35, 36, 45], 0xABCD),
+        );
         assert!(
             drain(&mut s, now).is_empty(),
             "waits for the coalescing window"
         );
-        assert_eq!(s.poll_timeout(), now + 2 * MS);
+        assert_eq!(s.poll_timeout(), TimelineNs::from_ns(now + 2 * MS));
         let out = drain(&mut s, now + 2 * MS);
         assert_eq!(out.len(), 3);
         for ((to, b), seq) in out.iter().zip([35usize, 36, 45]) {
@@ -914,7 +1001,11 @@ mod tests {
             "resends are not counted as packets sent"
         );
         // Much later nothing is playable any more.
-        s.handle_control(now + NS_PER_SEC, addr(1), &nack_bytes(&[45], 0xABCD));
+        s.handle_control(
+            TimelineNs::from_ns(now + NS_PER_SEC),
+            addr(1),
+            &nack_bytes(&[45], 0xABCD),
+        );
         assert!(drain(&mut s, now + NS_PER_SEC + 5 * MS)
             .iter()
             .all(|(_, b)| classify(b) != Kind::Audio));
@@ -927,9 +1018,9 @@ mod tests {
         let end = push_tone(&mut s, T0, 361 * 20);
         drain(&mut s, end);
         let nack = nack_bytes(&[7, 8], 0xABCD);
-        s.handle_control(end, addr(1), &nack);
-        s.handle_control(end + MS, addr(2), &nack);
-        s.handle_control(end + MS, addr(3), &nack);
+        s.handle_control(TimelineNs::from_ns(end), addr(1), &nack);
+        s.handle_control(TimelineNs::from_ns(end + MS), addr(2), &nack);
+        s.handle_control(TimelineNs::from_ns(end + MS), addr(3), &nack);
         let out = drain(&mut s, end + 2 * MS);
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|(to, _)| *to == Target::Stream));
@@ -938,13 +1029,17 @@ mod tests {
             [7, 8]
         );
         // A straggler shortly after is served by the multicast copy.
-        s.handle_control(end + 5 * MS, addr(4), &nack);
+        s.handle_control(TimelineNs::from_ns(end + 5 * MS), addr(4), &nack);
         assert!(drain(&mut s, end + 10 * MS).is_empty());
         let st = s.stats();
         assert_eq!((st.resends_sent, st.resends_multicast), (2, 2));
         assert_eq!(st.resends_coalesced, 6);
         // After the hold-off a receiver that still misses it gets its own unicast copy.
-        s.handle_control(end + 40 * MS, addr(4), &nack_bytes(&[7], 0xABCD));
+        s.handle_control(
+            TimelineNs::from_ns(end + 40 * MS),
+            addr(4),
+            &nack_bytes(&[7], 0xABCD),
+        );
         let out = drain(&mut s, end + 42 * MS);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, Target::Peer(addr(4)));
@@ -962,7 +1057,7 @@ mod tests {
         let seqs: Vec<u16> = (0..1000u16).map(|i| last.wrapping_sub(999 - i)).collect();
         let nack = nack_bytes(&seqs, 0xABCD);
         for r in 0..50 {
-            s.handle_control(end, addr(r), &nack);
+            s.handle_control(TimelineNs::from_ns(end), addr(r), &nack);
         }
         let out = drain(&mut s, end + 2 * MS);
         let total_burst = 48_000.0 / 361.0;
@@ -993,7 +1088,7 @@ mod tests {
         let mut resent = 0;
         for k in 0..100 {
             let now = end + k * 10 * MS;
-            s.handle_control(now, addr(9), &nack);
+            s.handle_control(TimelineNs::from_ns(now), addr(9), &nack);
             resent += drain(&mut s, now + 2 * MS)
                 .iter()
                 .filter(|(to, _)| *to == Target::Peer(addr(9)))
@@ -1011,14 +1106,14 @@ mod tests {
         let mut s = SenderCore::new(cfg(150 * MS)).unwrap();
         let end = push_tone(&mut s, T0, 361 * 5);
         drain(&mut s, end);
-        s.handle_control(end, addr(1), &nack_bytes(&[1], 0x9999)); // another stream
-        s.handle_control(end, addr(1), b"hello");
+        s.handle_control(TimelineNs::from_ns(end), addr(1), &nack_bytes(&[1], 0x9999)); // another stream
+        s.handle_control(TimelineNs::from_ns(end), addr(1), b"hello");
         let mut server = NtpPacket::client_request(1);
         server.mode = crate::wire::ntp::MODE_SERVER;
-        s.handle_control(end, addr(1), &server.encode());
+        s.handle_control(TimelineNs::from_ns(end), addr(1), &server.encode());
         let mut truncated = nack_bytes(&[1, 2], 0xABCD);
         truncated[3] = 9; // length beyond the datagram
-        s.handle_control(end, addr(1), &truncated);
+        s.handle_control(TimelineNs::from_ns(end), addr(1), &truncated);
         assert!(drain(&mut s, end + 5 * MS).is_empty());
         let st = s.stats();
         assert_eq!(st.rejected, 4);
@@ -1043,15 +1138,15 @@ mod tests {
             for (i, (peer, kind, junk, seqs)) in msgs.iter().enumerate() {
                 let now = end + i as i64 * MS;
                 match kind {
-                    0 => s.handle_control(now, addr(*peer), junk),
+                    0 => s.handle_control(TimelineNs::from_ns(now), addr(*peer), junk),
                     1 => {
                         let mut b = [0u8; nack::MAX_LEN];
                         let e = nack::encode(1, 0xABCD, seqs, &mut b).unwrap();
-                        s.handle_control(now, addr(*peer), &b[..e.len]);
+                        s.handle_control(TimelineNs::from_ns(now), addr(*peer), &b[..e.len]);
                     }
-                    _ => s.handle_control(now, addr(*peer), &NtpPacket::client_request(9).encode()),
+                    _ => s.handle_control(TimelineNs::from_ns(now), addr(*peer), &NtpPacket::client_request(9).encode()),
                 }
-                while let Some(t) = s.poll_transmit(now, &mut buf) {
+                while let Some(t) = s.poll_transmit(TimelineNs::from_ns(now), &mut buf) {
                     proptest::prop_assert!(t.len <= buf.len());
                     if classify(&buf[..t.len]) == Kind::Audio {
                         resends += 1;
@@ -1145,11 +1240,14 @@ mod tests {
                 }
             }
             if t >= T0 + frames_to_ns(frames, 48_000) && t < end {
-                s.push_audio(T0 + frames_to_ns(frames, 48_000), &audio)
-                    .unwrap();
+                s.push_audio(
+                    TimelineNs::from_ns(T0 + frames_to_ns(frames, 48_000)),
+                    &audio,
+                )
+                .unwrap();
                 frames += 240;
             }
-            while let Some(tx) = s.poll_transmit(t, &mut buf) {
+            while let Some(tx) = s.poll_transmit(TimelineNs::from_ns(t), &mut buf) {
                 let dests: Vec<usize> = match tx.to {
                     Target::Stream => (0..RX).collect(),
                     Target::Peer(a) => vec![(a.port() - 40_000) as usize],
@@ -1166,7 +1264,7 @@ mod tests {
             wire = later;
             for (_, dst, from, bytes) in due {
                 match dst {
-                    None => s.handle_control(t, addr(from as u16), &bytes),
+                    None => s.handle_control(TimelineNs::from_ns(t), addr(from as u16), &bytes),
                     Some(r) => {
                         if let Ok(p) = AudioPacket::decode(&bytes) {
                             let seq = p.seq as usize;
@@ -1267,9 +1365,12 @@ mod tests {
         let pk = audio(&out);
         // The old run's 139 buffered frames, then the new run at the new latency.
         assert_eq!((pk[0].frames(2), pk[0].marker), (139, false));
-        assert_eq!(pk[0].play_time, T0 + frames_to_ns(361, 48_000) + 150 * MS);
+        assert_eq!(
+            pk[0].play_time,
+            TimelineNs::from_ns(T0 + frames_to_ns(361, 48_000) + 150 * MS)
+        );
         assert!(pk[1].marker);
-        assert_eq!(pk[1].play_time, t + 80 * MS);
+        assert_eq!(pk[1].play_time, TimelineNs::from_ns(t + 80 * MS));
     }
 
     #[test]

@@ -1,13 +1,38 @@
 //! Nanosecond time on local clocks and on the shared timeline, and the 64-bit NTP format.
 //!
-//! Every time inside WaveSync is an `i64` count of nanoseconds. Two kinds must never be mixed:
-//! [`LocalNs`] is this host's CLOCK_MONOTONIC; [`TimelineNs`] is the master's timeline (by default
-//! the master's CLOCK_MONOTONIC, see [`crate::format::ClockDomain`]). The clock model
-//! (`crate::clock`) is the only bridge between them.
+//! Every time inside WaveSync is a count of nanoseconds in an `i64`, of one of two kinds that
+//! must never be mixed, and the compiler keeps them apart:
+//!
+//! - [`LocalNs`] is an instant of this host's CLOCK_MONOTONIC;
+//! - [`TimelineNs`] is an instant of the master's timeline (by default the master's
+//!   CLOCK_MONOTONIC, see [`crate::format::ClockDomain`]).
+//!
+//! Both are newtypes over `i64` with the same small arithmetic: an instant plus or minus a
+//! duration (a plain `i64` of nanoseconds) is an instant of the same kind, the difference of
+//! two instants of one kind is a duration, and instants never add. Durations stay plain `i64`.
+//! [`LocalNs::ns`] / [`TimelineNs::ns`] and `from_ns` open and close the box where a raw count
+//! is needed (a syscall, a log line, a test constant).
+//!
+//! Only two bridges lead from one kind to the other:
+//!
+//! - the clock model: [`crate::clock::ClockEstimate::to_timeline`] and
+//!   [`crate::clock::ClockEstimate::to_local`], which is how a receiver reads the timeline;
+//! - [`TimelineNs::from_master_monotonic`], the identity that holds only on the master itself
+//!   in clock domain `master`, where the timeline *is* the master's CLOCK_MONOTONIC (the
+//!   engine's clock, the sender's and the PipeWire module's capture times). Every use of it
+//!   names that assumption.
+//!
+//! In clock domains `system` and `ntp` the timeline is CLOCK_REALTIME, which is not a
+//! [`LocalNs`]: it is read as a raw count and boxed with [`TimelineNs::from_ns`] where it is
+//! declared to be the timeline.
 //!
 //! On the wire, timeline instants travel as 64-bit NTP-format timestamps (RFC 5905: 32 bits of
-//! seconds, 32 bits of fraction), counted from the domain's epoch. The fraction's resolution
-//! (0.23 ns) is finer than a nanosecond, so nanoseconds survive a round trip exactly.
+//! seconds, 32 bits of fraction), counted from the domain's epoch ([`ntp64_from_timeline`],
+//! [`timeline_from_ntp64`]). The fraction's resolution (0.23 ns) is finer than a nanosecond, so
+//! nanoseconds survive a round trip exactly. A time client's own transmit stamp (T1, a
+//! [`LocalNs`]) also travels in that format, but only to be echoed back: it is encoded and
+//! decoded as an opaque count ([`ntp64_from_ns`], [`ns_from_ntp64`]), never read as a timeline
+//! instant.
 //!
 //! **The timeline's valid range** is one NTP era counted from the domain's epoch:
 //! `0 <= t < TIMELINE_END_NS` (2^32 s, about 136 years). Every timeline instant that goes on
@@ -18,10 +43,107 @@
 //! above 0. The senders check where times enter ([`crate::sender::SenderCore::push_audio`]
 //! and its time service) and count what they refuse; nothing is clamped silently.
 
-/// Nanoseconds of this host's CLOCK_MONOTONIC.
-pub type LocalNs = i64;
-/// Nanoseconds on the master's timeline.
-pub type TimelineNs = i64;
+use std::ops::{Add, AddAssign, Sub, SubAssign};
+
+/// Defines an instant type: a newtype over `i64` nanoseconds with instant arithmetic.
+macro_rules! instant {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(i64);
+
+        impl $name {
+            /// The earliest representable instant.
+            pub const MIN: Self = Self(i64::MIN);
+            /// The latest representable instant.
+            pub const MAX: Self = Self(i64::MAX);
+
+            /// The instant `ns` nanoseconds after this clock's zero.
+            pub const fn from_ns(ns: i64) -> Self {
+                Self(ns)
+            }
+
+            /// Nanoseconds since this clock's zero.
+            pub const fn ns(self) -> i64 {
+                self.0
+            }
+
+            /// This instant plus a duration in ns, saturating at the ends of the range.
+            pub const fn saturating_add(self, d: i64) -> Self {
+                Self(self.0.saturating_add(d))
+            }
+
+            /// This instant minus a duration in ns, saturating at the ends of the range.
+            pub const fn saturating_sub(self, d: i64) -> Self {
+                Self(self.0.saturating_sub(d))
+            }
+        }
+
+        impl Add<i64> for $name {
+            type Output = Self;
+            fn add(self, d: i64) -> Self {
+                Self(self.0 + d)
+            }
+        }
+
+        impl Sub<i64> for $name {
+            type Output = Self;
+            fn sub(self, d: i64) -> Self {
+                Self(self.0 - d)
+            }
+        }
+
+        impl AddAssign<i64> for $name {
+            fn add_assign(&mut self, d: i64) {
+                self.0 += d;
+            }
+        }
+
+        impl SubAssign<i64> for $name {
+            fn sub_assign(&mut self, d: i64) {
+                self.0 -= d;
+            }
+        }
+
+        /// Formats the raw count of nanoseconds, as logs and tests print times.
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        /// The duration between two instants, in ns.
+        impl Sub for $name {
+            type Output = i64;
+            fn sub(self, earlier: Self) -> i64 {
+                self.0 - earlier.0
+            }
+        }
+    };
+}
+
+instant! {
+    /// An instant of this host's CLOCK_MONOTONIC, in nanoseconds. Never mixed with a
+    /// [`TimelineNs`]: the clock model converts between them.
+    LocalNs
+}
+
+instant! {
+    /// An instant of the master's timeline, in nanoseconds. Never mixed with a [`LocalNs`]:
+    /// the clock model converts between them.
+    TimelineNs
+}
+
+impl TimelineNs {
+    /// The timeline instant that is `t` on the master's own CLOCK_MONOTONIC.
+    ///
+    /// Valid **only in clock domain `master`, on the master itself**, where the timeline is by
+    /// definition the master's CLOCK_MONOTONIC. Anywhere else (a receiver, another clock
+    /// domain) the two differ and only the clock model converts.
+    pub const fn from_master_monotonic(t: LocalNs) -> Self {
+        Self(t.ns())
+    }
+}
 
 /// Nanoseconds in one second.
 pub const NS_PER_SEC: i64 = 1_000_000_000;
@@ -31,7 +153,7 @@ pub const TIMELINE_END_NS: i64 = (1i64 << 32) * NS_PER_SEC;
 
 /// Whether `t` lies in the timeline's valid range `[0, TIMELINE_END_NS)`.
 pub fn timeline_in_range(t: TimelineNs) -> bool {
-    (0..TIMELINE_END_NS).contains(&t)
+    (0..TIMELINE_END_NS).contains(&t.ns())
 }
 
 /// A timeline instant outside `[0, TIMELINE_END_NS)`: it cannot be put on the wire.
@@ -49,10 +171,15 @@ pub struct OutOfTimeline {
 /// range (where [`ntp64_from_ns`] would clamp or wrap it).
 pub fn ntp64_from_timeline(t: TimelineNs) -> Result<u64, OutOfTimeline> {
     if timeline_in_range(t) {
-        Ok(ntp64_from_ns(t))
+        Ok(ntp64_from_ns(t.ns()))
     } else {
-        Err(OutOfTimeline { t_ns: t })
+        Err(OutOfTimeline { t_ns: t.ns() })
     }
+}
+
+/// Decodes a 64-bit NTP timestamp as a timeline instant (always in the valid range).
+pub fn timeline_from_ntp64(ntp: u64) -> TimelineNs {
+    TimelineNs::from_ns(ns_from_ntp64(ntp))
 }
 
 /// Encodes nanoseconds since the epoch as a 64-bit NTP timestamp (seconds.fraction), rounding
@@ -69,7 +196,8 @@ pub fn ntp64_from_ns(ns: i64) -> u64 {
     (secs << 32).wrapping_add(frac)
 }
 
-/// Decodes a 64-bit NTP timestamp to nanoseconds since the epoch, rounding to nearest.
+/// Decodes a 64-bit NTP timestamp to nanoseconds since the epoch, rounding to nearest. For
+/// timeline instants use [`timeline_from_ntp64`]; this one is for opaque values.
 pub fn ns_from_ntp64(ntp: u64) -> i64 {
     let secs = ntp >> 32;
     let frac = ntp & 0xffff_ffff;
@@ -108,16 +236,17 @@ mod tests {
 
     #[test]
     fn the_timeline_range_is_one_era_from_zero() {
-        assert_eq!(ntp64_from_timeline(0), Ok(0));
+        let t = TimelineNs::from_ns;
+        assert_eq!(ntp64_from_timeline(t(0)), Ok(0));
         assert_eq!(
-            ntp64_from_timeline(TIMELINE_END_NS - 1).map(ns_from_ntp64),
-            Ok(TIMELINE_END_NS - 1)
+            ntp64_from_timeline(t(TIMELINE_END_NS - 1)).map(timeline_from_ntp64),
+            Ok(t(TIMELINE_END_NS - 1))
         );
-        assert_eq!(ntp64_from_timeline(-1), Err(OutOfTimeline { t_ns: -1 }));
-        assert!(ntp64_from_timeline(TIMELINE_END_NS).is_err());
+        assert_eq!(ntp64_from_timeline(t(-1)), Err(OutOfTimeline { t_ns: -1 }));
+        assert!(ntp64_from_timeline(t(TIMELINE_END_NS)).is_err());
         // Everything a decoder can produce is in range.
-        assert!(timeline_in_range(ns_from_ntp64(u64::MAX)));
-        assert!(timeline_in_range(ns_from_ntp64(0)));
+        assert!(timeline_in_range(timeline_from_ntp64(u64::MAX)));
+        assert!(timeline_in_range(timeline_from_ntp64(0)));
     }
 
     proptest! {
@@ -128,7 +257,7 @@ mod tests {
 
         #[test]
         fn every_ntp_timestamp_decodes_into_the_timeline_range(ntp in any::<u64>()) {
-            prop_assert!(timeline_in_range(ns_from_ntp64(ntp)));
+            prop_assert!(timeline_in_range(timeline_from_ntp64(ntp)));
         }
 
         #[test]

@@ -25,7 +25,7 @@
 //! request is answered at most once, and kiss-o'-death or "unsynchronised" answers are refused.
 
 use crate::clock::{ClockConfig, ClockEstimate, ClockEvent, ClockModel, Exchange};
-use crate::time::{ns_from_ntp64, ntp64_from_ns, LocalNs};
+use crate::time::{ntp64_from_ns, timeline_from_ntp64, LocalNs};
 use crate::wire::ntp::{NtpPacket, MODE_SERVER};
 use crate::wire::DecodeError;
 
@@ -158,7 +158,7 @@ impl TimeClient {
             model: ClockModel::new(cfg.clock),
             cfg,
             pending: [None; MAX_OUTSTANDING],
-            next_tx: 0,
+            next_tx: LocalNs::from_ns(0),
             burst_left: cfg.burst_count,
             phase_start: None,
             stats: TimeClientStats::default(),
@@ -172,7 +172,8 @@ impl TimeClient {
         if now < self.next_tx {
             return None;
         }
-        let origin = ntp64_from_ns(now);
+        // T1 travels as an opaque count, only to be echoed back and matched.
+        let origin = ntp64_from_ns(now.ns());
         // Two requests stamped with the same instant could not be told apart.
         if self.pending.iter().flatten().any(|p| p.origin == origin) {
             return None;
@@ -197,7 +198,7 @@ impl TimeClient {
             .is_some_and(|s| s > self.cfg.jittery_spread_ns)
         {
             self.cfg.jittery_interval_ns
-        } else if now.saturating_sub(phase_start) < self.cfg.warmup_ns {
+        } else if now.ns().saturating_sub(phase_start.ns()) < self.cfg.warmup_ns {
             self.cfg.warmup_interval_ns
         } else {
             self.cfg.poll_interval_ns
@@ -213,7 +214,7 @@ impl TimeClient {
             .iter()
             .flatten()
             .map(|p| p.t1.saturating_add(self.cfg.response_timeout_ns))
-            .fold(self.next_tx, i64::min)
+            .fold(self.next_tx, LocalNs::min)
     }
 
     /// Takes an answer received at local time `now_rx`; on success returns what it did to the
@@ -270,8 +271,8 @@ impl TimeClient {
         self.stats.answered += 1;
         let event = self.model.add_exchange(Exchange {
             t1: req.t1,
-            t2: ns_from_ntp64(pkt.receive_ts),
-            t3: ns_from_ntp64(pkt.transmit_ts),
+            t2: timeline_from_ntp64(pkt.receive_ts),
+            t3: timeline_from_ntp64(pkt.transmit_ts),
             t4: now_rx,
         });
         match event {
@@ -307,7 +308,8 @@ impl TimeClient {
 
     fn expire(&mut self, now: LocalNs) {
         for p in self.pending.iter_mut() {
-            if p.is_some_and(|p| now.saturating_sub(p.t1) > self.cfg.response_timeout_ns) {
+            if p.is_some_and(|p| now.ns().saturating_sub(p.t1.ns()) > self.cfg.response_timeout_ns)
+            {
                 *p = None;
                 self.stats.timeouts += 1;
             }
@@ -365,10 +367,10 @@ mod tests {
         let mut sent = Vec::new();
         let mut now = L0;
         while now < L0 + 30_000 * MS {
-            if c.poll_transmit(now).is_some() {
+            if c.poll_transmit(LocalNs::from_ns(now)).is_some() {
                 sent.push(now - L0);
             }
-            now = c.poll_timeout().max(now + MS);
+            now = (c.poll_timeout().max(LocalNs::from_ns(now + MS))).ns();
         }
         let gaps: Vec<i64> = sent.windows(2).map(|w| (w[1] - w[0]) / MS).collect();
         // 16 burst queries after the first, 20 ms apart...
@@ -398,7 +400,7 @@ mod tests {
         let mut now = L0;
         let mut pending: Vec<(i64, [u8; 48])> = Vec::new();
         while now < L0 + 30_000 * MS {
-            if let Some(req) = c.poll_transmit(now) {
+            if let Some(req) = c.poll_transmit(LocalNs::from_ns(now)) {
                 let (up, down) = delay(c.stats().sent);
                 let t2 = now + up + off;
                 pending.push((now + up + 10_000 + down, reply_to(&req, t2, t2 + 10_000)));
@@ -406,14 +408,18 @@ mod tests {
             }
             pending.retain(|(at, bytes)| {
                 if *at <= now {
-                    let _ = c.handle_response(*at, bytes);
+                    let _ = c.handle_response(LocalNs::from_ns(*at), bytes);
                     false
                 } else {
                     true
                 }
             });
             let next = pending.iter().map(|p| p.0).min().unwrap_or(i64::MAX);
-            now = c.poll_timeout().min(next).max(now + 100_000);
+            now = (c
+                .poll_timeout()
+                .min(LocalNs::from_ns(next))
+                .max(LocalNs::from_ns(now + 100_000)))
+            .ns();
         }
         sent.windows(2).map(|w| (w[1] - w[0]) / MS).collect()
     }
@@ -442,51 +448,53 @@ mod tests {
     #[test]
     fn matches_origin_once_and_refuses_bad_answers() {
         let mut c = TimeClient::new(TimeClientConfig::default());
-        let req = c.poll_transmit(L0).unwrap();
+        let req = c.poll_transmit(LocalNs::from_ns(L0)).unwrap();
         let off = 5_000_000 * MS;
         let good = reply_to(&req, L0 + off + MS, L0 + off + MS + 10_000);
         // Wrong mode: a request echoed back.
         assert_eq!(
-            c.handle_response(L0 + 2 * MS, &req),
+            c.handle_response(LocalNs::from_ns(L0 + 2 * MS), &req),
             Err(TimeClientError::NotServerMode(3))
         );
         let mut unsync = NtpPacket::decode(&good).unwrap();
         unsync.leap = 3;
         assert!(matches!(
-            c.handle_response(L0 + 2 * MS, &good[..20]),
+            c.handle_response(LocalNs::from_ns(L0 + 2 * MS), &good[..20]),
             Err(TimeClientError::Decode(_))
         ));
         assert_eq!(
-            c.handle_response(L0 + 2 * MS, &unsync.encode()),
+            c.handle_response(LocalNs::from_ns(L0 + 2 * MS), &unsync.encode()),
             Err(TimeClientError::Unsynchronized)
         );
         // The unsynchronised answer consumed the request: the good one is now unknown.
         assert!(matches!(
-            c.handle_response(L0 + 2 * MS, &good),
+            c.handle_response(LocalNs::from_ns(L0 + 2 * MS), &good),
             Err(TimeClientError::UnknownOrigin { .. })
         ));
-        let req = c.poll_transmit(L0 + 40 * MS).unwrap();
+        let req = c.poll_transmit(LocalNs::from_ns(L0 + 40 * MS)).unwrap();
         let good = reply_to(&req, L0 + 41 * MS + off, L0 + 41 * MS + off + 10_000);
         assert_eq!(
-            c.handle_response(L0 + 42 * MS, &good),
+            c.handle_response(LocalNs::from_ns(L0 + 42 * MS), &good),
             Ok(ClockEvent::Updated)
         );
         assert!(matches!(
-            c.handle_response(L0 + 42 * MS, &good),
+            c.handle_response(LocalNs::from_ns(L0 + 42 * MS), &good),
             Err(TimeClientError::UnknownOrigin { .. })
         ));
         let est = c.estimate().unwrap();
         assert!((est.offset_ns() - off).abs() < 10_000);
         // Kiss-o'-death backs off.
-        let req = c.poll_transmit(L0 + 80 * MS).unwrap();
+        let req = c.poll_transmit(LocalNs::from_ns(L0 + 80 * MS)).unwrap();
         let mut kod = NtpPacket::decode(&reply_to(&req, 1, 2)).unwrap();
         kod.stratum = 0;
         kod.reference_id = *b"RATE";
         assert_eq!(
-            c.handle_response(L0 + 81 * MS, &kod.encode()),
+            c.handle_response(LocalNs::from_ns(L0 + 81 * MS), &kod.encode()),
             Err(TimeClientError::KissOfDeath { code: *b"RATE" })
         );
-        assert!(c.poll_transmit(L0 + 30_000 * MS).is_none());
+        assert!(c
+            .poll_transmit(LocalNs::from_ns(L0 + 30_000 * MS))
+            .is_none());
         let s = c.stats();
         assert_eq!((s.sent, s.answered, s.rejected), (3, 1, 6));
     }
@@ -499,7 +507,7 @@ mod tests {
         };
         let mut c = TimeClient::new(cfg);
         for i in 0..100 {
-            c.poll_transmit(L0 + i * 1_000 * MS);
+            c.poll_transmit(LocalNs::from_ns(L0 + i * 1_000 * MS));
         }
         assert_eq!(c.outstanding(), MAX_OUTSTANDING);
         assert_eq!(c.stats().timeouts, 100 - MAX_OUTSTANDING as u64);
@@ -512,9 +520,9 @@ mod tests {
             rx in proptest::prelude::any::<i64>(),
         ) {
             let mut c = TimeClient::new(TimeClientConfig::default());
-            let _ = c.poll_transmit(L0);
-            let _ = c.handle_response(rx, &bytes);
-            let _ = c.poll_transmit(rx);
+            let _ = c.poll_transmit(LocalNs::from_ns(L0));
+            let _ = c.handle_response(LocalNs::from_ns(rx), &bytes);
+            let _ = c.poll_transmit(LocalNs::from_ns(rx));
             let _ = c.poll_timeout();
         }
     }

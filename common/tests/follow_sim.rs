@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use wavesync_common::follow::{FollowConfig, Follower};
 use wavesync_common::format::{SampleFormat, StreamFormat};
 use wavesync_common::packetizer::{Packetizer, PacketizerConfig};
+use wavesync_common::time::{LocalNs, TimelineNs};
 
 const RATE: f64 = 48_000.0;
 const QUANTUM: f64 = 1024.0;
@@ -66,7 +67,11 @@ fn simulate(
         let now = (t0 + t + jitter) as i64;
         // The module's process callback: the loop's ratio (input frames per output frame),
         // then the block resampled with it (or copied in pass-through).
-        let ratio = if follow { f.observe(now) } else { None };
+        let ratio = if follow {
+            f.observe(LocalNs::from_ns(now))
+        } else {
+            None
+        };
         out_pos += QUANTUM / ratio.unwrap_or(1.0);
         let n = out_pos as u64 - emitted;
         emitted += n;
@@ -80,7 +85,7 @@ fn simulate(
             }
         }
         if packetize {
-            pk.push(now, &block[..n], |_| {});
+            pk.push(TimelineNs::from_ns(now), &block[..n], |_| {});
             out.worst_departure_ns = out
                 .worst_departure_ns
                 .max(pk.stats().last_departure_ns.abs());
@@ -155,7 +160,7 @@ fn three_hours_of_a_drifting_driver_stay_within_a_millisecond() {
 #[global_allocator]
 static ALLOC: alloc_count::Counting = alloc_count::Counting;
 
-#[path = "support/alloc_count.rs"]
+#[path = "../../test-support/alloc_count.rs"]
 mod alloc_count;
 
 #[test]
@@ -170,7 +175,7 @@ fn the_retimer_never_allocates_after_construction() {
     let ((), allocs) = alloc_count::count(|| {
         let mut t = 1_000_000_000i64;
         for _ in 0..2_000 {
-            let r = rt.process(t, &input, &mut out);
+            let r = rt.process(LocalNs::from_ns(t), &input, &mut out);
             assert_eq!(r.consumed, 1024);
             t += (1024.0 * 1e9 / (48_000.0 * 1.0005)) as i64;
         }

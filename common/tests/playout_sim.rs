@@ -11,6 +11,7 @@ use wavesync_common::clock::ClockEstimate;
 use wavesync_common::format::SampleFormat;
 use wavesync_common::jitter::{PacketIn, PushOutcome};
 use wavesync_common::playout::{Playout, PlayoutConfig, PlayoutState};
+use wavesync_common::time::{LocalNs, TimelineNs};
 
 /// A LAN with some jitter (reordering), duplication and loss.
 const LAN: Net = Net {
@@ -321,11 +322,11 @@ fn no_clock_means_silence_and_clock_loss_stops_playback() {
     }
     for k in 0..20u16 {
         let o = p.push_parts(
-            0,
+            LocalNs::from_ns(0),
             &PacketIn {
                 seq: k,
                 timestamp: k as u32 * 240,
-                play_time: 10_000_000 + k as i64 * 5_000_000,
+                play_time: TimelineNs::from_ns(10_000_000 + k as i64 * 5_000_000),
                 marker: k == 0,
                 format: SampleFormat::L16,
                 payload: &payload,
@@ -334,33 +335,33 @@ fn no_clock_means_silence_and_clock_loss_stops_playback() {
         assert_eq!(o, PushOutcome::Stored);
     }
     let mut out = [1.0f32; 512];
-    let r = p.fill(0, &mut out);
+    let r = p.fill(LocalNs::from_ns(0), &mut out);
     assert_eq!(r.state, PlayoutState::NoClock);
     assert_eq!(r.silence_frames, 256);
     assert!(out.iter().all(|s| *s == 0.0));
     // With a clock (timeline = local), the first frame is due at 10 ms: 480 frames of silence.
     let clock = ClockEstimate {
-        ref_local: 0,
-        ref_timeline: 0,
+        ref_local: LocalNs::from_ns(0),
+        ref_timeline: TimelineNs::from_ns(0),
         rate: 1.0,
         uncertainty_ns: 0,
     };
     p.set_clock(Some(clock));
-    let r = p.fill(0, &mut out);
+    let r = p.fill(LocalNs::from_ns(0), &mut out);
     assert_eq!((r.state, r.silence_frames), (PlayoutState::Starting, 256));
-    let r = p.fill(5_333_334, &mut out);
+    let r = p.fill(LocalNs::from_ns(5_333_334), &mut out);
     assert_eq!(r.silence_frames, 480 - 256);
     assert_eq!(r.state, PlayoutState::Playing);
     assert!(out[(480 - 256) * 2..].iter().all(|s| *s == 0.5));
     // Clock lost: silence again, not garbage.
     p.set_clock(None);
     out.fill(1.0);
-    let r = p.fill(512 * 20_833, &mut out);
+    let r = p.fill(LocalNs::from_ns(512 * 20_833), &mut out);
     assert_eq!(r.state, PlayoutState::NoClock);
     assert!(out.iter().all(|s| *s == 0.0));
 }
 
-#[path = "support/alloc_count.rs"]
+#[path = "../../test-support/alloc_count.rs"]
 mod alloc_count;
 
 #[global_allocator]
@@ -372,14 +373,13 @@ fn push_and_fill_never_allocate_after_construction() {
     assert_eq!(alloc_count::count(|| vec![0u8; 10].len()).1, 1);
     let mut p: Playout = Playout::new(PlayoutConfig::new(48_000, 2));
     p.set_clock(Some(ClockEstimate {
-        ref_local: 0,
-        ref_timeline: 0,
+        ref_local: LocalNs::from_ns(0),
+        ref_timeline: TimelineNs::from_ns(0),
         rate: 1.0,
         uncertainty_ns: 0,
     }));
     let payload: Vec<u8> = (0..240 * 4).map(|i| (i * 7) as u8).collect();
     let mut out = vec![0.0f32; 256 * 2];
-    let mut missing = [0u16; 64];
     let period_ns = 256.0 * 1e9 / 48_000.0 * (1.0 - 100e-6);
     let mut next_packet = 0u64;
     let mut allocs = 0;
@@ -400,16 +400,17 @@ fn push_and_fill_never_allocate_after_construction() {
                 let pkt = PacketIn {
                     seq: k as u16,
                     timestamp: (k * 240) as u32,
-                    play_time: k as i64 * 5_000_000 + 100_000_000,
+                    play_time: TimelineNs::from_ns(k as i64 * 5_000_000 + 100_000_000),
                     marker: k == 0,
                     format: SampleFormat::L16,
                     payload: &payload,
                 };
-                allocs += alloc_count::count(|| p.push_parts(now, &pkt)).1;
+                allocs += alloc_count::count(|| p.push_parts(LocalNs::from_ns(now), &pkt)).1;
             }
         }
-        allocs += alloc_count::count(|| p.missing(&mut missing)).1;
-        let (rep, n) = alloc_count::count(|| p.fill(t, &mut out));
+        // What the output thread reads for its status each cycle.
+        allocs += alloc_count::count(|| (p.stats(), p.buffered_ns(), p.ratio_ppm())).1;
+        let (rep, n) = alloc_count::count(|| p.fill(LocalNs::from_ns(t), &mut out));
         allocs += n;
         states.insert(format!("{:?}", rep.state));
     }
@@ -419,7 +420,7 @@ fn push_and_fill_never_allocate_after_construction() {
         "{s:?}"
     );
     assert!(states.len() >= 3, "exercised states: {states:?}");
-    assert_eq!(allocs, 0, "allocations in push/fill/missing");
+    assert_eq!(allocs, 0, "allocations in push/fill/status");
 }
 
 proptest::proptest! {
@@ -449,10 +450,10 @@ proptest::proptest! {
             match op {
                 0..=3 => {
                     let len = (len % 241) * 4 + if flag { 0 } else { (seq % 3) as usize };
-                    p.push_parts(now, &PacketIn {
+                    p.push_parts(LocalNs::from_ns(now), &PacketIn {
                         seq: seq % 64,
                         timestamp: (seq % 64) as u32 * 240 + if flag { 0 } else { seq as u32 },
-                        play_time: now + t * 5_000_000,
+                        play_time: TimelineNs::from_ns(now + t * 5_000_000),
                         marker: flag && seq % 7 == 0,
                         format: if seq % 5 == 0 { SampleFormat::L24 } else { SampleFormat::L16 },
                         payload: &payload[..len.min(payload.len())],
@@ -460,8 +461,8 @@ proptest::proptest! {
                 }
                 4 => p.set_clock(if flag {
                     Some(ClockEstimate {
-                        ref_local: 0,
-                        ref_timeline: t * 1_000_000,
+                        ref_local: LocalNs::from_ns(0),
+                        ref_timeline: TimelineNs::from_ns(t * 1_000_000),
                         rate: 1.0 + t as f64 * 1e-5,
                         uncertainty_ns: 0,
                     })
@@ -472,7 +473,7 @@ proptest::proptest! {
                 _ => {
                     now += t * 1_000_000;
                     let n = (len % 512) * 2 + (seq % 2) as usize;
-                    let r = p.fill(now, &mut out[..n]);
+                    let r = p.fill(LocalNs::from_ns(now), &mut out[..n]);
                     proptest::prop_assert_eq!(r.frames, n / 2);
                     for s in &out[..n] {
                         proptest::prop_assert!(s.is_finite() && s.abs() <= 2.0, "sample {}", s);
@@ -506,11 +507,11 @@ fn zero_sizes_from_a_bad_status_do_not_panic() {
     cfg.max_frames_per_packet = 0;
     let mut p: Playout = Playout::new(cfg);
     let o = p.push_parts(
-        0,
+        LocalNs::from_ns(0),
         &PacketIn {
             seq: 1,
             timestamp: 0,
-            play_time: 0,
+            play_time: TimelineNs::from_ns(0),
             marker: true,
             format: SampleFormat::L16,
             payload: &[0; 64],
@@ -518,7 +519,7 @@ fn zero_sizes_from_a_bad_status_do_not_panic() {
     );
     assert_eq!(o, PushOutcome::Malformed);
     let mut out = [1.0f32; 8];
-    let r = p.fill(0, &mut out);
+    let r = p.fill(LocalNs::from_ns(0), &mut out);
     assert_eq!(r.frames, 8);
     assert!(out.iter().all(|s| *s == 0.0));
 }

@@ -14,10 +14,13 @@
 //! ```
 //!
 //! The timeline is CLOCK_MONOTONIC in ns (clock domain `master`): capture times pushed must be
-//! on it, and the time service answers with it.
+//! on it, and the time service answers with it. The engine reads its clock as a `LocalNs` and
+//! names the identity where it uses it as the timeline
+//! ([`TimelineNs::from_master_monotonic`]).
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -27,10 +30,15 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use rtrb::{Consumer, Producer, RingBuffer};
 use wavesync_common::format::{ClockDomain, StreamFormat};
 use wavesync_common::packetizer::{ConfigError, PacketizerConfig};
+use wavesync_common::protect::{OpenStats, OVERHEAD};
 use wavesync_common::sender::{SenderConfig, SenderCore, SenderStats, Target};
 use wavesync_common::time::{frames_to_ns, TimelineNs, NS_PER_SEC};
+use wavesync_common::wire::rtp::{DEFAULT_MAX_UDP_PAYLOAD, HEADER_LEN};
+use wavesync_common::wire::status::FLAG_AUTHENTICATED;
 
-use wavesync_net::{clock, defaults, NetError, NetOptions, StampedSocket, StreamSockets};
+use wavesync_net::{
+    clock, defaults, KeyFileError, NetError, NetOptions, Protection, StampedSocket, StreamSockets,
+};
 
 /// What the engine needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +66,11 @@ pub struct EngineConfig {
     pub ring_ns: i64,
     /// Log a statistics line this often; `None` never.
     pub stats_interval_ns: Option<i64>,
+    /// The household key file: when set, every datagram sent is sealed and only authentic
+    /// time requests and NACKs are answered; `None` sends an open stream.
+    pub key_file: Option<PathBuf>,
+    /// With a key: encrypt the audio payloads (else readable, still authenticated).
+    pub encrypt: bool,
 }
 
 impl EngineConfig {
@@ -78,6 +91,8 @@ impl EngineConfig {
             resync_threshold_ns: p.resync_threshold_ns,
             ring_ns: 500_000_000,
             stats_interval_ns: None,
+            key_file: None,
+            encrypt: true,
         }
     }
 }
@@ -106,6 +121,9 @@ pub enum EngineError {
     /// The network thread panicked.
     #[error("the network thread crashed")]
     Panicked,
+    /// The key file could not be used.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
 }
 
 /// What a front end calls the settings an [`EngineError`] can blame: its command-line options
@@ -116,6 +134,8 @@ pub struct SettingNames {
     pub control_port: &'static str,
     /// The multicast interface's setting.
     pub interface: &'static str,
+    /// The key file's setting.
+    pub key_file: &'static str,
 }
 
 impl EngineError {
@@ -129,6 +149,7 @@ impl EngineError {
             EngineError::Net(NetError::NoInterface(_)) => {
                 format!("{self} (see {})", names.interface)
             }
+            EngineError::Key(_) => format!("{self} (see {})", names.key_file),
             e => e.to_string(),
         }
     }
@@ -155,6 +176,8 @@ pub struct EngineStats {
     pub control_received: u64,
     /// Of those, stamped by the kernel on arrival.
     pub control_kernel_stamped: u64,
+    /// With a key: control datagrams refused as unauthenticated (never answered), by reason.
+    pub refused: OpenStats,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -265,16 +288,58 @@ impl Engine {
         if cfg.destinations.is_empty() {
             return Err(EngineError::NoDestinations);
         }
-        let stream = StreamSockets::open(&cfg.destinations, &cfg.net)?;
-        let control = StampedSocket::control_port(cfg.control_port).map_err(|e| match e {
+        let protection = match &cfg.key_file {
+            Some(path) => {
+                let keys = wavesync_net::protection::read_keys(path)?;
+                let p = Arc::new(Protection::with_keys(keys, cfg.encrypt)?);
+                // A changed key file is a rotation, applied without a restart.
+                if let Err(e) = p.watch(path.clone(), wavesync_net::protection::KEY_FILE_CHECK) {
+                    log::warn!("cannot watch the key file for rotations: {e}");
+                }
+                Some(p)
+            }
+            None => None,
+        };
+        let mut stream = StreamSockets::open(&cfg.destinations, &cfg.net)?;
+        let mut control = StampedSocket::control_port(cfg.control_port).map_err(|e| match e {
             NetError::PortInUse { port } => EngineError::ControlPortInUse { port },
             e => EngineError::Net(e),
         })?;
+        let mut frames_per_packet = cfg.frames_per_packet;
+        match &protection {
+            Some(p) => {
+                stream.protect(p.clone());
+                control.protect(p.clone());
+                // The trailer must not push a full packet past the UDP payload budget.
+                let frame = cfg.format.bytes_per_frame().max(1);
+                let fit = (DEFAULT_MAX_UDP_PAYLOAD - HEADER_LEN - OVERHEAD) / frame;
+                if frames_per_packet as usize > fit {
+                    frames_per_packet = fit as u16;
+                }
+                log::info!(
+                    "protected with key {:08x}: every datagram authenticated, audio {}; only \
+                     authentic time requests and NACKs are answered",
+                    p.key_id(),
+                    if cfg.encrypt {
+                        "encrypted"
+                    } else {
+                        "readable (encrypt = false)"
+                    }
+                );
+            }
+            None => log::info!(
+                "no key: the stream is open (anyone on the network can listen, and send to the \
+                 rooms); see docs/security.md"
+            ),
+        }
         let control_port = control.port()?;
         let ssrc = random_u32();
         let mut scfg = SenderConfig::new(cfg.format, ssrc);
         scfg.latency_ns = cfg.latency_ns;
-        scfg.frames_per_packet = cfg.frames_per_packet;
+        scfg.frames_per_packet = frames_per_packet;
+        if protection.is_some() {
+            scfg.flags |= FLAG_AUTHENTICATED;
+        }
         scfg.name = cfg.name.clone();
         scfg.time_port = control_port;
         scfg.clock_domain = ClockDomain::Master;
@@ -308,6 +373,8 @@ impl Engine {
             stats: EngineStats::default(),
             stats_interval_ns: cfg.stats_interval_ns,
             events: Events::default(),
+            protection,
+            room_lines: (TimelineNs::MIN, 0, 0),
         };
         let thread = std::thread::Builder::new()
             .name("wavesync-net".into())
@@ -319,7 +386,7 @@ impl Engine {
             cfg.format.rate,
             cfg.format.channels,
             cfg.format.sample,
-            cfg.frames_per_packet,
+            frames_per_packet,
             cfg.latency_ns as f64 / 1e6
         );
         let input = AudioInput {
@@ -420,6 +487,9 @@ impl Events {
     }
 }
 
+/// Room event lines logged per second at most.
+const ROOM_LINES_PER_SEC: u32 = 8;
+
 fn more(n: u64) -> String {
     if n > 0 {
         format!(" ({n} more in the last second)")
@@ -440,6 +510,9 @@ struct NetThread {
     stats: EngineStats,
     stats_interval_ns: Option<i64>,
     events: Events,
+    protection: Option<Arc<Protection>>,
+    /// Room event lines: start of the current second, lines logged in it, lines left out.
+    room_lines: (TimelineNs, u32, u64),
 }
 
 impl NetThread {
@@ -456,17 +529,20 @@ impl NetThread {
             if stopping {
                 self.core.flush();
             }
-            let now = clock::monotonic_ns();
+            let local_now = clock::monotonic_ns();
+            // Clock domain `master`, on the master: the timeline is this host's monotonic clock.
+            let now = TimelineNs::from_master_monotonic(local_now);
             self.transmit(now, &mut out);
             self.log_events(&before, now);
+            self.log_rooms(now);
             if let Some(iv) = self.stats_interval_ns {
-                if now >= next_stats {
-                    next_stats = now + iv;
+                if local_now >= next_stats {
+                    next_stats = local_now + iv;
                     self.log_stats();
                 }
             }
-            if stopping || now - published >= 20_000_000 {
-                published = now;
+            if stopping || local_now - published >= 20_000_000 {
+                published = local_now;
                 self.publish();
             }
             if stopping {
@@ -484,7 +560,10 @@ impl NetThread {
                     if d.kernel_stamp {
                         self.stats.control_kernel_stamped += 1;
                     }
-                    self.core.handle_control(d.at, d.from, &buf[..d.len]);
+                    // Clock domain `master`, on the master: the receive stamp (monotonic) is
+                    // the timeline instant the time service answers with.
+                    let at = TimelineNs::from_master_monotonic(d.at);
+                    self.core.handle_control(at, d.from, &buf[..d.len]);
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -562,7 +641,7 @@ impl NetThread {
                 log::error!(
                     "audio dropped: its time {:.3} s is outside the timeline's valid range \
                      (0 to 2^32 s); the input's capture clock is wrong{}",
-                    now as f64 / 1e9,
+                    now.ns() as f64 / 1e9,
                     more(n)
                 );
             }
@@ -572,7 +651,7 @@ impl NetThread {
                 log::error!(
                     "time request unanswered: the timeline's time {:.3} s is outside its valid \
                      range (0 to 2^32 s){}",
-                    now as f64 / 1e9,
+                    now.ns() as f64 / 1e9,
                     more(n)
                 );
             }
@@ -584,8 +663,53 @@ impl NetThread {
         }
     }
 
+    /// One line per room event (appeared, offline, back, changed), at most
+    /// [`ROOM_LINES_PER_SEC`] a second: a flood of invented rooms does not flood the log.
+    fn log_rooms(&mut self, now: TimelineNs) {
+        use wavesync_common::rooms::RoomEvent;
+        while let Some(e) = self.core.poll_room_event(now) {
+            if now.ns().saturating_sub(self.room_lines.0.ns()) >= NS_PER_SEC {
+                if self.room_lines.2 > 0 {
+                    log::info!(
+                        "rooms: {} more events in the last second",
+                        self.room_lines.2
+                    );
+                }
+                self.room_lines = (now, 0, 0);
+            }
+            if self.room_lines.1 >= ROOM_LINES_PER_SEC {
+                self.room_lines.2 += 1;
+                continue;
+            }
+            self.room_lines.1 += 1;
+            match e {
+                RoomEvent::Appeared { name, address } => {
+                    log::info!("room {:?} reports from {address}", name.as_str())
+                }
+                RoomEvent::Offline { name } => {
+                    log::warn!("room {:?} offline: no report for 3 s", name.as_str())
+                }
+                RoomEvent::Back { name, address } => {
+                    log::info!("room {:?} back, from {address}", name.as_str())
+                }
+                RoomEvent::Changed { name, settings: s } => log::info!(
+                    "room {:?} set: volume {}{}{}, channels {}, trim {:+.3} ms",
+                    name.as_str(),
+                    s.volume,
+                    if s.muted { " (muted)" } else { "" },
+                    if s.off { ", off" } else { "" },
+                    s.channels.name(),
+                    s.trim_us as f64 / 1e3
+                ),
+            }
+        }
+    }
+
     fn publish(&mut self) {
         self.stats.core = self.core.stats();
+        if let Some(p) = &self.protection {
+            self.stats.refused = p.status().stats;
+        }
         let s = self.stats;
         match self.shared.stats.lock() {
             Ok(mut g) => *g = s,
@@ -609,11 +733,23 @@ impl NetThread {
             self.shared.refused.load(Ordering::Relaxed),
             self.stats.send_failed + self.stats.send_dropped,
         );
+        if self.protection.is_some() {
+            let r = self.stats.refused;
+            log::info!(
+                "key: {} control datagrams refused ({} without a key, {} with another key, \
+                 {} forged, {} replayed)",
+                r.refused(),
+                r.unprotected,
+                r.unknown_key,
+                r.forged,
+                r.replayed
+            );
+        }
     }
 
     fn wait(&mut self, now: TimelineNs) {
         let due = self.core.poll_timeout();
-        let ms = ((due.saturating_sub(now)).max(0) + 999_999) / 1_000_000;
+        let ms = ((due.ns().saturating_sub(now.ns())).max(0) + 999_999) / 1_000_000;
         let ms = ms.clamp(0, 100) as u16;
         let mut fds = [
             PollFd::new(self.shared.wake.as_fd(), PollFlags::POLLIN),
@@ -661,7 +797,7 @@ mod tests {
     fn pushed_audio_comes_out_as_stamped_packets_and_stop_flushes() {
         let rx = listener();
         let (engine, mut input) = Engine::start(config(rx.local_addr().unwrap())).unwrap();
-        let t0 = clock::monotonic_ns();
+        let t0 = TimelineNs::from_master_monotonic(clock::monotonic_ns());
         // 600 frames: two full packets and a partial one, sent at stop.
         let samples: Vec<f32> = (0..1200).map(|i| (i as f32 - 600.0) / 1024.0).collect();
         assert!(input.push(t0, &samples[..800]));
@@ -726,8 +862,12 @@ mod tests {
         assert_eq!(from.port(), engine.control_port());
         let reply = NtpPacket::decode(&buf[..n]).unwrap();
         assert_eq!(reply.origin_ts, t1);
-        let t2 = wavesync_common::time::ns_from_ntp64(reply.receive_ts);
-        let t3 = wavesync_common::time::ns_from_ntp64(reply.transmit_ts);
+        let t2 = wavesync_common::time::timeline_from_ntp64(reply.receive_ts);
+        let t3 = wavesync_common::time::timeline_from_ntp64(reply.transmit_ts);
+        let (before, after) = (
+            TimelineNs::from_master_monotonic(before),
+            TimelineNs::from_master_monotonic(after),
+        );
         assert!(
             before - MS <= t2 && t2 <= t3 && t3 <= after,
             "{before} {t2} {t3} {after}"
@@ -745,8 +885,9 @@ mod tests {
         let (engine, mut input) = Engine::start(c).unwrap();
         assert_eq!(input.free_frames(), 480);
         let big = vec![0.25f32; 2 * 1000];
-        assert!(!input.push(clock::monotonic_ns(), &big));
-        assert!(input.push(clock::monotonic_ns(), &big[..2 * 400]));
+        let now = || TimelineNs::from_master_monotonic(clock::monotonic_ns());
+        assert!(!input.push(now(), &big));
+        assert!(input.push(now(), &big[..2 * 400]));
         let s = engine.stop().unwrap();
         assert_eq!((s.input_refused, s.input_refused_frames), (1, 1000));
         assert_eq!(s.frames_in, 400);
@@ -767,6 +908,7 @@ mod tests {
         let names = SettingNames {
             control_port: "the.port",
             interface: "the.interface",
+            key_file: "the.key",
         };
         assert!(
             e.describe(&names)
@@ -784,5 +926,91 @@ mod tests {
             Engine::start(c).err(),
             Some(EngineError::NoDestinations)
         ));
+    }
+
+    #[test]
+    fn a_keyed_engine_seals_everything_flags_its_status_and_answers_only_authentic_requests() {
+        use wavesync_common::protect::{Opener, Sealer};
+        use wavesync_common::wire::status::Status;
+        let path = std::env::temp_dir().join(format!("wavesync-engine-key-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        wavesync_net::protection::write_new_key(&path, false).unwrap();
+        let key = wavesync_net::protection::read_key(&path).unwrap();
+        let rx = listener();
+        let mut c = config(rx.local_addr().unwrap());
+        c.key_file = Some(path.clone());
+        c.frames_per_packet = 361; // 1472 bytes: no room for the trailer
+        let (engine, mut input) = Engine::start(c).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(input.push(
+            TimelineNs::from_master_monotonic(clock::monotonic_ns()),
+            &vec![0.5f32; 2 * 400]
+        ));
+        let mut opener = Opener::new(key.clone());
+        let mut buf = [0u8; 2048];
+        let (mut status, mut audio) = (None, None);
+        while status.is_none() || audio.is_none() {
+            let n = rx.recv(&mut buf).unwrap();
+            assert!(n <= DEFAULT_MAX_UDP_PAYLOAD, "{n} bytes");
+            let m = opener
+                .open(wavesync_common::time::LocalNs::from_ns(0), &mut buf[..n])
+                .expect("everything is sealed");
+            match classify(&buf[..m]) {
+                Kind::Status => status = Some(Status::decode(&buf[..m]).unwrap()),
+                Kind::Audio => audio = Some(AudioPacket::decode(&buf[..m]).unwrap().frames(2)),
+                k => panic!("unexpected {k:?}"),
+            }
+        }
+        let status = status.unwrap();
+        assert_eq!(status.flags & FLAG_AUTHENTICATED, FLAG_AUTHENTICATED);
+        assert_eq!(status.frames_per_packet, 352); // (1472 - 28 - 36) / 4
+        assert_eq!(audio, Some(352));
+        // A plain time request is ignored; a sealed one is answered, sealed.
+        let client = listener();
+        client
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let to = ("127.0.0.1", engine.control_port());
+        let req = NtpPacket::client_request(77).encode();
+        client.send_to(&req, to).unwrap();
+        assert!(
+            client.recv_from(&mut buf).is_err(),
+            "a plain request is not answered"
+        );
+        let mut sealer = Sealer::new(key, 5, true);
+        let mut sealed = [0u8; 128];
+        sealed[..48].copy_from_slice(&req);
+        let sealed_len = sealer.seal(&mut sealed, 48).unwrap();
+        client.send_to(&sealed[..sealed_len], to).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        let m = opener
+            .open(wavesync_common::time::LocalNs::from_ns(0), &mut buf[..n])
+            .unwrap();
+        assert_eq!(NtpPacket::decode(&buf[..m]).unwrap().origin_ts, 77);
+        // The same sealed request again is a replay: unanswered.
+        client.send_to(&sealed[..sealed_len], to).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        assert!(
+            client.recv_from(&mut buf).is_err(),
+            "a replayed request is not answered"
+        );
+        // A flood of unauthenticated NACKs for the real stream: nothing is resent.
+        let mut nack = [0u8; 64];
+        let len = wavesync_common::wire::nack::encode(9, engine.ssrc(), &[0, 1, 2], &mut nack)
+            .unwrap()
+            .len;
+        for _ in 0..50 {
+            client.send_to(&nack[..len], to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let s = engine.stop().unwrap();
+        assert_eq!(s.core.ntp_replies, 1);
+        assert_eq!((s.core.nacks_received, s.core.resends_sent), (0, 0));
+        assert_eq!((s.refused.unprotected, s.refused.replayed), (51, 1));
     }
 }

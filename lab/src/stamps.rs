@@ -62,7 +62,7 @@ impl<W: Write> AnchorLog<W> {
             Some(a) => {
                 let rel = p.timestamp.wrapping_sub(a.ts) as i32 as i64;
                 let predicted = a.play_time_ns + rel * 1_000_000_000 / i64::from(self.rate);
-                (p.play_time - predicted).abs() > 1_000
+                (p.play_time.ns() - predicted).abs() > 1_000
             }
         };
         if !new_run {
@@ -71,7 +71,7 @@ impl<W: Write> AnchorLog<W> {
         let a = Anchor {
             ssrc: p.ssrc,
             ts: p.timestamp,
-            play_time_ns: p.play_time,
+            play_time_ns: p.play_time.ns(),
             realtime_offset_ns: self.offset_ns,
         };
         writeln!(
@@ -201,6 +201,7 @@ pub fn summarize(errors: &[StampError], skip_ns: i64) -> StampSummary {
 mod tests {
     use super::*;
     use wavesync_common::format::SampleFormat;
+    use wavesync_common::time::TimelineNs;
 
     fn packet(marker: bool, ssrc: u32, ts: u32, play_time: i64) -> Vec<u8> {
         let payload = [0u8; 16];
@@ -210,7 +211,7 @@ mod tests {
             seq: 1,
             timestamp: ts,
             ssrc,
-            play_time,
+            play_time: TimelineNs::from_ns(play_time),
             payload: &payload,
         };
         let mut buf = vec![0u8; 100];

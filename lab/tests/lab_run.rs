@@ -4,6 +4,9 @@
 //! or `cargo build -p wavesync-receiver -p wavesync-sender`) and permission to make namespaces; skips with the
 //! reason printed otherwise.
 
+#[path = "../../test-support/skip.rs"]
+mod skip;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use wavesync_lab::topology;
@@ -19,12 +22,12 @@ fn short_wired_run_plays_in_sync_agrees_black_box_and_cleans_up() {
     for bin in ["wavesync-receiver", "wavesync-sender"] {
         let path = profile_dir.join(bin);
         if !path.exists() {
-            eprintln!("SKIPPED: {} is not built", path.display());
+            skip::skip_or_fail(&format!("{} is not built", path.display()));
             return;
         }
     }
     if let Err(e) = topology::check_permitted(PREFIX) {
-        eprintln!("SKIPPED: cannot create network namespaces here: {e}");
+        skip::skip_or_fail(&format!("cannot create network namespaces here: {e}"));
         return;
     }
     let target = profile_dir.parent().unwrap_or(Path::new("."));

@@ -2,6 +2,9 @@
 //! receiver, and `down` leaves nothing behind. Skipped (with the reason printed) where network
 //! namespaces cannot be made.
 
+#[path = "../../test-support/skip.rs"]
+mod skip;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use wavesync_lab::relay::RelayReport;
@@ -44,7 +47,7 @@ fn probe_recv(ns: &str, iface: &str) -> Child {
 #[test]
 fn multicast_reaches_every_receiver_and_down_cleans_up() {
     if let Err(e) = topology::check_permitted(PREFIX) {
-        eprintln!("SKIPPED: cannot create network namespaces here: {e}");
+        skip::skip_or_fail(&format!("cannot create network namespaces here: {e}"));
         return;
     }
     let _ = topology::down(PREFIX);

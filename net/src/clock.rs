@@ -22,7 +22,7 @@ fn read(id: ClockId) -> i64 {
 
 /// CLOCK_MONOTONIC in ns.
 pub fn monotonic_ns() -> LocalNs {
-    read(ClockId::CLOCK_MONOTONIC)
+    LocalNs::from_ns(read(ClockId::CLOCK_MONOTONIC))
 }
 
 /// CLOCK_REALTIME in ns.
@@ -36,7 +36,7 @@ pub fn realtime_minus_monotonic_ns() -> i64 {
     let m0 = monotonic_ns();
     let r = realtime_ns();
     let m1 = monotonic_ns();
-    r - (m0 + (m1 - m0) / 2)
+    r - (m0 + (m1 - m0) / 2).ns()
 }
 
 /// Maps a CLOCK_REALTIME instant of the recent past (a kernel receive stamp) to
@@ -53,7 +53,7 @@ pub fn sleep_until(deadline: LocalNs) {
     if deadline <= monotonic_ns() {
         return;
     }
-    let ts = TimeSpec::from_duration(std::time::Duration::from_nanos(deadline.max(0) as u64));
+    let ts = TimeSpec::from_duration(std::time::Duration::from_nanos(deadline.ns().max(0) as u64));
     // EINTR ends the sleep early, as documented; no other error is possible with these
     // arguments.
     let _ = clock_nanosleep(
@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn the_realtime_offset_matches_separate_reads() {
         let off = realtime_minus_monotonic_ns();
-        let direct = realtime_ns() - monotonic_ns();
+        let direct = realtime_ns() - monotonic_ns().ns();
         assert!((off - direct).abs() < 1_000_000, "{off} {direct}");
     }
 }

@@ -8,16 +8,22 @@
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
 
 use nix::sys::socket::{
     recvmsg, setsockopt, sockopt::ReceiveTimestampns, ControlMessageOwned, MsgFlags,
     SockaddrStorage,
 };
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use wavesync_common::protect::OVERHEAD;
 use wavesync_common::time::LocalNs;
 
 use crate::error::sock_err;
+use crate::protection::Protection;
 use crate::{clock, interface_index, NetError};
+
+/// Datagrams up to this size are sealed in a buffer on the stack (no allocation).
+pub(crate) const SEAL_STACK: usize = 2048;
 
 /// One received datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +46,8 @@ pub struct StampedSocket {
     cmsg: Vec<u8>,
     /// An IPv6 socket: IPv4 peers are reached through their mapped address.
     v6: bool,
+    /// Set: everything sent is sealed, everything received opened (see [`Self::protect`]).
+    protection: Option<Arc<Protection>>,
 }
 
 /// Maps an IPv4-mapped IPv6 address (from a dual-stack socket) back to IPv4.
@@ -67,7 +75,15 @@ impl StampedSocket {
             sock: sock.into(),
             cmsg: nix::cmsg_space!(nix::sys::time::TimeSpec),
             v6,
+            protection: None,
         })
+    }
+
+    /// Protects this socket with the household key: [`Self::send_to`] seals every datagram,
+    /// and [`Self::recv`] returns only datagrams that open (authentic, not replayed), decrypted;
+    /// the others are counted by `protection` and skipped.
+    pub fn protect(&mut self, protection: Arc<Protection>) {
+        self.protection = Some(protection);
     }
 
     /// A receiver's stream socket: binds `listen`'s port; joins the group when `listen` is
@@ -187,8 +203,24 @@ impl StampedSocket {
     }
 
     /// Receives one datagram if one is waiting (`Ok(None)` when none is). Errors are the
-    /// socket's (e.g. an ICMP error reported on the next read); the caller may go on.
+    /// socket's (e.g. an ICMP error reported on the next read); the caller may go on. On a
+    /// protected socket only datagrams that open are returned (their message, decrypted).
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<Datagram>, NetError> {
+        loop {
+            let Some(mut d) = self.recv_raw(buf)? else {
+                return Ok(None);
+            };
+            let Some(p) = &self.protection else {
+                return Ok(Some(d));
+            };
+            if let Ok(len) = p.open(d.at, d.from, &mut buf[..d.len]) {
+                d.len = len;
+                return Ok(Some(d));
+            }
+        }
+    }
+
+    fn recv_raw(&mut self, buf: &mut [u8]) -> Result<Option<Datagram>, NetError> {
         let mut iov = [IoSliceMut::new(buf)];
         let msg = match recvmsg::<SockaddrStorage>(
             self.sock.as_raw_fd(),
@@ -228,8 +260,27 @@ impl StampedSocket {
     }
 
     /// Sends one datagram to `to`: `Ok(true)` sent, `Ok(false)` dropped because the socket
-    /// buffer was full (the caller counts it).
+    /// buffer was full (the caller counts it). A protected socket sends it sealed.
     pub fn send_to(&self, bytes: &[u8], to: SocketAddr) -> Result<bool, NetError> {
+        let Some(p) = &self.protection else {
+            return self.send_raw(bytes, to);
+        };
+        let mut stack = [0u8; SEAL_STACK];
+        let mut heap = Vec::new();
+        let out = if bytes.len() + OVERHEAD <= SEAL_STACK {
+            &mut stack[..]
+        } else {
+            heap.resize(bytes.len() + OVERHEAD, 0);
+            &mut heap[..]
+        };
+        let sealed = p.seal(bytes, out).map_err(|e| NetError::Socket {
+            what: "protecting a datagram",
+            source: io::Error::other(e),
+        })?;
+        self.send_raw(sealed, to)
+    }
+
+    fn send_raw(&self, bytes: &[u8], to: SocketAddr) -> Result<bool, NetError> {
         // A dual-stack socket reaches IPv4 peers through their mapped address.
         let to = match to {
             SocketAddr::V4(v4) if self.v6 => {
@@ -337,5 +388,31 @@ mod tests {
         let (n, from) = tx.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"pong");
         assert_eq!(from.port(), port);
+    }
+
+    #[test]
+    fn a_protected_socket_skips_what_does_not_open_and_returns_the_message() {
+        use wavesync_common::protect::Key;
+        let key = Key::from_bytes(&[9; 32]);
+        let p = Arc::new(Protection::new(key.clone(), true).unwrap());
+        let mut rx = StampedSocket::stream("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        rx.protect(p.clone());
+        let addr = rx.local_addr().unwrap();
+        let mut tx = StampedSocket::ephemeral(false).unwrap();
+        let plain = UdpSocket::bind("127.0.0.1:0").unwrap();
+        plain.send_to(b"forged, unprotected", addr).unwrap();
+        tx.protect(Arc::new(Protection::new(key, true).unwrap()));
+        assert!(tx.send_to(b"genuine", addr).unwrap());
+        let mut buf = [0u8; 128];
+        let deadline = clock::monotonic_ns() + 2 * NS_PER_SEC;
+        let mut got = None;
+        while got.is_none() && clock::monotonic_ns() < deadline {
+            got = rx.recv(&mut buf).unwrap();
+            std::thread::yield_now();
+        }
+        let d = got.expect("the genuine datagram");
+        assert_eq!(&buf[..d.len], b"genuine");
+        let st = p.status();
+        assert_eq!((st.stats.opened, st.stats.unprotected), (1, 1));
     }
 }

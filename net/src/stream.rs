@@ -5,11 +5,15 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use wavesync_common::protect::OVERHEAD;
 
 use crate::error::sock_err;
 use crate::iface::{interface_of_address, set_multicast_if_v4_index};
+use crate::protection::Protection;
+use crate::socket::SEAL_STACK;
 use crate::{interface_index, NetError};
 
 /// How the stream sockets send.
@@ -146,6 +150,8 @@ pub struct StreamSockets {
     dests: Vec<SocketAddr>,
     /// Last error per destination (to log a failure once, not per packet).
     last_error: Vec<Option<io::ErrorKind>>,
+    /// Set: every datagram is sealed before it goes out.
+    protection: Option<Arc<Protection>>,
 }
 
 impl StreamSockets {
@@ -174,6 +180,7 @@ impl StreamSockets {
             v6,
             dests: dests.to_vec(),
             last_error: vec![None; dests.len()],
+            protection: None,
         })
     }
 
@@ -191,9 +198,38 @@ impl StreamSockets {
             .collect()
     }
 
-    /// Sends `bytes` to every destination. A failure is logged once per destination until it
-    /// sends again.
+    /// Seals every datagram with the household key from now on (once per datagram, whatever
+    /// the number of destinations).
+    pub fn protect(&mut self, protection: Arc<Protection>) {
+        self.protection = Some(protection);
+    }
+
+    /// Sends `bytes` to every destination (sealed when protected). A failure is logged once
+    /// per destination until it sends again.
     pub fn send(&mut self, bytes: &[u8]) -> SendReport {
+        let mut stack = [0u8; SEAL_STACK];
+        let mut heap = Vec::new();
+        let bytes = match &self.protection {
+            None => bytes,
+            Some(p) => {
+                let out = if bytes.len() + OVERHEAD <= SEAL_STACK {
+                    &mut stack[..]
+                } else {
+                    heap.resize(bytes.len() + OVERHEAD, 0);
+                    &mut heap[..]
+                };
+                match p.seal(bytes, out) {
+                    Ok(sealed) => sealed,
+                    Err(e) => {
+                        log::warn!("cannot protect a datagram: {e}");
+                        return SendReport {
+                            failed: self.dests.len(),
+                            ..SendReport::default()
+                        };
+                    }
+                }
+            }
+        };
         let mut r = SendReport::default();
         for (i, d) in self.dests.iter().enumerate() {
             let sock = if d.is_ipv4() { &self.v4 } else { &self.v6 };

@@ -29,9 +29,11 @@ impl TimelineMap {
     /// The timeline time of graph time `graph_now` (CLOCK_MONOTONIC ns). Real-time safe.
     pub fn to_timeline(&self, graph_now: LocalNs) -> TimelineNs {
         match self.domain {
-            ClockDomain::Master => graph_now,
+            // On the master itself, by definition of the domain.
+            ClockDomain::Master => TimelineNs::from_master_monotonic(graph_now),
+            // The timeline is this host's CLOCK_REALTIME, in ns.
             ClockDomain::Ntp | ClockDomain::System => {
-                graph_now + clock::realtime_minus_monotonic_ns()
+                TimelineNs::from_ns(graph_now.ns() + clock::realtime_minus_monotonic_ns())
             }
         }
     }
@@ -44,7 +46,10 @@ mod tests {
     #[test]
     fn master_is_identity() {
         let m = TimelineMap::new(ClockDomain::Master);
-        assert_eq!(m.to_timeline(123_456_789), 123_456_789);
+        assert_eq!(
+            m.to_timeline(LocalNs::from_ns(123_456_789)),
+            TimelineNs::from_ns(123_456_789)
+        );
     }
 
     #[test]
@@ -54,6 +59,9 @@ mod tests {
         let real = clock::realtime_ns();
         let mapped = m.to_timeline(mono);
         // The offset is read a few microseconds after our own reads.
-        assert!((mapped - real).abs() < 50_000_000, "{mapped} vs {real}");
+        assert!(
+            (mapped.ns() - real).abs() < 50_000_000,
+            "{mapped} vs {real}"
+        );
     }
 }

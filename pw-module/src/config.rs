@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use wavesync_common::format::{ClockDomain, SampleFormat, StreamFormat};
+use wavesync_common::protect::OVERHEAD;
 use wavesync_common::wire::rtp::HEADER_LEN;
 use wavesync_net::defaults;
 
@@ -18,6 +19,10 @@ use crate::spa_json::parse_string_array;
 pub const DEFAULT_LATENCY_MSEC: u32 = 100;
 /// Default MTU: Ethernet's, so a datagram carries at most 1472 bytes over IPv4.
 pub const DEFAULT_MTU: u32 = 1500;
+/// Default multicast TTL (`net.ttl`): the local network only.
+pub const DEFAULT_TTL: u32 = 1;
+/// Default of `net.loop`: multicast not looped back to this host.
+pub const DEFAULT_LOOP: bool = false;
 /// Default `node.name`.
 pub const DEFAULT_NODE_NAME: &str = "wavesync";
 /// Default `node.description`.
@@ -61,6 +66,10 @@ pub struct ModuleConfig {
     pub node_props: Vec<(String, String)>,
     /// `remote.name`: the daemon to connect to when running in a client process.
     pub remote_name: Option<String>,
+    /// `wavesync.key.file`: the household key; `None` sends an open stream.
+    pub key_file: Option<std::path::PathBuf>,
+    /// `wavesync.key.encrypt`: with a key, encrypt the audio (default true).
+    pub encrypt: bool,
 }
 
 /// Arguments copied to the node's properties unless `stream.props` already sets them.
@@ -89,14 +98,18 @@ impl ModuleConfig {
             if key.starts_with("wavesync.")
                 && !matches!(
                     key.as_str(),
-                    "wavesync.packet.msec" | "wavesync.control.port" | "wavesync.clock"
+                    "wavesync.packet.msec"
+                        | "wavesync.control.port"
+                        | "wavesync.clock"
+                        | "wavesync.key.file"
+                        | "wavesync.key.encrypt"
                 )
             {
                 return Err(ConfigError::invalid(
                     "wavesync.*",
                     key,
                     "unknown option (known: wavesync.packet.msec, wavesync.control.port, \
-                     wavesync.clock)",
+                     wavesync.clock, wavesync.key.file, wavesync.key.encrypt)",
                 ));
             }
         }
@@ -194,6 +207,21 @@ impl ModuleConfig {
             sample,
         };
 
+        let key_file = match get("wavesync.key.file") {
+            Some("") => {
+                return Err(ConfigError::invalid(
+                    "wavesync.key.file",
+                    "",
+                    "expected the path of a key file (wavesync key new PATH)",
+                ))
+            }
+            v => v.map(std::path::PathBuf::from),
+        };
+        let encrypt = match get("wavesync.key.encrypt") {
+            Some(v) => parse_bool("wavesync.key.encrypt", v)?,
+            None => true,
+        };
+
         let mtu = match get("net.mtu") {
             Some(v) => parse_u32("net.mtu", v, 576, 65_535)?,
             None => DEFAULT_MTU,
@@ -205,7 +233,9 @@ impl ModuleConfig {
         };
         let max_payload = (mtu - overhead) as usize;
         let frame_bytes = format.bytes_per_frame();
-        let max_frames = (max_payload - HEADER_LEN) / frame_bytes;
+        // With a key every datagram carries the protection trailer too.
+        let trailer = if key_file.is_some() { OVERHEAD } else { 0 };
+        let max_frames = (max_payload - HEADER_LEN - trailer) / frame_bytes;
         if max_frames == 0 {
             return Err(ConfigError::Conflict(format!(
                 "net.mtu = {mtu} leaves no room for one frame of {channels} channels"
@@ -235,11 +265,11 @@ impl ModuleConfig {
 
         let ttl = match get("net.ttl") {
             Some(v) => parse_u32("net.ttl", v, 1, 255)?,
-            None => 1,
+            None => DEFAULT_TTL,
         };
         let multicast_loop = match get("net.loop") {
             Some(v) => parse_bool("net.loop", v)?,
-            None => false,
+            None => DEFAULT_LOOP,
         };
         let ifname = match get("local.ifname") {
             Some(v) if v.is_empty() || v.len() >= 16 || v.contains(['/', ' ']) => {
@@ -308,6 +338,8 @@ impl ModuleConfig {
             stream_props: get("stream.props").map(str::to_string),
             node_props,
             remote_name: get("remote.name").map(str::to_string),
+            key_file,
+            encrypt,
         })
     }
 }
@@ -433,6 +465,34 @@ fn truncate_utf8(s: &mut String, max: usize) {
     }
 }
 
+/// The module's `module.usage` text, built from the defaults above so it cannot drift from
+/// what [`ModuleConfig::from_args`] does.
+pub fn usage() -> String {
+    let fmt = StreamFormat::DEFAULT;
+    format!(
+        "( destination.ip=<address, default {group}> ) ( destination.port=<port, default {port}> ) \
+         ( destinations=[ <address:port> ... ] ) \
+         ( sess.latency.msec=<ms, default {latency}> ) ( sess.name=<name, default the host name> ) \
+         ( net.mtu=<bytes, default {mtu}> ) ( wavesync.packet.msec=<ms> ) \
+         ( net.ttl=<ttl, default {ttl}> ) ( net.loop=<bool, default {lp}> ) \
+         ( local.ifname=<interface> ) ( audio.rate=<rate, default {rate}> ) \
+         ( audio.channels=<channels, default {ch}> ) \
+         ( audio.position=<channel map, default [ {pos} ]> ) ( audio.format=<L16|L24> ) \
+         ( wavesync.control.port=<port, default {ctl}> ) ( wavesync.clock=master ) \
+         ( stream.props={{ ... }} )",
+        group = defaults::GROUP,
+        port = defaults::PORT,
+        latency = DEFAULT_LATENCY_MSEC,
+        mtu = DEFAULT_MTU,
+        ttl = DEFAULT_TTL,
+        lp = DEFAULT_LOOP,
+        rate = fmt.rate,
+        ch = fmt.channels,
+        pos = crate::channels::default_positions(usize::from(fmt.channels)).join(" "),
+        ctl = defaults::CONTROL_PORT,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,6 +506,29 @@ mod tests {
 
     fn parse(pairs: &[(&str, &str)]) -> Result<ModuleConfig, ConfigError> {
         ModuleConfig::from_args(&args(pairs), "host")
+    }
+
+    #[test]
+    fn the_usage_text_states_the_defaults_the_parser_applies() {
+        let u = usage();
+        let c = parse(&[]).unwrap();
+        assert!(
+            u.contains(&format!("net.mtu=<bytes, default {DEFAULT_MTU}>")),
+            "{u}"
+        );
+        assert!(
+            u.contains(&format!("net.ttl=<ttl, default {}>", c.ttl)),
+            "{u}"
+        );
+        assert!(
+            u.contains(&format!("audio.rate=<rate, default {}>", c.format.rate)),
+            "{u}"
+        );
+        assert!(
+            u.contains("default 45300") && u.contains("default 45301"),
+            "{u}"
+        );
+        assert!(u.contains("default [ FL FR ]"), "{u}");
     }
 
     #[test]
@@ -574,5 +657,28 @@ mod tests {
             assert!(line.contains(key), "{line} should name {key}");
             assert!(!line.contains('\n'), "one line: {line}");
         }
+    }
+
+    #[test]
+    fn a_key_file_leaves_room_for_the_protection_trailer() {
+        let open = parse(&[]).unwrap();
+        assert_eq!(
+            (open.key_file.as_ref(), open.frames_per_packet),
+            (None, 361)
+        );
+        let c = parse(&[("wavesync.key.file", "/etc/wavesync/key")]).unwrap();
+        assert_eq!(
+            c.key_file.as_deref(),
+            Some(std::path::Path::new("/etc/wavesync/key"))
+        );
+        assert!(c.encrypt);
+        assert_eq!(c.frames_per_packet, 352); // (1472 - 28 - 36) / 4
+        let c = parse(&[
+            ("wavesync.key.file", "k"),
+            ("wavesync.key.encrypt", "false"),
+        ])
+        .unwrap();
+        assert!(!c.encrypt);
+        assert!(parse(&[("wavesync.key.file", "")]).is_err());
     }
 }

@@ -44,6 +44,12 @@
 //! - `wavesync.clock = master`: the timeline's clock: this host's CLOCK_MONOTONIC; receivers
 //!   ask our time service. (`ntp` and `system`, CLOCK_REALTIME for hosts kept in sync by NTP
 //!   or PTP, are reserved: refused until the sender engine serves them.)
+//! - `wavesync.key.file = <path>`: the household key (`wavesync key new PATH`): every datagram
+//!   is authenticated (and the audio encrypted), only authentic time requests and NACKs are
+//!   answered, packets leave room for the 36-byte protection trailer. Default: none, an open
+//!   stream (said once in the log). See docs/security.md.
+//! - `wavesync.key.encrypt = <bool>`: with a key, encrypt the audio payload. Default `true`
+//!   (`false` keeps it readable, still authenticated).
 //! - `stream.props = { ... }`: properties for the node, applied first (e.g. `node.latency`,
 //!   `priority.session`, `audio.position`).
 //!
@@ -78,6 +84,7 @@
 //!         #audio.format = L16
 //!         #wavesync.control.port = 45301
 //!         #wavesync.clock = master
+//!         #wavesync.key.file = /home/me/.config/wavesync/key
 //!         stream.props = {
 //!             #node.description = "WaveSync"
 //!         }

@@ -7,7 +7,7 @@
 //! destroys the stream and disconnects the core only if they still exist. Doing it any other
 //! way frees the stream twice ("double free" on daemon exit).
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io;
 use std::ptr;
 
@@ -53,26 +53,20 @@ static MODULE_EVENTS: pw_sys::pw_impl_module_events = pw_sys::pw_impl_module_eve
     registered: None,
 };
 
-const MODULE_INFO: &[(&CStr, &CStr)] = &[
-    (c"module.author", c"WaveSync developers"),
-    (
-        c"module.description",
-        c"WaveSync: a sink that streams sample-accurately to WaveSync receivers",
-    ),
-    (
-        c"module.usage",
-        c"( destination.ip=<address> destination.port=<port, default 45300> ) \
-          ( destinations=[ <address:port> ... ] ) ( sess.latency.msec=<ms, default 100> ) \
-          ( sess.name=<name> ) ( net.mtu=<bytes, default 1500> ) \
-          ( wavesync.packet.msec=<ms> ) ( net.ttl=<ttl, default 1> ) \
-          ( net.loop=<bool, default false> ) ( local.ifname=<interface> ) \
-          ( audio.rate=<rate, default 48000> ) ( audio.channels=<channels, default 2> ) \
-          ( audio.position=<channel map, default [ FL FR ]> ) ( audio.format=<L16|L24> ) \
-          ( wavesync.control.port=<port, default 45301> ) \
-          ( wavesync.clock=master ) ( stream.props={ ... } )",
-    ),
-    (c"module.version", c"0.1.0"),
-];
+/// The module's information for `pw-cli info`: author, description, usage and version. The
+/// usage is built from the defaults the parser applies, the version from the crate's.
+fn module_info() -> Vec<(&'static CStr, CString)> {
+    let text = |s: String| CString::new(s).unwrap_or_default();
+    vec![
+        (c"module.author", text("WaveSync developers".into())),
+        (
+            c"module.description",
+            text("WaveSync: a sink that streams sample-accurately to WaveSync receivers".into()),
+        ),
+        (c"module.usage", text(crate::config::usage())),
+        (c"module.version", text(env!("CARGO_PKG_VERSION").into())),
+    ]
+}
 
 /// The body of `pipewire__module_init`: returns 0 or a negative errno, after logging one
 /// line that says why.
@@ -179,7 +173,8 @@ unsafe fn try_init(
             &MODULE_EVENTS,
             data.cast(),
         );
-        let items: Vec<spa_sys::spa_dict_item> = MODULE_INFO
+        let info = module_info();
+        let items: Vec<spa_sys::spa_dict_item> = info
             .iter()
             .map(|(k, v)| spa_sys::spa_dict_item {
                 key: k.as_ptr(),

@@ -39,6 +39,8 @@ pub fn engine_config(config: &ModuleConfig) -> EngineConfig {
         source: None,
     };
     cfg.stats_interval_ns = None;
+    cfg.key_file = config.key_file.clone();
+    cfg.encrypt = config.encrypt;
     cfg
 }
 
@@ -83,6 +85,7 @@ impl Drop for Sender {
 pub const SETTING_NAMES: SettingNames = SettingNames {
     control_port: "wavesync.control.port",
     interface: "local.ifname",
+    key_file: "wavesync.key.file",
 };
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use pipewire::sys as pw_sys;
 
 use wavesync_common::follow::{FollowConfig, Retimer};
 use wavesync_common::resample::Quality;
-use wavesync_common::time::TimelineNs;
+use wavesync_common::time::{LocalNs, TimelineNs};
 
 use crate::capture::TimelineMap;
 use crate::channels::channel_id;
@@ -266,11 +266,11 @@ unsafe extern "C" fn on_process(data: *mut c_void) {
                     let rc =
                         pw_sys::pw_stream_get_time_n(stream, &mut t, std::mem::size_of_val(&t));
                     if rc == 0 && t.now > 0 {
-                        let cycle = if rt.position.is_null() {
+                        let cycle = LocalNs::from_ns(if rt.position.is_null() {
                             t.now
                         } else {
                             (*rt.position).clock.nsec as i64
-                        };
+                        });
                         retime_and_push(rt, cycle, samples);
                     }
                 }
@@ -282,7 +282,7 @@ unsafe extern "C" fn on_process(data: *mut c_void) {
 
 /// Retimes a block whose first frame was captured at `cycle` (CLOCK_MONOTONIC ns) and hands
 /// the result to the sender, in chunks. No allocation, no locks.
-fn retime_and_push(rt: &mut RtState, cycle: i64, samples: &[f32]) {
+fn retime_and_push(rt: &mut RtState, cycle: LocalNs, samples: &[f32]) {
     let ch = rt.channels.max(1);
     let ns_per_frame = 1e9 / rt.rate as f64;
     let mut done = 0;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use wavesync_common::format::SampleFormat;
-use wavesync_common::time::frames_to_ns;
+use wavesync_common::time::{frames_to_ns, timeline_from_ntp64, TimelineNs};
 
 const RATE: u32 = 48_000;
 const LATENCY_NS: i64 = 100_000_000;
@@ -230,7 +230,7 @@ fn stopping_and_restarting_playback_restarts_the_timeline() {
     let last = a.last().expect("non-empty run");
     // Nothing was sent between the runs.
     assert!(
-        b[0].at > second_started,
+        b[0].at > second_started.ns(),
         "the second run started after the second play"
     );
     // The new run is anchored at its own capture time, not extrapolated from the old one.
@@ -408,7 +408,7 @@ fn muted_sink_sends_no_audio() {
 #[test]
 fn status_message_and_time_service_run_inside_the_module() {
     use wavesync_common::format::ClockDomain;
-    use wavesync_common::time::{ns_from_ntp64, ntp64_from_ns};
+    use wavesync_common::time::ntp64_from_ns;
     use wavesync_common::wire::ntp::NtpPacket;
     use wavesync_common::wire::status::Status;
 
@@ -428,7 +428,7 @@ fn status_message_and_time_service_run_inside_the_module() {
     sock.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
     let t1 = monotonic_ns();
-    let req = NtpPacket::client_request(ntp64_from_ns(t1));
+    let req = NtpPacket::client_request(ntp64_from_ns(t1.ns()));
     sock.send_to(&req.encode(), ("127.0.0.1", control))
         .expect("send NTP request");
     let mut buf = [0u8; 512];
@@ -437,12 +437,17 @@ fn status_message_and_time_service_run_inside_the_module() {
     let reply = NtpPacket::decode(&buf[..n]).expect("valid NTP reply");
     assert_eq!(
         reply.origin_ts,
-        ntp64_from_ns(t1),
+        ntp64_from_ns(t1.ns()),
         "reply matches our request"
     );
     let (t2, t3) = (
-        ns_from_ntp64(reply.receive_ts),
-        ns_from_ntp64(reply.transmit_ts),
+        timeline_from_ntp64(reply.receive_ts),
+        timeline_from_ntp64(reply.transmit_ts),
+    );
+    // Clock domain `master`, on this host: the module's timeline is our monotonic clock.
+    let (t1, t4) = (
+        TimelineNs::from_master_monotonic(t1),
+        TimelineNs::from_master_monotonic(t4),
     );
     note(&format!(
         "time service: t2 - t1 = {} us, t4 - t3 = {} us",

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+// The sink latency's range (+-5 s) is the trim's (report::MAX_TRIM_US).
+use wavesync_common::wire::report::{Channels, Settings, MAX_VOLUME};
 use wavesync_net::defaults;
 
 /// Where the system service reads its configuration.
@@ -115,9 +117,32 @@ pub struct Args {
     /// Virtual DAC: write a log of when each stream frame played to this file.
     #[arg(long, value_name = "PATH")]
     pub virtual_log: Option<PathBuf>,
+    /// Virtual DAC: write the audio it plays to this file (interleaved f32, little-endian).
+    #[arg(long, value_name = "PATH")]
+    pub virtual_audio: Option<PathBuf>,
+    /// This room's name, shown by `wavesync rooms` [default: the host name]. A rename from
+    /// the master is kept in the state file and wins over it.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Where the receiver keeps its id and the settings made from the master (volume, mute,
+    /// trim, channels, on/off, name) [default: $STATE_DIRECTORY/state.toml for the service,
+    /// else $XDG_STATE_HOME/wavesync/state.toml (~/.local/state/wavesync/state.toml)].
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+    /// First volume, 0..=100, until the master sets one (kept in the state file) [default: 100].
+    #[arg(long, value_name = "0..100")]
+    pub volume: Option<u8>,
+    /// First channel selection: all, left, right or mono [default: all].
+    #[arg(long, value_name = "all|left|right|mono")]
+    pub channels: Option<String>,
     /// Stop after this many seconds (for tests and measurements) [default: run until stopped].
     #[arg(long, value_name = "S")]
     pub duration: Option<f64>,
+    /// Household key file (`wavesync key new PATH`): only authenticated datagrams are played,
+    /// move the clock or are answered [default: /etc/wavesync/key when it exists, else none:
+    /// an open stream].
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// The same options as they appear in the configuration file.
@@ -144,6 +169,12 @@ struct FileConfig {
     virtual_latency_ms: Option<f64>,
     virtual_coarse: Option<bool>,
     virtual_log: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    virtual_audio: Option<PathBuf>,
+    name: Option<String>,
+    state_file: Option<PathBuf>,
+    volume: Option<u8>,
+    channels: Option<String>,
 }
 
 /// Where the clock comes from, resolved.
@@ -179,6 +210,8 @@ pub enum OutputConfig {
         latency_ms: f64,
         coarse: bool,
         log: Option<PathBuf>,
+        /// Where to write the played audio (f32 LE), if anywhere.
+        audio: Option<PathBuf>,
         period_ms: f64,
         buffer_frames: Option<u32>,
     },
@@ -211,6 +244,14 @@ pub struct Config {
     pub status_interval_s: f64,
     /// Stop after this long.
     pub duration_s: Option<f64>,
+    /// The household key file, if any.
+    pub key_file: Option<PathBuf>,
+    /// The room's name (before any rename from the master).
+    pub name: String,
+    /// The state file (id and settings).
+    pub state_file: PathBuf,
+    /// First settings, until the state file has some (trim = the sink latency).
+    pub settings: Settings,
 }
 
 /// A configuration problem, phrased for the user.
@@ -283,7 +324,13 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        Config::resolve(args, file)
+        let mut cfg = Config::resolve(args, file)?;
+        // The packages' key file, when nothing else is configured.
+        let default_key = Path::new(wavesync_net::protection::DEFAULT_KEY_PATH);
+        if cfg.key_file.is_none() && default_key.exists() {
+            cfg.key_file = Some(default_key.to_path_buf());
+        }
+        Ok(cfg)
     }
 
     /// Parses a configuration file's text and applies the command line over it.
@@ -362,6 +409,7 @@ impl Config {
                     latency_ms,
                     coarse: a.virtual_coarse || f.virtual_coarse.unwrap_or(false),
                     log: a.virtual_log.clone().or(f.virtual_log),
+                    audio: a.virtual_audio.clone().or(f.virtual_audio),
                     period_ms,
                     buffer_frames,
                 }
@@ -388,7 +436,36 @@ impl Config {
                 return Err(bad("duration", d, "must be > 0 seconds"));
             }
         }
+        let volume = a.volume.or(f.volume).unwrap_or(MAX_VOLUME);
+        if volume > MAX_VOLUME {
+            return Err(bad("volume", volume, "must be between 0 and 100"));
+        }
+        let channels = match a.channels.clone().or(f.channels) {
+            Some(c) => Channels::from_name(&c)
+                .ok_or_else(|| bad("channels", &c, "must be all, left, right or mono"))?,
+            None => Channels::All,
+        };
+        let settings = Settings {
+            volume,
+            channels,
+            trim_us: (sink_latency_ns / 1000) as i32,
+            ..Settings::default()
+        };
+        let name = match a.name.clone().or(f.name) {
+            Some(n) if n.trim().is_empty() || n.len() > 64 => {
+                return Err(bad("name", n, "must be 1 to 64 bytes"))
+            }
+            Some(n) => n,
+            None => crate::settings::host_name(),
+        };
         Ok(Config {
+            name,
+            state_file: a
+                .state_file
+                .clone()
+                .or(f.state_file)
+                .unwrap_or_else(crate::settings::default_state_file),
+            settings,
             listen,
             interface: a.interface.clone().or(f.interface),
             master,
@@ -405,6 +482,7 @@ impl Config {
                 .unwrap_or_else(default_status_socket),
             status_interval_s,
             duration_s: a.duration,
+            key_file: a.key_file.clone().or(f.key_file),
         })
     }
 }
@@ -511,5 +589,15 @@ mod tests {
             }
             other => panic!("expected virtual output, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn key_file_from_file_or_command_line() {
+        let c = Config::from_toml(&args(&[]), "").unwrap();
+        assert_eq!(c.key_file, None);
+        let c = Config::from_toml(&args(&[]), "key_file = \"/etc/wavesync/key\"").unwrap();
+        assert_eq!(c.key_file, Some(PathBuf::from("/etc/wavesync/key")));
+        let c = Config::from_toml(&args(&["--key-file", "/k"]), "key_file = \"/x\"").unwrap();
+        assert_eq!(c.key_file, Some(PathBuf::from("/k")));
     }
 }

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::config::Config;
+use crate::device_delay::DeviceDelay;
 use crate::feed;
 use crate::network::Network;
 use crate::playback::Playback;
+use crate::settings::RoomControl;
 use crate::status::{self, Shared};
 use wavesync_net::NetError;
 
@@ -28,6 +30,9 @@ pub enum DaemonError {
     /// The output device failed for good (e.g. it does not exist).
     #[error("{0}")]
     Output(String),
+    /// The key file could not be used.
+    #[error("{0} (see --key-file / key_file)")]
+    Key(#[from] wavesync_net::KeyFileError),
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -50,8 +55,15 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     install_signal_handlers();
     let shared: Shared = Arc::default();
     let (tx, rx) = feed::channel();
-    let network = Network::open(&cfg, tx, shared.clone())?;
-    let playback = Playback::new(&cfg, rx, shared.clone());
+    let protection = crate::keys::load(cfg.key_file.as_deref())?;
+    let delay = DeviceDelay::default();
+    let room = RoomControl::open(&cfg.state_file, cfg.settings, &cfg.name);
+    let settings = room.cell();
+    let mut network = Network::open(&cfg, tx, shared.clone(), delay.clone(), room)?;
+    if let Some(p) = protection {
+        network.protect(p);
+    }
+    let playback = Playback::new(&cfg, rx, shared.clone(), delay, settings);
     // Fail early and clearly when the device cannot be opened at all.
     playback.check_device().map_err(DaemonError::Output)?;
     match status::serve(&cfg.status_socket, shared.clone()) {

@@ -7,9 +7,12 @@
 pub mod clock_io;
 pub mod config;
 pub mod daemon;
+pub mod device_delay;
 pub mod feed;
+pub mod keys;
 pub mod network;
 pub mod output;
 pub mod playback;
 pub mod rt;
+pub mod settings;
 pub mod status;

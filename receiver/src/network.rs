@@ -8,11 +8,15 @@ use log::{info, warn};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use wavesync_common::clock::ClockEstimate;
 use wavesync_common::receiver::{ClockSource, Event, Receiver, ReceiverConfig};
+use wavesync_common::time::{LocalNs, TimelineNs};
 
 use crate::clock_io;
 use crate::config::{self, Config};
-use crate::feed::{Feed, MAX_DATAGRAM};
+use crate::device_delay::DeviceDelay;
+use crate::feed::{Feed, Packet, MAX_DATAGRAM};
+use crate::settings::RoomControl;
 use crate::status::Shared;
+use wavesync_common::wire::{classify, Kind};
 use wavesync_net::{NetError, StampedSocket};
 
 /// The network side, ready to run.
@@ -23,8 +27,15 @@ pub struct Network {
     system_clock: bool,
     out: rtrb::Producer<Feed>,
     status: Shared,
+    /// The output device's delay, from the output thread.
+    device_delay: DeviceDelay,
     overflow: u64,
+    /// Audio packets too large for a feed slot (dropped).
+    oversized: u64,
     sink_latency_ns: i64,
+    protection: Option<Arc<wavesync_net::Protection>>,
+    /// The room: reports to the master, its commands.
+    room: RoomControl,
 }
 
 fn rx_config(cfg: &Config) -> ReceiverConfig {
@@ -53,6 +64,8 @@ impl Network {
         cfg: &Config,
         out: rtrb::Producer<Feed>,
         status: Shared,
+        device_delay: DeviceDelay,
+        room: RoomControl,
     ) -> Result<Network, NetError> {
         let stream = StampedSocket::stream(cfg.listen, cfg.interface.as_deref())?;
         let control = StampedSocket::ephemeral(cfg.listen.is_ipv6())?;
@@ -63,9 +76,20 @@ impl Network {
             system_clock: cfg.clock == config::ClockSource::System,
             out,
             status,
+            device_delay,
             overflow: 0,
-            sink_latency_ns: cfg.sink_latency_ns,
+            oversized: 0,
+            sink_latency_ns: room.settings().trim_us as i64 * 1000,
+            room,
+            protection: None,
         })
+    }
+
+    /// Protects both sockets with the household key (see [`crate::keys`]).
+    pub fn protect(&mut self, p: Arc<wavesync_net::Protection>) {
+        self.stream.protect(p.clone());
+        self.control.protect(p.clone());
+        self.protection = Some(p);
     }
 
     fn send(&mut self, feed: Feed) {
@@ -131,7 +155,8 @@ impl Network {
         let r = clock_io::realtime_ns();
         ClockEstimate {
             ref_local: l,
-            ref_timeline: r,
+            // Clock domain `system`: the timeline is CLOCK_REALTIME.
+            ref_timeline: TimelineNs::from_ns(r),
             rate: 1.0,
             uncertainty_ns: 0,
         }
@@ -170,7 +195,9 @@ impl Network {
             latency_ms: i.status.latency_ns as f64 / 1e6,
         });
         // The output's lead over the DAC bounds when a resend is still of use.
-        let lead = (s.device_delay_ms * 1e6) as i64 + self.sink_latency_ns;
+        let device_delay_ns = self.device_delay.ns();
+        let lead = device_delay_ns.saturating_add(self.sink_latency_ns);
+        s.device_delay_ms = device_delay_ns as f64 / 1e6;
         s.packets = st.audio;
         s.lost = st.loss.missing;
         s.recovered = st.loss.recovered;
@@ -178,9 +205,60 @@ impl Network {
         s.nacks_sent = st.nacks_sent;
         s.requested = st.loss.requested;
         s.given_up = st.loss.given_up;
-        s.dropped = st.malformed + st.foreign + st.before_status + self.overflow;
+        s.dropped = st.malformed + st.foreign + st.before_status + self.overflow + self.oversized;
+        crate::keys::publish(self.protection.as_deref(), &mut s);
+        let rs = self.room.settings();
+        let cs = self.room.stats();
+        s.room = crate::status::RoomStatus {
+            id: format!("{:016x}", self.room.id()),
+            name: self.room.name().as_str().to_string(),
+            volume: rs.volume,
+            muted: rs.muted,
+            off: rs.off,
+            channels: rs.channels.name().to_string(),
+            trim_ms: rs.trim_us as f64 / 1000.0,
+            reports_sent: cs.reports,
+            commands: cs.commands,
+            commands_refused: cs.refused,
+            control_malformed: cs.malformed,
+        };
         drop(s);
+        self.sink_latency_ns = rs.trim_us as i64 * 1000;
         self.receiver.set_output_lead(lead.max(0));
+    }
+
+    /// Where reports go and whose commands are taken: the followed master's control port.
+    fn master_control(&self) -> Option<std::net::SocketAddr> {
+        self.receiver.stream().map(|s| s.control_addr())
+    }
+
+    /// Sends the room's report when one is due (about once a second, while a stream is
+    /// followed). From the status snapshot: never on the audio path.
+    fn report(&mut self, now: LocalNs, tx: &mut [u8]) {
+        let Some(to) = self.master_control().filter(|_| self.room.report_due(now)) else {
+            return;
+        };
+        let ssrc = self.receiver.stream().map_or(0, |s| s.status.ssrc);
+        // The output thread only ever try-locks the snapshot: holding it here never blocks it.
+        let snapshot = match self.status.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let report = self.room.poll_report(now, &snapshot, ssrc, tx);
+        drop(snapshot);
+        if let Some(n) = report {
+            // A lost report is followed by the next; the time queries report send failures.
+            let _ = self.control.send_to(&tx[..n], to);
+        }
+    }
+
+    /// A control message on the control socket: a command from the master.
+    fn on_control(&mut self, from: std::net::SocketAddr, len: usize, buf: &[u8], tx: &mut [u8]) {
+        let from = wavesync_common::receiver::attributed_source(from);
+        let master = self.master_control();
+        if let Some(n) = self.room.handle(from, master, &buf[..len], tx) {
+            let _ = self.control.send_to(&tx[..n], from);
+        }
     }
 
     /// Runs until `stop` is set.
@@ -190,8 +268,8 @@ impl Network {
         let mut buf = [0u8; MAX_DATAGRAM];
         let mut tx = [0u8; MAX_DATAGRAM];
         let mut last_gen = u64::MAX;
-        let mut next_system_clock = 0;
-        let mut next_publish = 0;
+        let mut next_system_clock = LocalNs::from_ns(0);
+        let mut next_publish = LocalNs::from_ns(0);
         let mut send_errors = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let now = clock_io::monotonic_ns();
@@ -221,6 +299,7 @@ impl Network {
                 self.publish();
                 next_publish = now + 200_000_000;
             }
+            self.report(now, &mut tx);
             let wake = self.receiver.poll_timeout().min(next_publish);
             // Rounded up: a NACK or query due in 0.9 ms must not turn into a busy loop.
             let wait_ms = ((wake - clock_io::monotonic_ns() + 999_999) / 1_000_000).clamp(0, 100);
@@ -244,18 +323,19 @@ impl Network {
                             break;
                         }
                     };
-                    if self
+                    if which == 1 && classify(&buf[..d.len]) == Kind::Control {
+                        self.on_control(d.from, d.len, &buf, &mut tx);
+                        continue;
+                    }
+                    // Decoded here, once; the output thread takes it as it is.
+                    let packet = self
                         .receiver
                         .handle_datagram(d.at, d.from, &buf[..d.len])
-                        .is_some()
-                    {
-                        let mut bytes = [0u8; MAX_DATAGRAM];
-                        bytes[..d.len].copy_from_slice(&buf[..d.len]);
-                        self.send(Feed::Packet {
-                            at: d.at,
-                            len: d.len as u16,
-                            bytes,
-                        });
+                        .map(|p| Packet::new(d.at, &p));
+                    match packet {
+                        Some(Some(p)) => self.send(Feed::Packet(p)),
+                        Some(None) => self.oversized += 1,
+                        None => {}
                     }
                 }
             }

@@ -13,19 +13,19 @@ use log::{info, warn};
 use wavesync_common::clock::ClockEstimate;
 use wavesync_common::playout::{Playout, PlayoutConfig, PlayoutState};
 use wavesync_common::receiver::StreamInfo;
-use wavesync_common::time::LocalNs;
-use wavesync_common::wire::rtp::AudioPacket;
+use wavesync_common::time::{frames_to_ns, LocalNs};
 
 use crate::clock_io;
 use crate::config::Config;
+use crate::device_delay::DeviceDelay;
 use crate::feed::Feed;
-use crate::output::{self, Output, OutputError, WriteMeta};
+use crate::output::{self, Backoff, Output, OutputError, WriteMeta};
+use crate::settings::{Mixer, SettingsCell};
 use crate::status::Shared;
+use wavesync_common::wire::report::Settings;
 
 /// Release the device after this long without a stream.
 const IDLE_RELEASE_NS: i64 = 30_000_000_000;
-/// Longest wait between attempts to reopen a failed device.
-const MAX_BACKOFF_MS: u64 = 5_000;
 
 /// The output side, ready to run.
 pub struct Playback {
@@ -39,12 +39,114 @@ pub struct Playback {
     buf: Vec<f32>,
     period_frames: usize,
     lost_since: Option<LocalNs>,
-    failures: u32,
+    /// Failed opens (and device failures) since the device last worked: spaces the attempts.
+    backoff: Backoff,
+    /// When to try opening the device again.
+    retry_at: LocalNs,
     underruns: u64,
     last_error_ns: Option<i64>,
-    last_delay_frames: i64,
+    /// The device's measured delay, for the network thread.
+    device_delay: DeviceDelay,
     /// The open device has been seen consuming (its timing is measured, not guessed).
     device_settled: bool,
+    /// Frames filled that the device has not taken yet.
+    unwritten: Unwritten,
+    /// Frames filled that never reached the device (it lost its place or failed first).
+    lost_frames: u64,
+    /// The room's settings, from the network thread (one atomic word).
+    settings: SettingsCell,
+    /// The settings applied now.
+    applied: Settings,
+    /// Channel map and gain.
+    mixer: Mixer,
+}
+
+/// Frames of the last fill that the device did not take (its buffer was full: ALSA returns 0
+/// on EAGAIN, the PipeWire output takes what fits). They are written first at the next
+/// cycle: queued right after what the device took, they still leave it at their due time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Unwritten {
+    /// Frame range of the fill buffer still to write.
+    start: usize,
+    end: usize,
+    /// What the first of them carries.
+    meta: WriteMeta,
+}
+
+impl Unwritten {
+    fn frames(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Notes that a write of `frames` frames (from frame `start` of the fill buffer) described
+    /// by `meta` took `taken`; `ratio` is the fill's input frames per output frame. Keeps the
+    /// rest, with the stream position its first frame carries.
+    fn after_write(
+        &mut self,
+        start: usize,
+        frames: usize,
+        taken: usize,
+        meta: &WriteMeta,
+        ratio: f64,
+    ) {
+        let taken = taken.min(frames);
+        let meta = match (meta.stream_position, meta.audio_start) {
+            (Some(p), _) => {
+                let p = p + taken as f64 * ratio;
+                WriteMeta {
+                    stream_position: Some(p),
+                    audio_start: Some((0, p)),
+                }
+            }
+            (None, Some((j, p))) if taken < j => WriteMeta {
+                stream_position: None,
+                audio_start: Some((j - taken, p)),
+            },
+            (None, Some((j, p))) => {
+                let p = p + (taken - j) as f64 * ratio;
+                WriteMeta {
+                    stream_position: Some(p),
+                    audio_start: Some((0, p)),
+                }
+            }
+            (None, None) => WriteMeta::default(),
+        };
+        *self = Unwritten {
+            start: start + taken,
+            end: start + frames,
+            meta,
+        };
+    }
+
+    /// Writes what is left of `buf` (interleaved, `channels` per frame); returns whether all
+    /// of it is written now.
+    fn write(
+        &mut self,
+        o: &mut dyn Output,
+        buf: &[f32],
+        channels: usize,
+        ratio: f64,
+    ) -> Result<bool, OutputError> {
+        let frames = self.frames();
+        if frames == 0 {
+            return Ok(true);
+        }
+        let meta = self.meta;
+        let taken = o.write(&buf[self.start * channels..self.end * channels], &meta)?;
+        self.after_write(self.start, frames, taken, &meta, ratio);
+        Ok(self.frames() == 0)
+    }
+
+    /// Forgets what is left (the device lost its place); returns how many frames that was.
+    fn discard(&mut self) -> usize {
+        let n = self.frames();
+        *self = Unwritten::default();
+        n
+    }
+}
+
+fn pc_sink_latency(s: &Settings) -> i64 {
+    s.trim_us as i64 * 1000
 }
 
 fn state_name(s: PlayoutState) -> &'static str {
@@ -66,8 +168,18 @@ fn set_state(state: &mut String, name: &str) {
 
 impl Playback {
     /// Prepares the output thread; nothing is opened yet.
-    pub fn new(cfg: &Config, feed: rtrb::Consumer<Feed>, status: Shared) -> Self {
+    pub fn new(
+        cfg: &Config,
+        feed: rtrb::Consumer<Feed>,
+        status: Shared,
+        device_delay: DeviceDelay,
+        settings: SettingsCell,
+    ) -> Self {
+        let applied = settings.load();
         Playback {
+            mixer: Mixer::new(&applied, 48_000),
+            applied,
+            settings,
             cfg: cfg.clone(),
             feed,
             status,
@@ -78,12 +190,20 @@ impl Playback {
             buf: Vec::new(),
             period_frames: 0,
             lost_since: None,
-            failures: 0,
+            backoff: Backoff::default(),
+            retry_at: LocalNs::from_ns(0),
             underruns: 0,
             last_error_ns: None,
-            last_delay_frames: 0,
+            device_delay,
             device_settled: false,
+            unwritten: Unwritten::default(),
+            lost_frames: 0,
         }
+    }
+
+    /// Counts the frames not yet written as lost (the device they were for lost its place).
+    fn discard_unwritten(&mut self) {
+        self.lost_frames += self.unwritten.discard() as u64;
     }
 
     /// Opens and closes the device once at the default format, so a missing or busy device is
@@ -97,6 +217,7 @@ impl Playback {
 
     fn open_for(&mut self, info: &StreamInfo) -> Result<(), OutputError> {
         let f = info.format();
+        self.discard_unwritten();
         if let Some(o) = self.output.as_mut() {
             o.close();
         }
@@ -111,7 +232,10 @@ impl Playback {
         // Room for the sender's latency plus a second of slack, in packets.
         let capacity = ((info.status.latency_ns + 1_000_000_000) / packet_ns.max(1)) as usize + 64;
         let mut pc = PlayoutConfig::new(f.rate, f.channels);
-        pc.sink_latency_ns = self.cfg.sink_latency_ns;
+        // The room's trim is the sink latency (the configuration gives its first value).
+        self.applied = self.settings.load();
+        self.mixer = Mixer::new(&self.applied, f.rate);
+        pc.sink_latency_ns = self.applied.trim_us as i64 * 1000;
         pc.tolerance_ns = self.cfg.tolerance_ns;
         pc.drift_correction = self.cfg.drift_correction;
         pc.capacity_packets = capacity.clamp(64, 4096);
@@ -128,7 +252,7 @@ impl Playback {
         // be in this device's buffer a buffer-time before it plays: a shorter latency loses it.
         let needed_ns = packet_ns
             + (oi.buffer_frames as i64 * 1_000_000_000 / f.rate.max(1) as i64)
-            + self.cfg.sink_latency_ns.max(0);
+            + pc_sink_latency(&self.applied).max(0);
         if info.status.latency_ns < needed_ns + 2_000_000 {
             warn!(
                 "the master's latency ({:.1} ms) is too short for this receiver: a packet ({:.1} ms) \
@@ -145,6 +269,7 @@ impl Playback {
     }
 
     fn close(&mut self) {
+        self.discard_unwritten();
         if let Some(mut o) = self.output.take() {
             o.close();
         }
@@ -154,13 +279,11 @@ impl Playback {
     fn drain_feed(&mut self) {
         while let Ok(msg) = self.feed.pop() {
             match msg {
-                Feed::Packet { at, len, bytes } => {
+                Feed::Packet(pkt) => {
                     let (Some(p), Some(info)) = (self.playout.as_mut(), self.stream) else {
                         continue;
                     };
-                    if let Ok(pkt) = AudioPacket::decode(&bytes[..len as usize]) {
-                        p.push(at, &pkt, info.format().channels);
-                    }
+                    p.push(pkt.at, &pkt.audio(), info.format().channels);
                 }
                 Feed::Stream(info) => {
                     let same_format = self.stream.is_some_and(|s| s.format() == info.format());
@@ -197,16 +320,20 @@ impl Playback {
         let Some(info) = self.stream else { return };
         match self.open_for(&info) {
             Ok(()) => {
-                if self.failures > 0 {
-                    info!("output recovered after {} attempts", self.failures);
+                if self.backoff.failures() > 0 {
+                    info!(
+                        "output recovered after {} attempts",
+                        self.backoff.failures()
+                    );
                 }
-                self.failures = 0;
+                self.backoff.reset();
             }
             Err(e) => {
-                if self.failures == 0 {
+                if self.backoff.failures() == 0 {
                     warn!("output failed: {e}; retrying with backoff");
                 }
-                self.failures += 1;
+                let delay_ms = self.backoff.next_delay_ms() as i64;
+                self.retry_at = clock_io::monotonic_ns() + delay_ms * 1_000_000;
                 self.output = None;
                 self.playout = None;
             }
@@ -215,11 +342,13 @@ impl Playback {
 
     fn on_device_error(&mut self, e: OutputError) {
         self.underruns += 1;
-        if self.failures == 0 {
+        if self.backoff.failures() == 0 {
             warn!("output: {e}; reopening");
         }
         self.close();
-        self.failures += 1;
+        // The first attempt comes at once; the delay applies if it fails.
+        let _ = self.backoff.next_delay_ms();
+        self.retry_at = clock_io::monotonic_ns();
     }
 
     /// Updates the shared status. Called from the audio thread: it never waits for the lock
@@ -238,19 +367,17 @@ impl Playback {
             return;
         };
         let st = p.stats();
-        let rate = self.stream.map(|s| s.format().rate).unwrap_or(48_000) as f64;
-        let fpp = self.stream.map(|s| s.status.frames_per_packet).unwrap_or(0) as f64;
-        let buffered = p.buffer().len() as f64 * fpp;
+        let buffered_ns = p.buffered_ns();
         if let Ok(mut s) = self.status.try_lock() {
             set_state(&mut s.state, state_name(p.state()));
             s.sync_error_us = self.last_error_ns.map(|e| e as f64 / 1e3);
             s.correction_ppm = p.ratio_ppm();
-            s.buffer_ms = buffered / rate * 1e3;
-            s.device_delay_ms = self.last_delay_frames as f64 / rate * 1e3;
+            s.buffer_ms = buffered_ns as f64 / 1e6;
             s.late = st.late;
             s.concealed_frames = st.concealed_frames;
             s.resyncs = st.resyncs;
             s.underruns = self.underruns;
+            s.lost_output_frames = self.lost_frames;
         }
     }
 
@@ -262,32 +389,50 @@ impl Playback {
         if !o.wait(100)? {
             return Ok(());
         }
+        let channels = p.config().channels as usize;
+        let ratio = 1.0 + p.ratio_ppm() * 1e-6;
+        if !self
+            .unwritten
+            .write(o.as_mut(), &self.buf, channels, ratio)?
+        {
+            // Still full: the rest of the last fill goes first, next time.
+            return Ok(());
+        }
         let t = o.timing()?;
-        self.last_delay_frames = t.delay_frames;
+        self.device_delay
+            .set_ns(frames_to_ns(t.delay_frames, p.config().rate));
         if t.settled && !self.device_settled {
             // Until the device was seen consuming, its timing was a guess (PipeWire starts
             // 5-13 ms after the first write): land the next frame again on the real timing.
             self.device_settled = true;
-            p.set_clock(None);
-            p.set_clock(self.clock);
+            p.reanchor();
         }
-        let channels = p.config().channels as usize;
         let frames = t.avail_frames.min(self.buf.len() / channels.max(1));
         if frames == 0 {
             return Ok(());
         }
+        let s = self.settings.load();
+        if s != self.applied {
+            if s.trim_us != self.applied.trim_us {
+                // Lands on the new due time at the next fill: one resync, not a slew.
+                p.set_sink_latency_ns(pc_sink_latency(&s));
+            }
+            self.mixer.set(&s);
+            self.applied = s;
+        }
         let out = &mut self.buf[..frames * channels];
         let report = p.fill(t.next_frame_local, out);
+        self.mixer.process(out, channels);
         if report.error_ns.is_some() {
             self.last_error_ns = report.error_ns;
         }
-        o.write(
-            out,
-            &WriteMeta {
-                stream_position: report.first_position,
-                audio_start: report.audio_start,
-            },
-        )?;
+        let meta = WriteMeta {
+            stream_position: report.first_position,
+            audio_start: report.audio_start,
+        };
+        let taken = o.write(out, &meta)?;
+        let ratio = 1.0 + report.ratio_ppm * 1e-6;
+        self.unwritten.after_write(0, frames, taken, &meta, ratio);
         Ok(())
     }
 
@@ -300,8 +445,7 @@ impl Playback {
             ),
             Err(e) => info!("output thread: normal priority ({e})"),
         }
-        let mut next_publish = 0;
-        let mut next_attempt = 0;
+        let mut next_publish = LocalNs::from_ns(0);
         while !stop.load(Ordering::Relaxed) {
             self.drain_feed();
             let now = clock_io::monotonic_ns();
@@ -319,10 +463,8 @@ impl Playback {
                 self.lost_since = None;
             }
             if self.output.is_none() {
-                if self.stream.is_some() && now >= next_attempt {
+                if self.stream.is_some() && now >= self.retry_at {
                     self.reopen();
-                    let backoff = (50u64 << self.failures.min(7)).min(MAX_BACKOFF_MS);
-                    next_attempt = now + backoff as i64 * 1_000_000;
                 }
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
@@ -332,22 +474,114 @@ impl Playback {
                     && self.output.as_mut().is_some_and(|o| o.recover(&e).is_ok());
                 if cured {
                     self.underruns += 1;
+                    self.discard_unwritten();
                     // The device lost its place: land the next frame exactly again instead
                     // of slewing the jump away.
                     if let Some(p) = self.playout.as_mut() {
-                        p.set_clock(None);
-                        p.set_clock(self.clock);
+                        p.reanchor();
                     }
                 } else {
                     self.on_device_error(e);
-                    next_attempt = now;
                 }
-            } else if self.failures > 0 && self.playout.is_some() {
+            } else if self.backoff.failures() > 0 && self.playout.is_some() {
                 info!("output recovered");
-                self.failures = 0;
+                self.backoff.reset();
             }
         }
         self.close();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{DacTiming, OutputInfo};
+
+    /// A device that takes at most `room` frames per write and records what it took.
+    struct Narrow {
+        room: usize,
+        took: Vec<f32>,
+        metas: Vec<WriteMeta>,
+    }
+
+    impl Output for Narrow {
+        fn open(&mut self, _: u32, _: u8) -> Result<OutputInfo, OutputError> {
+            Err(OutputError::NotOpen)
+        }
+        fn wait(&mut self, _: i32) -> Result<bool, OutputError> {
+            Ok(true)
+        }
+        fn timing(&mut self) -> Result<DacTiming, OutputError> {
+            Err(OutputError::NotOpen)
+        }
+        fn write(&mut self, samples: &[f32], meta: &WriteMeta) -> Result<usize, OutputError> {
+            let n = (samples.len() / 2).min(self.room);
+            self.took.extend_from_slice(&samples[..n * 2]);
+            self.metas.push(*meta);
+            Ok(n)
+        }
+        fn recover(&mut self, _: &OutputError) -> Result<(), OutputError> {
+            Ok(())
+        }
+        fn close(&mut self) {}
+    }
+
+    #[test]
+    fn frames_the_device_did_not_take_are_written_later_in_order() {
+        let buf: Vec<f32> = (0..2 * 250).map(|i| i as f32).collect();
+        let mut dev = Narrow {
+            room: 100,
+            took: Vec::new(),
+            metas: Vec::new(),
+        };
+        let mut rest = Unwritten::default();
+        // 50 frames of silence, then audio from stream position 1000 at ratio 1.001.
+        let meta = WriteMeta {
+            stream_position: None,
+            audio_start: Some((50, 1000.0)),
+        };
+        let taken = dev.write(&buf, &meta).unwrap();
+        rest.after_write(0, 250, taken, &meta, 1.001);
+        assert_eq!(rest.frames(), 150);
+        assert!(!rest.write(&mut dev, &buf, 2, 1.001).unwrap());
+        assert!(rest.write(&mut dev, &buf, 2, 1.001).unwrap());
+        assert!(
+            rest.write(&mut dev, &buf, 2, 1.001).unwrap(),
+            "nothing left"
+        );
+        assert_eq!(dev.took, buf, "every frame, once, in order");
+        let p = 1000.0 + 50.0 * 1.001;
+        assert_eq!(
+            dev.metas[1],
+            WriteMeta {
+                stream_position: Some(p),
+                audio_start: Some((0, p)),
+            }
+        );
+        assert_eq!(dev.metas[2].stream_position, Some(p + 100.0 * 1.001));
+        assert_eq!(dev.metas.len(), 3);
+    }
+
+    #[test]
+    fn a_device_that_takes_nothing_keeps_everything_and_drops_are_counted() {
+        let buf = vec![0.5f32; 2 * 64];
+        let mut dev = Narrow {
+            room: 0,
+            took: Vec::new(),
+            metas: Vec::new(),
+        };
+        let mut rest = Unwritten::default();
+        rest.after_write(0, 64, 0, &WriteMeta::default(), 1.0);
+        assert!(!rest.write(&mut dev, &buf, 2, 1.0).unwrap());
+        // A silence that ends before the device takes anything stays silence.
+        let meta = WriteMeta {
+            stream_position: None,
+            audio_start: Some((10, 5.0)),
+        };
+        rest.after_write(0, 64, 4, &meta, 1.0);
+        assert_eq!(rest.meta.audio_start, Some((6, 5.0)));
+        assert_eq!(rest.discard(), 60);
+        assert_eq!(rest.frames(), 0);
     }
 }

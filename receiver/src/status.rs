@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Everything `wavesync status` shows.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Status {
+pub struct StatusReport {
     /// Playout state: "waiting", "starting", "playing", ...
     pub state: String,
     /// The followed stream's sender name, id and format, if any.
@@ -50,9 +50,10 @@ pub struct Status {
     pub buffer_ms: f64,
     /// The device's measured delay, ms.
     pub device_delay_ms: f64,
-    /// Packets received, lost (never arrived), asked again, late, duplicates.
+    /// Audio packets of the followed stream received.
     pub packets: u64,
-    /// Packets found missing.
+    /// Packets found missing when later ones arrived (some of them are `recovered` after all;
+    /// the gaps that reached the DAC unfilled show as `concealed_frames`).
     pub lost: u64,
     /// Missing packets that arrived after all (resent or reordered).
     pub recovered: u64,
@@ -76,8 +77,66 @@ pub struct Status {
     pub resyncs: u64,
     /// Device underruns and reopenings.
     pub underruns: u64,
+    /// Frames filled for the device that never reached it (it failed or lost its place with
+    /// them still waiting for room).
+    #[serde(default)]
+    pub lost_output_frames: u64,
     /// Datagrams dropped as malformed or foreign.
     pub dropped: u64,
+    /// A household key is set: only authenticated datagrams are used.
+    #[serde(default)]
+    pub keyed: bool,
+    /// The key's id (not secret), when keyed.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// Datagrams refused by the key (all of the four below), never used.
+    #[serde(default)]
+    pub unauthenticated: u64,
+    /// Of those, sent without a key.
+    #[serde(default)]
+    pub unprotected: u64,
+    /// Of those, protected with another key.
+    #[serde(default)]
+    pub wrong_key: u64,
+    /// Of those, naming our key but not authentic (forged or corrupted).
+    #[serde(default)]
+    pub forged: u64,
+    /// Of those, authentic but replayed.
+    #[serde(default)]
+    pub replayed: u64,
+    /// The first key mismatch seen (a sender without a key, or with another key).
+    #[serde(default)]
+    pub key_problem: Option<String>,
+    /// The room: id, name, settings, and the control path's counters.
+    #[serde(default)]
+    pub room: RoomStatus,
+}
+
+/// The room as this receiver reports it to the master.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RoomStatus {
+    /// The stable receiver id, 16 hex digits.
+    pub id: String,
+    /// The room's name.
+    pub name: String,
+    /// Volume 0..=100.
+    pub volume: u8,
+    /// Muted.
+    pub muted: bool,
+    /// Off (silent, daemon running).
+    pub off: bool,
+    /// Channels played: all, left, right, mono.
+    pub channels: String,
+    /// Trim, ms (positive plays earlier).
+    pub trim_ms: f64,
+    /// Reports sent to the master.
+    pub reports_sent: u64,
+    /// Commands applied.
+    pub commands: u64,
+    /// Commands dropped: not from the followed master.
+    pub commands_refused: u64,
+    /// Control messages that did not decode.
+    pub control_malformed: u64,
 }
 
 /// The followed stream, as shown in the status.
@@ -97,7 +156,7 @@ pub struct StreamStatus {
     pub latency_ms: f64,
 }
 
-impl Status {
+impl StatusReport {
     /// The one-line summary for the log.
     pub fn line(&self) -> String {
         let err = self
@@ -107,7 +166,7 @@ impl Status {
         format!(
             "{} clock {} offset {:+.6}s rate {:+.2}ppm | sync error {} correction {:+.1}ppm \
              buffer {:.1}ms device delay {:.2}ms | packets {} lost {} recovered {} (asked {}, \
-             given up {}) late {} concealed {} frames, resyncs {} underruns {}",
+             given up {}) late {} concealed {} frames, resyncs {} underruns {} lost output frames {}",
             self.state,
             if self.clock_locked {
                 "locked"
@@ -129,12 +188,29 @@ impl Status {
             self.concealed_frames,
             self.resyncs,
             self.underruns,
+            self.lost_output_frames,
+        ) + &self.key_part()
+    }
+
+    /// What the key refused, for the line (nothing without a key).
+    fn key_part(&self) -> String {
+        if !self.keyed {
+            return String::new();
+        }
+        format!(
+            " | key {} refused {} (no key {}, other key {}, forged {}, replayed {})",
+            self.key_id.as_deref().unwrap_or("-"),
+            self.unauthenticated,
+            self.unprotected,
+            self.wrong_key,
+            self.forged,
+            self.replayed
         )
     }
 }
 
 /// The snapshot shared between the threads.
-pub type Shared = Arc<Mutex<Status>>;
+pub type Shared = Arc<Mutex<StatusReport>>;
 
 /// Serves the snapshot as one JSON document per connection on a Unix socket at `path`
 /// (replacing a stale socket file). The thread ends with the process.
@@ -185,7 +261,7 @@ mod tests {
             .unwrap()
             .read_to_string(&mut text)
             .unwrap();
-        let got: Status = serde_json::from_str(&text).unwrap();
+        let got: StatusReport = serde_json::from_str(&text).unwrap();
         assert_eq!(got.packets, 42);
         assert_eq!(got.state, "playing");
         assert!(

@@ -9,20 +9,13 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use support::{read_log, Scratch};
+use support::{read_log, sender_and_receiver, Scratch};
 
 #[test]
 fn sender_and_receiver_with_default_options_play_on_a_loopback_only_host() {
-    let receiver = PathBuf::from(env!("CARGO_BIN_EXE_wavesync-receiver"));
-    let sender = receiver.with_file_name("wavesync-sender");
-    assert!(
-        sender.exists(),
-        "{} is not built: run `cargo build -p wavesync-sender` (cargo test --workspace does)",
-        sender.display()
-    );
+    let (sender, receiver) = sender_and_receiver();
     let scratch = Scratch::new("loopback-defaults");
     let log = scratch.path("dac.log");
     let sock = scratch.path("status.sock");

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use wavesync_common::time::LocalNs;
 use wavesync_receiver::clock_io::monotonic_ns;
 use wavesync_receiver::output::alsa::{AlsaConfig, AlsaOutput};
 use wavesync_receiver::output::{Output, OutputError, WriteMeta};
@@ -43,8 +44,8 @@ struct Reading {
     written: usize,
     segment: usize,
     settled: bool,
-    predicted: i64,
-    raw: i64,
+    predicted: LocalNs,
+    raw: LocalNs,
     delay: i64,
 }
 
@@ -65,8 +66,8 @@ fn play(cfg: AlsaConfig) -> Run {
     let mut timeouts = 0;
     let mut segment = 0;
     // (predicted frame 0 before the device was seen consuming, when it was first seen)
-    let mut unsettled: Option<i64> = None;
-    let mut settled_at: Option<(f64, i64)> = None;
+    let mut unsettled: Option<LocalNs> = None;
+    let mut settled_at: Option<(f64, LocalNs)> = None;
     while written < total {
         assert!(
             started.elapsed() < Duration::from_secs(10),
@@ -147,7 +148,7 @@ fn play(cfg: AlsaConfig) -> Run {
     let delay_p50 = delays[delays.len() / 2];
     let delay_max = *delays.last().expect("steady readings");
     // Frame 0 of the run as implied by each prediction and by each raw reading.
-    let frame0 = |at: i64, w: usize| at - (w as i64 * 1_000_000_000 / RATE as i64);
+    let frame0 = |at: LocalNs, w: usize| at - (w as i64 * 1_000_000_000 / RATE as i64);
     // Successive predictions of one frame (in one run) must agree, except where the device's
     // timeline itself slipped (PipeWire's graph missing a cycle on a loaded host): then the
     // prediction must follow the device.

@@ -5,6 +5,9 @@
 //!
 //! A separate test binary: it points this process's PipeWire environment at its own daemon.
 
+#[path = "../../test-support/skip.rs"]
+mod skip;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,7 +51,7 @@ impl BareDaemon {
         {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("skipping: cannot run pipewire: {e}");
+                skip::skip_or_fail(&format!("cannot run pipewire: {e}"));
                 let _ = std::fs::remove_dir_all(&dir);
                 return None;
             }

@@ -52,7 +52,7 @@ fn play(out: &mut PipeWireOutput, frames: usize) -> Result<(f64, Vec<i64>, Vec<i
             r => r?,
         };
         if t.settled {
-            frame0.push(t.next_frame_local - written as i64 * NS / RATE as i64);
+            frame0.push((t.next_frame_local - written as i64 * NS / RATE as i64).ns());
             delays.push(t.delay_frames);
         }
         let n = t.avail_frames.min(1024);

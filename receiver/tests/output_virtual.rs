@@ -1,6 +1,9 @@
 //! The virtual DAC in real time: its own prediction against the true play instants in its
 //! log, its rate error, underrun and recovery, and its audio file. Runs are short (1-2 s).
 
+#[path = "../../test-support/skip.rs"]
+mod skip;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -86,7 +89,7 @@ fn prediction_errors(cfg: VirtualConfig, secs: f64, warmup: usize, phase_ms: u64
             });
         match step {
             Ok((t, w)) => {
-                predicted.push((pos, t.next_frame_local, in_run >= warmup));
+                predicted.push((pos, t.next_frame_local.ns(), in_run >= warmup));
                 pos += w;
                 in_run += 1;
             }
@@ -202,9 +205,9 @@ fn measured_ppm(ppm: f64, secs: f64) -> f64 {
     });
     let info = dac.open(RATE, 1).expect("open");
     let buf = vec![0.0f32; info.buffer_frames];
-    let before = monotonic_ns();
+    let before = monotonic_ns().ns();
     let mut written = dac.write(&buf, &WriteMeta::default()).expect("write") as i64;
-    let start = (before + monotonic_ns()) / 2;
+    let start = (before + monotonic_ns().ns()) / 2;
     let end = Instant::now() + Duration::from_secs_f64(secs);
     while Instant::now() < end {
         dac.wait(100).expect("wait");
@@ -213,9 +216,9 @@ fn measured_ppm(ppm: f64, secs: f64) -> f64 {
             .write(&buf[..t.avail_frames], &WriteMeta::default())
             .expect("write") as i64;
     }
-    let before = monotonic_ns();
+    let before = monotonic_ns().ns();
     let t = dac.timing().expect("timing");
-    let now = (before + monotonic_ns()) / 2;
+    let now = (before + monotonic_ns().ns()) / 2;
     let consumed = written - t.delay_frames;
     let rate = consumed as f64 / ((now - start) as f64 / 1e9);
     (rate / RATE as f64 - 1.0) * 1e6
@@ -272,7 +275,7 @@ fn output_virtual_underrun_is_reported_then_recovers() {
     assert_eq!(t.avail_frames, info.buffer_frames);
     assert!(!t.settled);
     dac.recover(&err).expect("recover");
-    let before = monotonic_ns();
+    let before = monotonic_ns().ns();
     let meta2 = WriteMeta {
         stream_position: Some(1000.0),
         audio_start: None,
@@ -386,7 +389,7 @@ fn output_virtual_log_realtime_ignores_time_namespaces() {
     let _cleanup = Cleanup(vec![log.clone()]);
     let exe = std::env::current_exe().expect("test executable");
     let real0 = wavesync_receiver::clock_io::realtime_ns();
-    let mono0 = monotonic_ns();
+    let mono0 = monotonic_ns().ns();
     let can = std::process::Command::new("unshare")
         .args(["--time", "--monotonic", "1", "true"])
         .output();
@@ -394,11 +397,11 @@ fn output_virtual_log_realtime_ignores_time_namespaces() {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
             let why = String::from_utf8_lossy(&o.stderr);
-            eprintln!("skipping: no time namespaces here: {why}");
+            skip::skip_or_fail(&format!("no time namespaces here: {why}"));
             return;
         }
         Err(e) => {
-            eprintln!("skipping: no unshare: {e}");
+            skip::skip_or_fail(&format!("no unshare: {e}"));
             return;
         }
     }

@@ -380,7 +380,7 @@ fn swap_masters(sw: Swap) -> (String, f64) {
     let timeline_offset_ns = match sw.second_timeline {
         Some(at) => {
             let now = wavesync_receiver::clock_io::monotonic_ns();
-            at(now) - now
+            at(now.ns()) - now.ns()
         }
         None => sw.second.timeline_offset_ns,
     };

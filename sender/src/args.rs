@@ -108,6 +108,14 @@ pub struct Args {
     /// Stop after this many seconds.
     #[arg(long, value_name = "S")]
     pub duration: Option<f64>,
+    /// Household key file (`wavesync key new PATH`): every datagram is authenticated, audio
+    /// encrypted, and only authentic time requests and NACKs are answered [default: none, an
+    /// open stream].
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// With --key-file: leave the audio readable (still authenticated).
+    #[arg(long, requires = "key_file")]
+    pub no_encrypt: bool,
 }
 
 /// A setting that cannot work.
@@ -125,6 +133,7 @@ pub enum ArgsError {
 pub const SETTING_NAMES: SettingNames = SettingNames {
     control_port: "--control-port",
     interface: "--interface",
+    key_file: "--key-file",
 };
 
 /// Everything the run needs, checked.
@@ -220,6 +229,8 @@ impl Args {
         engine.control_port = self.control_port;
         engine.silence_timeout_ns = (silence > 0).then_some(silence);
         engine.stats_interval_ns = (stats > 0).then_some(stats);
+        engine.key_file = self.key_file.clone();
+        engine.encrypt = !self.no_encrypt;
         let input = self
             .input
             .clone()

@@ -2,6 +2,7 @@
 //! up or a signal asks to stop.
 
 use wavesync_common::format::StreamFormat;
+use wavesync_common::time::TimelineNs;
 
 use crate::args::RunConfig;
 use crate::input::{self, Block, InputError};
@@ -57,6 +58,9 @@ pub fn run(cfg: &RunConfig, stop: impl Fn() -> bool) -> Result<EngineStats, RunE
         }
         match input.next_block(&mut buf) {
             Ok(Block::Audio { capture, frames }) => {
+                // The engine's clock domain is `master`: the sender's monotonic clock is the
+                // timeline.
+                let capture = TimelineNs::from_master_monotonic(capture);
                 if !audio.push(capture, &buf[..frames * ch]) {
                     let refused = engine.stats().input_refused;
                     if refused > refused_logged * 2 {

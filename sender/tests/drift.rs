@@ -19,7 +19,7 @@ use wavesync_net::clock::{monotonic_ns, sleep_until};
 fn pace(w: &mut impl Write, ppm: f64, seconds: f64, start_out: &std::sync::atomic::AtomicI64) {
     let rate = 48_000.0 * (1.0 + ppm * 1e-6);
     let start = monotonic_ns();
-    start_out.store(start, std::sync::atomic::Ordering::SeqCst);
+    start_out.store(start.ns(), std::sync::atomic::Ordering::SeqCst);
     let mut n = 0u64;
     let mut bytes = Vec::new();
     while (n as f64) < seconds * rate {
@@ -153,12 +153,13 @@ fn run(ppm: f64) {
     );
     assert_eq!(runs, vec![a.len()], "one run: {err}");
     assert!(!err.contains("run restarted"), "{err}");
-    assert!(err.contains("resampling it to CLOCK_MONOTONIC"), "{err}");
-    // Not asserted: the stamps against the pacer (`s`, printed). With the reader on time it
-    // stays within ±30 µs/s (seen: +7.8, -6.8); but a reader delayed once by a loaded machine
-    // can leave the live clock's delay-locked loop reading a fast pipe at its old rate (every
-    // block then finds its data waiting and is paced, not measured), and the pipe's backlog
-    // grows at the rate difference (seen: +300 µs/s). See docs/timing.md, "Limits".
+    // Not asserted: that the loop engaged, and the stamps against the pacer (`s`, printed).
+    // With the reader on time the loop engages and the stamps stay within ±30 µs/s of the
+    // pacer (seen: +7.8, -6.8); but a reader delayed once by a loaded machine can leave the
+    // live clock's delay-locked loop reading a fast pipe at its old rate (every block then
+    // finds its data waiting and is paced, not measured): the frame count then agrees with
+    // the (paced) capture times, the loop has nothing to follow, and the pipe's backlog grows
+    // at the rate difference (seen: +300 µs/s). See docs/timing.md, "Limits".
     let _ = (s, olo, ohi);
 }
 

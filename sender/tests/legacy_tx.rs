@@ -60,7 +60,7 @@ fn capture(socks: &[&std::net::UdpSocket], seconds: f64) -> Vec<Vec<Captured>> {
             while let Ok(n) = s.recv(&mut buf) {
                 idle = false;
                 out[i].push(Captured {
-                    at: monotonic_ns(),
+                    at: monotonic_ns().ns(),
                     bytes: buf[..n].to_vec(),
                 });
             }

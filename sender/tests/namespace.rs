@@ -39,7 +39,7 @@ fn default_multicast_group_in_a_private_namespace() {
         .unwrap_or(false);
     let py = Command::new("python3").arg("-c").arg("pass").status();
     if !ok || !py.map(|s| s.success()).unwrap_or(false) {
-        eprintln!("SKIPPED: needs unshare -n (root) and python3");
+        skip_or_fail("needs unshare -n (root) and python3");
         return;
     }
     let dir = tmp("ns");

@@ -122,7 +122,7 @@ fn records_a_null_sink_monitor_while_paplay_plays_into_it() {
     .filter(|t| !have(t))
     .collect();
     if !missing.is_empty() {
-        eprintln!("SKIPPED: pulse input test needs {missing:?} installed");
+        skip_or_fail(&format!("pulse input test needs {missing:?} installed"));
         return;
     }
     let server = PulseServer::start();

@@ -3,13 +3,17 @@
 //! - [`rtp`]: the audio packet (RTP, L16/L24 big-endian, play time in a header extension);
 //! - [`status`]: the stream's status/config message (RTCP APP "WSYN");
 //! - [`nack`]: a receiver's request for missing packets (RTCP RTPFB generic NACK, RFC 4585);
-//! - [`ntp`]: time request and response of the time service (NTPv4 on-wire format, RFC 5905).
+//! - [`ntp`]: time request and response of the time service (NTPv4 on-wire format, RFC 5905);
+//! - [`report`]: a receiver's report to the master (RTCP RR + APP "WSRP");
+//! - [`control`]: the room control vocabulary on the control port (RTCP APP "WSCM").
 //!
 //! Decoders take any bytes and return [`DecodeError`] for anything malformed: they never panic
 //! and never allocate more than the datagram. `docs/wire.md` describes every byte.
 
+pub mod control;
 pub mod nack;
 pub mod ntp;
+pub mod report;
 pub mod rtp;
 pub mod status;
 
@@ -64,6 +68,28 @@ pub(crate) fn be_u64(b: &[u8], at: usize) -> u64 {
     ((be_u32(b, at) as u64) << 32) | be_u32(b, at + 4) as u64
 }
 
+/// Checks the first two bytes of an RTCP packet: version 2, no padding, packet type `pt`
+/// (the caller checked that `buf` has at least 2 bytes).
+pub(crate) fn check_rtcp(buf: &[u8], pt: u8) -> Result<(), DecodeError> {
+    let version = buf[0] >> 6;
+    if version != 2 {
+        return Err(DecodeError::BadVersion(version));
+    }
+    if buf[1] != pt {
+        return Err(DecodeError::Unsupported {
+            field: "RTCP packet type",
+            value: buf[1] as u32,
+        });
+    }
+    if buf[0] & 0x20 != 0 {
+        return Err(DecodeError::Unsupported {
+            field: "RTCP padding",
+            value: 1,
+        });
+    }
+    Ok(())
+}
+
 /// Why a message could not be encoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
@@ -110,6 +136,10 @@ pub enum Kind {
     Status,
     /// A NACK ([`nack::Nack`]): RTCP RTPFB (PT 205).
     Nack,
+    /// A receiver report ([`report::Report`]): RTCP RR (PT 201), an APP block following.
+    Report,
+    /// A control message ([`control::Envelope`]): RTCP APP (PT 204) named `WSCM`.
+    Control,
     /// An NTP packet ([`ntp::NtpPacket`]): at least 48 bytes, NTP version 3 or 4.
     Ntp,
     /// Anything else.
@@ -121,7 +151,9 @@ pub enum Kind {
 pub fn classify(buf: &[u8]) -> Kind {
     if buf.len() >= 12 && buf[0] >> 6 == 2 {
         match buf[1] {
+            204 if control::is_control(buf) => return Kind::Control,
             204 => return Kind::Status,
+            report::PT_RR => return Kind::Report,
             205 => return Kind::Nack,
             192..=223 => return Kind::Unknown,
             b if rtp::AudioPacket::is_audio_payload_type(b & 0x7f) => return Kind::Audio,
@@ -138,6 +170,7 @@ pub fn classify(buf: &[u8]) -> Kind {
 mod tests {
     use super::*;
     use crate::format::{ClockDomain, SampleFormat, StreamFormat};
+    use crate::time::TimelineNs;
     use proptest::prelude::*;
 
     #[test]
@@ -149,7 +182,7 @@ mod tests {
             seq: 1,
             timestamp: 2,
             ssrc: 3,
-            play_time: 4,
+            play_time: TimelineNs::from_ns(4),
             payload: &[0; 6],
         };
         let n = audio.encode(&mut buf).unwrap();

@@ -10,7 +10,7 @@
 //!
 //! At most [`MAX_ENTRIES`] entries per message, so one NACK asks for at most 64 * 17 packets.
 
-use super::{be_u16, be_u32, need, room, DecodeError, EncodeError};
+use super::{be_u16, be_u32, check_rtcp, need, room, DecodeError, EncodeError};
 
 /// RTCP packet type of transport-layer feedback.
 pub const PT_RTPFB: u8 = 205;
@@ -55,22 +55,7 @@ impl<'a> Nack<'a> {
     /// [`MAX_ENTRIES`] entries.
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
         need(buf, 4)?;
-        let version = buf[0] >> 6;
-        if version != 2 {
-            return Err(DecodeError::BadVersion(version));
-        }
-        if buf[1] != PT_RTPFB {
-            return Err(DecodeError::Unsupported {
-                field: "RTCP packet type",
-                value: buf[1] as u32,
-            });
-        }
-        if buf[0] & 0x20 != 0 {
-            return Err(DecodeError::Unsupported {
-                field: "RTCP padding",
-                value: 1,
-            });
-        }
+        check_rtcp(buf, PT_RTPFB)?;
         let fmt = buf[0] & 0x1f;
         if fmt != FMT_GENERIC_NACK {
             return Err(DecodeError::Unsupported {

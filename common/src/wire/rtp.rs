@@ -15,7 +15,7 @@
 
 use super::{be_u16, be_u32, be_u64, need, room, DecodeError, EncodeError};
 use crate::format::SampleFormat;
-use crate::time::{ns_from_ntp64, ntp64_from_ns, TimelineNs};
+use crate::time::{ntp64_from_ns, timeline_from_ntp64, TimelineNs};
 
 /// Length of the header this crate writes (fixed RTP header + play-time extension).
 pub const HEADER_LEN: usize = 28;
@@ -54,6 +54,20 @@ impl<'a> AudioPacket<'a> {
         SampleFormat::from_payload_type(pt).is_some()
     }
 
+    /// The same header with another payload (e.g. a copy the caller keeps beyond the
+    /// datagram's lifetime).
+    pub fn with_payload<'b>(&self, payload: &'b [u8]) -> AudioPacket<'b> {
+        AudioPacket {
+            marker: self.marker,
+            format: self.format,
+            seq: self.seq,
+            timestamp: self.timestamp,
+            ssrc: self.ssrc,
+            play_time: self.play_time,
+            payload,
+        }
+    }
+
     /// Bytes [`AudioPacket::encode`] writes.
     pub fn encoded_len(&self) -> usize {
         HEADER_LEN + self.payload.len()
@@ -77,7 +91,7 @@ impl<'a> AudioPacket<'a> {
         out[12..14].copy_from_slice(&ONE_BYTE_PROFILE.to_be_bytes());
         out[14..16].copy_from_slice(&3u16.to_be_bytes());
         out[16] = PLAY_TIME_EXT_ID << 4 | (8 - 1);
-        out[17..25].copy_from_slice(&ntp64_from_ns(self.play_time).to_be_bytes());
+        out[17..25].copy_from_slice(&ntp64_from_ns(self.play_time.ns()).to_be_bytes());
         out[25..28].fill(0);
         Ok(HEADER_LEN)
     }
@@ -137,7 +151,7 @@ impl<'a> AudioPacket<'a> {
             seq: be_u16(buf, 2),
             timestamp: be_u32(buf, 4),
             ssrc: be_u32(buf, 8),
-            play_time: ns_from_ntp64(play_ntp),
+            play_time: timeline_from_ntp64(play_ntp),
             payload,
         })
     }
@@ -209,7 +223,7 @@ mod tests {
             seq: 0x1234,
             timestamp: 0xDEAD_BEEF,
             ssrc: 0x0102_0304,
-            play_time: 5 * NS_PER_SEC + NS_PER_SEC / 2,
+            play_time: TimelineNs::from_ns(5 * NS_PER_SEC + NS_PER_SEC / 2),
             payload,
         }
     }
@@ -321,7 +335,10 @@ mod tests {
         let p = AudioPacket::decode(&b).unwrap();
         assert_eq!(p.format, SampleFormat::L24);
         assert_eq!((p.seq, p.timestamp, p.ssrc), (7, 9, 5));
-        assert_eq!(p.play_time, 2 * NS_PER_SEC + NS_PER_SEC / 4);
+        assert_eq!(
+            p.play_time,
+            TimelineNs::from_ns(2 * NS_PER_SEC + NS_PER_SEC / 4)
+        );
         assert_eq!(p.payload, &[1, 2, 3]);
     }
 
@@ -352,7 +369,7 @@ mod tests {
         ) {
             let format = if l24 { SampleFormat::L24 } else { SampleFormat::L16 };
             let payload: Vec<u8> = (0..samples * format.bytes()).map(|i| i as u8).collect();
-            let p = AudioPacket { marker, format, seq, timestamp, ssrc, play_time, payload: &payload };
+            let p = AudioPacket { marker, format, seq, timestamp, ssrc, play_time: TimelineNs::from_ns(play_time), payload: &payload };
             let mut out = vec![0u8; p.encoded_len()];
             prop_assert_eq!(p.encode(&mut out), Ok(out.len()));
             prop_assert_eq!(AudioPacket::decode(&out), Ok(p));

@@ -9,6 +9,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
+use wavesync_common::time::LocalNs;
 use wavesync_common::time::{ns_from_ntp64, ntp64_from_ns};
 use wavesync_common::time_client::{TimeClient, TimeClientConfig};
 use wavesync_common::wire::ntp::NtpPacket;
@@ -235,7 +236,7 @@ pub fn run_pair(path: &Path, clocks: [&Clocks; 2], seed: u64, duration: i64) -> 
             next_cross_down = next_cross_down.saturating_add(exp(&mut rng, path.cross_down.0));
         }
         for (k, c) in clients.iter_mut().enumerate() {
-            while let Some(req) = c.poll_transmit(clocks[k].local(t)) {
+            while let Some(req) = c.poll_transmit(LocalNs::from_ns(clocks[k].local(t))) {
                 if let Some((at, dup)) = up.decide(t, &mut rng) {
                     flights.push((at, Flight::ToServer(k, req)));
                     if let Some(d) = dup {
@@ -273,7 +274,7 @@ pub fn run_pair(path: &Path, clocks: [&Clocks; 2], seed: u64, duration: i64) -> 
                 }
                 Flight::ToClient(k, bytes) => {
                     let now = clocks[k].local(t);
-                    if let Ok(ev) = clients[k].handle_response(now, &bytes) {
+                    if let Ok(ev) = clients[k].handle_response(LocalNs::from_ns(now), &bytes) {
                         out.runs[k].events.push((t, ev));
                         if let Ok(p) = NtpPacket::decode(&bytes) {
                             let (t1, t2, t3) = (
@@ -292,9 +293,10 @@ pub fn run_pair(path: &Path, clocks: [&Clocks; 2], seed: u64, duration: i64) -> 
             for k in 0..2 {
                 if let Some(est) = clients[k].estimate() {
                     let c = clocks[k];
-                    let err = est.to_timeline(c.local(next_tick)) - master.master(next_tick);
+                    let err = est.to_timeline(LocalNs::from_ns(c.local(next_tick)))
+                        - master.master(next_tick);
                     let r = &mut out.runs[k];
-                    r.errors.push((next_tick, err));
+                    r.errors.push((next_tick, err.ns()));
                     r.rate_errors
                         .push((next_tick, (est.rate - c.true_rate()) * 1e6));
                     r.uncertainty.push((next_tick, est.uncertainty_ns));
@@ -311,7 +313,7 @@ pub fn run_pair(path: &Path, clocks: [&Clocks; 2], seed: u64, duration: i64) -> 
             .min(next_cross_down)
             .min(flights.iter().map(|f| f.0).min().unwrap_or(i64::MAX));
         for (k, c) in clients.iter().enumerate() {
-            wake = wake.min(clocks[k].true_at_local(c.poll_timeout()));
+            wake = wake.min(clocks[k].true_at_local(c.poll_timeout().ns()));
         }
         t = wake.max(t + 1);
     }

@@ -16,6 +16,7 @@ use wavesync_common::format::SampleFormat;
 use wavesync_common::jitter::{PacketIn, PushOutcome};
 use wavesync_common::playout::{FillReport, Playout, PlayoutConfig, PlayoutStats};
 use wavesync_common::time::NS_PER_SEC;
+use wavesync_common::time::{LocalNs, TimelineNs};
 
 /// Channels of the test signal: a coarse ramp (1 LSB/frame) and two fine ramps.
 pub const CH: u8 = 3;
@@ -199,8 +200,8 @@ pub fn run(sc: &Scenario) -> Outcome {
     let to_local = |tl: f64| l0 as f64 + (tl - tl0 as f64) / (1.0 + c);
     let to_timeline = |l: f64| tl0 as f64 + (l - l0 as f64) * (1.0 + c);
     let exact = ClockEstimate {
-        ref_local: l0,
-        ref_timeline: tl0,
+        ref_local: LocalNs::from_ns(l0),
+        ref_timeline: TimelineNs::from_ns(tl0),
         rate: 1.0 + c,
         uncertainty_ns: 0,
     };
@@ -287,8 +288,10 @@ pub fn run(sc: &Scenario) -> Outcome {
             if let Some((on, rn)) = &noise {
                 let rate_err = rn.sample(&mut rng) * 1e-6;
                 clock = ClockEstimate {
-                    ref_local: now as i64,
-                    ref_timeline: (to_timeline(now) + on.sample(&mut rng)).round() as i64,
+                    ref_local: LocalNs::from_ns(now as i64),
+                    ref_timeline: TimelineNs::from_ns(
+                        (to_timeline(now) + on.sample(&mut rng)).round() as i64,
+                    ),
                     rate: 1.0 + c + rate_err,
                     uncertainty_ns: 0,
                 };
@@ -314,11 +317,11 @@ pub fn run(sc: &Scenario) -> Outcome {
                 }
             }
             let o = playout.push_parts(
-                now as i64,
+                LocalNs::from_ns(now as i64),
                 &PacketIn {
                     seq: sc.seq0.wrapping_add(p.index as u16),
                     timestamp: sc.ts0.wrapping_add((p.index * sc.fpp) as u32),
-                    play_time: p.play,
+                    play_time: TimelineNs::from_ns(p.play),
                     marker: p.index == 0,
                     format: SampleFormat::L16,
                     payload: &payload,
@@ -342,11 +345,11 @@ pub fn run(sc: &Scenario) -> Outcome {
                 ];
                 for (seq, play_time) in junk {
                     let o = playout.push_parts(
-                        now as i64,
+                        LocalNs::from_ns(now as i64),
                         &PacketIn {
                             seq,
                             timestamp: rng.gen(),
-                            play_time,
+                            play_time: TimelineNs::from_ns(play_time),
                             marker: false,
                             format: SampleFormat::L16,
                             payload: &payload,
@@ -365,7 +368,7 @@ pub fn run(sc: &Scenario) -> Outcome {
                 0.0
             };
         let out = &mut output[k * sc.period * ch..(k + 1) * sc.period * ch];
-        let rep = playout.fill(measured.round() as i64, out);
+        let rep = playout.fill(LocalNs::from_ns(measured.round() as i64), out);
         reports.push(rep);
         // What actually played, and when.
         for i in 0..sc.period {

@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp, LogNormal, Pareto};
 use wavesync_common::clock::{ClockEstimate, ClockEvent};
 use wavesync_common::time::ntp64_from_ns;
+use wavesync_common::time::LocalNs;
 use wavesync_common::time_client::{TimeClient, TimeClientConfig, TimeClientStats};
 use wavesync_common::wire::ntp::NtpPacket;
 
@@ -289,7 +290,7 @@ pub fn run(sc: &Scenario) -> Run {
     while t <= sc.duration {
         // Client timers.
         let local = clocks.local(t);
-        while let Some(req) = client.poll_transmit(local) {
+        while let Some(req) = client.poll_transmit(LocalNs::from_ns(local)) {
             if let (Some(d), false) = (sc.profile.up.sample(&mut rng), lost(t)) {
                 flights.push((t + d, Flight::ToServer(req)));
             }
@@ -329,7 +330,9 @@ pub fn run(sc: &Scenario) -> Run {
                     }
                 }
                 Flight::ToClient(bytes) => {
-                    if let Ok(ev) = client.handle_response(clocks.local(t), &bytes) {
+                    if let Ok(ev) =
+                        client.handle_response(LocalNs::from_ns(clocks.local(t)), &bytes)
+                    {
                         out.events.push((t, ev));
                         out.rtts.push(rtt_of(&bytes, clocks.local(t)));
                     }
@@ -344,7 +347,7 @@ pub fn run(sc: &Scenario) -> Run {
             next_tick += sc.tick;
         }
         // Next event.
-        let wake = clocks.true_at_local(client.poll_timeout()).max(t + 1);
+        let wake = clocks.true_at_local(client.poll_timeout().ns()).max(t + 1);
         let arrival = flights.iter().map(|f| f.0).min().unwrap_or(i64::MAX);
         t = wake.min(arrival).min(next_tick).max(t + 1);
     }
@@ -365,8 +368,8 @@ fn rtt_of(reply: &[u8; 48], t4: i64) -> i64 {
 }
 
 fn record(out: &mut Run, clocks: &Clocks, est: &ClockEstimate, t: i64) {
-    let err = est.to_timeline(clocks.local(t)) - clocks.master(t);
-    out.errors.push((t, err));
+    let err = est.to_timeline(LocalNs::from_ns(clocks.local(t))) - clocks.master(t);
+    out.errors.push((t, err.ns()));
     out.rate_errors
         .push((t, (est.rate - clocks.true_rate()) * 1e6));
     out.uncertainty.push((t, est.uncertainty_ns));

@@ -383,7 +383,7 @@ impl Listener {
             while !s2.load(Ordering::SeqCst) {
                 if let Ok(n) = sock.recv(&mut buf) {
                     got.push(Datagram {
-                        at: monotonic_ns(),
+                        at: monotonic_ns().ns(),
                         bytes: buf[..n].to_vec(),
                     });
                 }
@@ -455,7 +455,7 @@ pub fn audio_packets(datagrams: &[Datagram]) -> Vec<Packet> {
                 seq: p.seq,
                 timestamp: p.timestamp,
                 ssrc: p.ssrc,
-                play_time: p.play_time,
+                play_time: p.play_time.ns(),
                 samples,
             })
         })

@@ -414,10 +414,14 @@ impl Output for AlsaOutput {
         }
         let h = status.get_htstamp();
         #[allow(clippy::unnecessary_cast)] // time_t and long are 32 bits on some targets
-        let ts = h.tv_sec as i64 * NS_PER_SEC + h.tv_nsec as i64;
+        let ts = LocalNs::from_ns(h.tv_sec as i64 * NS_PER_SEC + h.tv_nsec as i64);
         // Trust the stamp only when it is monotonic and recent (the `null` PCM freezes it).
         let stale_limit = (2 * d.ns_of(d.buffer as i64)).max(50_000_000);
-        let ts = if d.monotonic_ts && ts > 0 && ts <= now + 1_000_000 && now - ts < stale_limit {
+        let ts = if d.monotonic_ts
+            && ts > LocalNs::from_ns(0)
+            && ts <= now + 1_000_000
+            && now - ts < stale_limit
+        {
             ts
         } else {
             now

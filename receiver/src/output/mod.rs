@@ -222,6 +222,7 @@ impl From<&OutputConfig> for OutputSpec {
                 latency_ms,
                 coarse,
                 log,
+                audio,
                 period_ms,
                 buffer_frames,
             } => OutputSpec::Virtual(virtual_dac::VirtualConfig {
@@ -229,6 +230,7 @@ impl From<&OutputConfig> for OutputSpec {
                 latency_ms: *latency_ms,
                 coarse: *coarse,
                 log: log.clone(),
+                audio: audio.clone(),
                 period_ms: *period_ms,
                 buffer_frames: *buffer_frames,
                 ..virtual_dac::VirtualConfig::default()
@@ -248,7 +250,7 @@ impl From<&OutputConfig> for OutputSpec {
 }
 
 /// Builds (does not open) the output `spec` describes.
-pub fn open_output(spec: &OutputSpec) -> Box<dyn Output> {
+pub fn build_output(spec: &OutputSpec) -> Box<dyn Output> {
     match spec {
         OutputSpec::Alsa(c) => Box::new(alsa::AlsaOutput::new(c.clone())),
         OutputSpec::Virtual(c) => Box::new(virtual_dac::VirtualDac::new(c.clone())),
@@ -258,7 +260,7 @@ pub fn open_output(spec: &OutputSpec) -> Box<dyn Output> {
 
 /// Builds (does not open) the output the receiver's configuration asks for.
 pub fn from_config(cfg: &OutputConfig) -> Box<dyn Output> {
-    open_output(&OutputSpec::from(cfg))
+    build_output(&OutputSpec::from(cfg))
 }
 
 /// Exponential backoff for reopening a failed device: 50 ms, 100 ms, ... up to 5 s.

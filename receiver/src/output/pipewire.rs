@@ -118,23 +118,23 @@ impl Shared {
     }
 
     /// A consistent (consumed, next_ring_ns) pair.
-    fn snapshot(&self) -> (u64, i64) {
+    fn snapshot(&self) -> (u64, LocalNs) {
         loop {
             let s1 = self.seq.load(Ordering::Acquire);
             let consumed = self.consumed.load(Ordering::Acquire);
             let next = self.next_ring_ns.load(Ordering::Acquire);
             let s2 = self.seq.load(Ordering::Acquire);
             if s1 == s2 && s1 % 2 == 0 {
-                return (consumed, next);
+                return (consumed, LocalNs::from_ns(next));
             }
             std::hint::spin_loop();
         }
     }
 
-    fn publish(&self, consumed: u64, next: i64) {
+    fn publish(&self, consumed: u64, next: LocalNs) {
         self.seq.fetch_add(1, Ordering::AcqRel);
         self.consumed.store(consumed, Ordering::Release);
-        self.next_ring_ns.store(next, Ordering::Release);
+        self.next_ring_ns.store(next.ns(), Ordering::Release);
         self.seq.fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -436,17 +436,18 @@ impl Rt {
             let queued_frames = (t.queued() as usize / stride) as i64;
             let ahead_ns = ticks_ns(t.delay() + t.buffered() as i64)
                 + queued_frames * 1_000_000_000 / self.rate.max(1) as i64;
-            let first = t.now() + self.clock_offset_ns + ahead_ns;
+            // The graph's time, in the daemon's time namespace, on our monotonic clock.
+            let first = LocalNs::from_ns(t.now() + self.clock_offset_ns + ahead_ns);
             let next = first + frames as i64 * 1_000_000_000 / self.rate.max(1) as i64;
             if t.now() > 0 {
                 // The graph skipped cycles (an xrun on a loaded host): what follows plays
                 // later than the previous cycle announced. Count it like an underrun.
                 let expected = self.shared.next_ring_ns.load(Ordering::Relaxed);
-                if expected != 0 && (first - expected).abs() > SLIP_NS && self.consumed > 0 {
+                if expected != 0 && (first.ns() - expected).abs() > SLIP_NS && self.consumed > 0 {
                     self.shared.underruns.fetch_add(1, Ordering::Relaxed);
                 }
                 self.shared.publish(self.consumed, next);
-                if (monotonic_ns() - t.now() - self.clock_offset_ns).abs() > FOREIGN_CLOCK_NS {
+                if (monotonic_ns().ns() - t.now() - self.clock_offset_ns).abs() > FOREIGN_CLOCK_NS {
                     self.shared.foreign_clock.store(true, Ordering::Relaxed);
                 }
             }
@@ -722,7 +723,7 @@ impl Output for PipeWireOutput {
         // Between cycles the ring's next frame still leaves at the published time, even when
         // the callback runs late on a loaded host (the graph's times are its schedule, not our
         // wake-ups). Long past it, the graph has stopped taking audio: assume it starts now.
-        if next_ring == 0 || consumed == 0 || now - next_ring > STALLED_NS {
+        if next_ring.ns() == 0 || consumed == 0 || now - next_ring > STALLED_NS {
             return Ok(DacTiming {
                 next_frame_local: now + r.ns_of(queued),
                 delay_frames: queued,
@@ -839,13 +840,13 @@ mod tests {
         let w = s.clone();
         let writer = std::thread::spawn(move || {
             for i in 1..=100_000u64 {
-                w.publish(i, i as i64 * 1000);
+                w.publish(i, LocalNs::from_ns(i as i64 * 1000));
             }
         });
         let mut last = 0;
         while last < 100_000 {
             let (c, n) = s.snapshot();
-            assert_eq!(n, c as i64 * 1000, "torn read");
+            assert_eq!(n, LocalNs::from_ns(c as i64 * 1000), "torn read");
             assert!(c >= last);
             last = c;
         }

@@ -56,14 +56,14 @@ const MAX_WINDOW_NS: i64 = 500_000_000;
 pub struct PointerTracker {
     rate: u32,
     mode: PointerMode,
-    ring: [(i64, i64); CAP],
+    ring: [(LocalNs, i64); CAP],
     head: usize,
     len: usize,
     coarse: bool,
     evidence: u32,
-    stall_start: Option<(i64, i64)>,
+    stall_start: Option<(LocalNs, i64)>,
     max_stall_ns: i64,
-    last: Option<(i64, i64)>,
+    last: Option<(LocalNs, i64)>,
     first_consumed: Option<i64>,
     moved: bool,
 }
@@ -74,7 +74,7 @@ impl PointerTracker {
         PointerTracker {
             rate: rate.max(1),
             mode,
-            ring: [(0, 0); CAP],
+            ring: [(LocalNs::from_ns(0), 0); CAP],
             head: 0,
             len: 0,
             coarse: mode == PointerMode::Envelope,
@@ -187,8 +187,8 @@ impl PointerTracker {
 
     /// The pointer's phase: frames consumed extrapolated back to local time 0 at the nominal
     /// rate. Snapshots of a steadily running device share it (up to the step lag).
-    fn phase(&self, (t, c): (i64, i64)) -> f64 {
-        c as f64 - t as f64 * self.rate as f64 / NS_PER_SEC as f64
+    fn phase(&self, (t, c): (LocalNs, i64)) -> f64 {
+        c as f64 - t.ns() as f64 * self.rate as f64 / NS_PER_SEC as f64
     }
 
     /// When the last [`SLIP_SAMPLES`] snapshots agree with each other but all lie behind an
@@ -212,7 +212,7 @@ impl PointerTracker {
         let window = self.window_ns();
         let older_best = (SLIP_SAMPLES..self.len)
             .map(|i| self.nth_latest(i))
-            .take_while(|(t, _)| now - t <= window)
+            .take_while(|(t, _)| now - *t <= window)
             .map(|s| self.phase(s))
             .fold(f64::MIN, f64::max);
         if older_best - hi > SLIP_MIN_NS as f64 * per_ns {
@@ -236,11 +236,11 @@ impl PointerTracker {
     }
 
     /// The `i`-th newest snapshot (0: the newest); `i < self.len`.
-    fn nth_latest(&self, i: usize) -> (i64, i64) {
+    fn nth_latest(&self, i: usize) -> (LocalNs, i64) {
         self.ring[(self.head + CAP - 1 - i) % CAP]
     }
 
-    fn push(&mut self, t: i64, c: i64) {
+    fn push(&mut self, t: LocalNs, c: i64) {
         self.ring[self.head] = (t, c);
         self.head = (self.head + 1) % CAP;
         self.len = (self.len + 1).min(CAP);
@@ -272,8 +272,8 @@ mod tests {
         for k in 1..200 {
             let t = k * 5_000_000 + (k * 7919 % 1000) * 1000;
             let (w, d) = snapshot(t, 0.0, 1, 96, 960);
-            let next = p.predict(t, w, d);
-            let err = next - true_next(w, 0.0, 96);
+            let next = p.predict(LocalNs::from_ns(t), w, d);
+            let err = next.ns() - true_next(w, 0.0, 96);
             assert!(err.abs() < 25_000, "k {k}: error {err} ns");
         }
         assert!(!p.is_coarse());
@@ -288,12 +288,12 @@ mod tests {
         for k in 1..400i64 {
             let t = k * 5_000_000 + (k * 7919 % 3000) * 1000;
             let (w, d) = snapshot(t, 80.0, 1024, 0, 4096);
-            let next = p.predict(t, w, d);
+            let next = p.predict(LocalNs::from_ns(t), w, d);
             let truth = true_next(w, 80.0, 0);
             let raw = t + d * 1_000_000_000 / RATE as i64;
             raw_worst = raw_worst.max(raw - truth);
             if k > 50 {
-                worst_late = worst_late.max((next - truth).abs());
+                worst_late = worst_late.max((next.ns() - truth).abs());
             }
         }
         assert!(p.is_coarse());
@@ -310,13 +310,13 @@ mod tests {
         let start = 12_500_000;
         let truth = |w: i64| start + w * 1_000_000_000 / RATE as i64;
         for (t, w) in [(10_000, 240), (50_000, 480), (100_000, 720)] {
-            p.predict(t, w, w);
+            p.predict(LocalNs::from_ns(t), w, w);
         }
         for k in 0..40i64 {
             let t = start + 300_000 + k * 5_000_000;
             let consumed = (t - start) * RATE as i64 / 1_000_000_000;
             let w = consumed + 800;
-            let err = p.predict(t, w, w - consumed) - truth(w);
+            let err = p.predict(LocalNs::from_ns(t), w, w - consumed).ns() - truth(w);
             assert!(err.abs() < 50_000, "k {k}: error {err} ns");
         }
     }
@@ -335,7 +335,7 @@ mod tests {
             }
             let w = consumed + 900;
             let truth = t + 900 * 1_000_000_000 / RATE as i64;
-            let err = p.predict(t, w, w - consumed) - truth;
+            let err = p.predict(LocalNs::from_ns(t), w, w - consumed).ns() - truth;
             // Right after the slip the tracker may trust the old timeline for a few readings.
             if !(500_000_000..=500_000_000 + 5 * 5_400_000).contains(&t) {
                 worst_after = worst_after.max(err.abs());
@@ -348,9 +348,9 @@ mod tests {
     #[test]
     fn reset_on_backwards_pointer() {
         let mut p = PointerTracker::new(RATE, PointerMode::Envelope);
-        p.predict(1_000_000_000, 96_000, 4_000);
+        p.predict(LocalNs::from_ns(1_000_000_000), 96_000, 4_000);
         // A new run: the pointer restarts at 0.
-        let next = p.predict(1_010_000_000, 960, 960);
-        assert_eq!(next, 1_030_000_000);
+        let next = p.predict(LocalNs::from_ns(1_010_000_000), 960, 960);
+        assert_eq!(next, LocalNs::from_ns(1_030_000_000));
     }
 }

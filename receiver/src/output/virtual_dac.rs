@@ -122,8 +122,8 @@ fn create(path: &Path) -> Result<BufWriter<File>, OutputError> {
 /// Sleeps until `t` on CLOCK_MONOTONIC.
 fn sleep_until(t: LocalNs) {
     let ts = libc::timespec {
-        tv_sec: (t / NS_PER_SEC) as libc::time_t,
-        tv_nsec: (t % NS_PER_SEC) as libc::c_long,
+        tv_sec: (t.ns() / NS_PER_SEC) as libc::time_t,
+        tv_nsec: (t.ns() % NS_PER_SEC) as libc::c_long,
     };
     loop {
         // SAFETY: `ts` is a valid timespec; the remainder pointer may be null with ABSTIME.
@@ -178,8 +178,8 @@ impl Open {
     fn log_line(&mut self, pos: Option<f64>, frames: usize, mono: LocalNs, rt_offset: i64) {
         if let Some((path, w)) = self.log.as_mut() {
             let r = match pos {
-                Some(p) => writeln!(w, "{p:.3} {frames} {} {mono}", mono + rt_offset),
-                None => writeln!(w, "-1 {frames} {} {mono}", mono + rt_offset),
+                Some(p) => writeln!(w, "{p:.3} {frames} {} {mono}", mono.ns() + rt_offset),
+                None => writeln!(w, "-1 {frames} {} {mono}", mono.ns() + rt_offset),
             };
             if let Err(e) = r {
                 log::warn!("virtual DAC: cannot write the log {path:?}: {e}; logging stops");
@@ -349,7 +349,7 @@ impl Output for VirtualDac {
         let mono1 = monotonic_ns();
         let real = realtime_ns();
         let now = monotonic_ns();
-        let rt_offset = real - (mono1 + now) / 2;
+        let rt_offset = real - (mono1.ns() + now.ns()) / 2;
         o.check_underrun(now)?;
         let frames_in = samples.len() / o.channels;
         let mut run = o.run.unwrap_or(Run {

@@ -5,6 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../../../test-support/skip.rs"]
+mod skip;
+use skip::skip_or_fail;
+
 /// A headless PipeWire + WirePlumber, stopped on drop.
 pub struct Daemon {
     dir: PathBuf,
@@ -21,7 +25,7 @@ impl Daemon {
         match d.run("start") {
             Ok(()) => {}
             Err(why) if why.contains("not installed") => {
-                eprintln!("skipping: {why}");
+                skip_or_fail(&why);
                 return None;
             }
             Err(why) => panic!("headless PipeWire did not start: {why}"),

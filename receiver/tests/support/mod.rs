@@ -18,9 +18,23 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 use wavesync_common::format::StreamFormat;
 use wavesync_common::sender::{SenderConfig, SenderCore, SenderStats, Target};
+use wavesync_common::time::{LocalNs, TimelineNs};
 use wavesync_common::wire::rtp::AudioPacket;
 use wavesync_common::wire::{classify, Kind};
 use wavesync_receiver::clock_io::{monotonic_ns, realtime_ns};
+
+/// The receiver binary under test and the sender binary built beside it (`cargo test
+/// --workspace` builds both); panics naming the missing one.
+pub fn sender_and_receiver() -> (PathBuf, PathBuf) {
+    let receiver = PathBuf::from(env!("CARGO_BIN_EXE_wavesync-receiver"));
+    let sender = receiver.with_file_name("wavesync-sender");
+    assert!(
+        sender.exists(),
+        "{} is not built: run `cargo build -p wavesync-sender` (cargo test --workspace does)",
+        sender.display()
+    );
+    (sender, receiver)
+}
 
 /// A multicast group on loopback, one per purpose (`salt`), on a port the kernel just found
 /// free, so parallel tests never share and nothing else on the host is assumed absent.
@@ -313,10 +327,12 @@ impl TestSender {
             let mut loss = Loss::new(&opts, packet_ms);
             let mut jitter_rng = Rng::new(opts.seed ^ 0x5eed);
             let mut resend_rng = Rng::new(opts.seed ^ 0xbeef);
-            let mut delayed: VecDeque<(i64, SocketAddr, Vec<u8>)> = VecDeque::new();
+            let mut delayed: VecDeque<(LocalNs, SocketAddr, Vec<u8>)> = VecDeque::new();
             let mut st = TestStats::default();
             while !sh.stop.load(Ordering::Relaxed) {
                 let off = sh.timeline_offset.load(Ordering::Relaxed);
+                // This test master's timeline: our monotonic clock shifted by `off`.
+                let timeline = |l: LocalNs| TimelineNs::from_ns(l.ns() + off);
                 let cut = sh.partitioned.load(Ordering::Relaxed);
                 let mono = monotonic_ns();
                 let due = ((mono - start) as u128 * rate as u128 / 1_000_000_000) as u64;
@@ -333,7 +349,7 @@ impl TestSender {
                         );
                     }
                     let capture = start + (sent_frames as i64 * 1_000_000_000) / rate as i64;
-                    if let Err(e) = core.push_audio(capture + off, &block[..ch * n]) {
+                    if let Err(e) = core.push_audio(timeline(capture), &block[..ch * n]) {
                         panic!("test sender: {e}");
                     }
                     sent_frames += n as u64;
@@ -349,11 +365,11 @@ impl TestSender {
                         st.nacks_ignored += 1;
                         continue;
                     }
-                    core.handle_control(monotonic_ns() + off, from, &rx[..len]);
+                    core.handle_control(timeline(monotonic_ns()), from, &rx[..len]);
                 }
                 loop {
                     let before = core.stats().resends_sent;
-                    let Some(t) = core.poll_transmit(monotonic_ns() + off, &mut buf) else {
+                    let Some(t) = core.poll_transmit(timeline(monotonic_ns()), &mut buf) else {
                         break;
                     };
                     let bytes = &buf[..t.len];
@@ -365,7 +381,7 @@ impl TestSender {
                             if let Ok(mut s) = sh.sent.lock() {
                                 s.push(SentPacket {
                                     ts: p.timestamp,
-                                    play_mono: p.play_time - off,
+                                    play_mono: p.play_time.ns() - off,
                                 });
                             }
                         }
@@ -613,7 +629,7 @@ pub fn final_counts(log_text: &str) -> Option<Counts> {
 }
 
 /// One JSON snapshot from a receiver's status socket.
-pub fn read_status(sock: &Path) -> Option<wavesync_receiver::status::Status> {
+pub fn read_status(sock: &Path) -> Option<wavesync_receiver::status::StatusReport> {
     use std::io::Read;
     let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
@@ -712,7 +728,7 @@ pub fn real_minus_mono() -> i64 {
             let a = monotonic_ns();
             let r = realtime_ns();
             let b = monotonic_ns();
-            (b - a, r - (a + b) / 2)
+            (b - a, r - (a.ns() + b.ns()) / 2)
         })
         .min_by_key(|x| x.0)
         .map(|x| x.1)

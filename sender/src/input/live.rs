@@ -13,7 +13,7 @@
 //!   loop restarts at the late block, so the sender starts a new run at real time.
 
 use wavesync_common::dll::{Dll, DllUpdate};
-use wavesync_common::time::{LocalNs, TimelineNs};
+use wavesync_common::time::LocalNs;
 
 use wavesync_net::clock;
 
@@ -84,7 +84,7 @@ impl LiveClock {
     /// A block of `frames` frames finished arriving at `arrival` (now). Returns the capture
     /// time of its first frame; holds the caller back first if the block is ahead of real
     /// time.
-    pub fn stamp(&mut self, arrival: LocalNs, frames: usize) -> TimelineNs {
+    pub fn stamp(&mut self, arrival: LocalNs, frames: usize) -> LocalNs {
         self.stats.blocks += 1;
         if self.stalled {
             self.stalled = false;
@@ -189,7 +189,7 @@ mod tests {
         let mut c = LiveClock::new("test", 48_000);
         let ns_per_frame = 1e9 / (48_000.0 * (1.0 + 80e-6));
         let mut frames = 0u64;
-        let mut prev: Option<i64> = None;
+        let mut prev: Option<LocalNs> = None;
         let mut offsets = Vec::new();
         let mut rate_sum = 0.0;
         for burst in 0..8_000 {
@@ -197,7 +197,7 @@ mod tests {
             let arrival = burst_end + rnd() * 3e6;
             for i in 0..5 {
                 let true_start = 1e9 + frames as f64 * ns_per_frame;
-                let cap = c.stamp(arrival as i64 + i * 10_000, 240);
+                let cap = c.stamp(LocalNs::from_ns(arrival as i64 + i * 10_000), 240);
                 if let Some(p) = prev {
                     let step = (cap - p) as f64 - 240.0 * ns_per_frame;
                     assert!(
@@ -207,7 +207,7 @@ mod tests {
                 }
                 prev = Some(cap);
                 if burst > 4_000 {
-                    offsets.push(cap as f64 - true_start);
+                    offsets.push(cap.ns() as f64 - true_start);
                     rate_sum += c.rate_error_ppm();
                 }
                 frames += 240;
@@ -229,15 +229,18 @@ mod tests {
         let mut t = 1_000_000_000;
         for _ in 0..50 {
             t += 10_000_000;
-            c.stamp(t, 480);
+            c.stamp(LocalNs::from_ns(t), 480);
         }
-        c.idle(t + 100_000_000);
+        c.idle(LocalNs::from_ns(t + 100_000_000));
         assert_eq!(c.stats().stalls, 0);
-        c.idle(t + 600_000_000);
-        c.idle(t + 900_000_000);
+        c.idle(LocalNs::from_ns(t + 600_000_000));
+        c.idle(LocalNs::from_ns(t + 900_000_000));
         assert_eq!(c.stats().stalls, 1);
         let late = t + 2_000_000_000;
-        assert_eq!(c.stamp(late, 480), late - 10_000_000);
+        assert_eq!(
+            c.stamp(LocalNs::from_ns(late), 480),
+            LocalNs::from_ns(late - 10_000_000)
+        );
         assert_eq!(c.stats().restarts, 1);
     }
 }

@@ -1,7 +1,8 @@
 //! Where the audio comes from, and when each block of it was captured.
 //!
 //! Every input gives blocks of interleaved `f32` frames with the capture time of the block's
-//! first frame on the timeline (CLOCK_MONOTONIC ns), and never hands a block out before its
+//! first frame on this host's CLOCK_MONOTONIC (a [`LocalNs`]: the sender's timeline in clock
+//! domain `master`, where `run` puts it on the timeline), and never hands a block out before its
 //! last frame's capture time has come: the stream time never runs ahead of real time.
 //! - file and generated inputs (`wav:`, `tone`, `chirp`) are paced by the sender: frame `n` is
 //!   captured at `start + n / rate` exactly ([`paced`]);
@@ -24,7 +25,7 @@ pub mod wav;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use wavesync_common::time::TimelineNs;
+use wavesync_common::time::LocalNs;
 
 pub use pcm::RawFormat;
 
@@ -42,8 +43,8 @@ pub struct InputFormat {
 pub enum Block {
     /// `frames` frames at the start of the buffer; the first was captured at `capture`.
     Audio {
-        /// Capture time of the first frame (timeline ns).
-        capture: TimelineNs,
+        /// Capture time of the first frame (this host's CLOCK_MONOTONIC).
+        capture: LocalNs,
         /// Frames written.
         frames: usize,
     },

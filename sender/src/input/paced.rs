@@ -1,7 +1,7 @@
 //! Pacing for file and generated inputs: frame `n` is captured at `start + n / rate` on
 //! CLOCK_MONOTONIC, and a block is handed out once its last frame's time has come.
 
-use wavesync_common::time::{frames_to_ns, TimelineNs, NS_PER_SEC};
+use wavesync_common::time::{frames_to_ns, LocalNs, NS_PER_SEC};
 
 use wavesync_net::clock;
 
@@ -13,7 +13,7 @@ const MAX_BEHIND_NS: i64 = NS_PER_SEC / 2;
 #[derive(Clone, Debug)]
 pub struct Pacer {
     rate: u32,
-    start: Option<TimelineNs>,
+    start: Option<LocalNs>,
     frames: u64,
     restarts: u64,
 }
@@ -36,7 +36,7 @@ impl Pacer {
 
     /// Waits until a block of `frames` frames has been "captured" and returns the capture time
     /// of its first frame.
-    pub fn pace(&mut self, frames: usize) -> TimelineNs {
+    pub fn pace(&mut self, frames: usize) -> LocalNs {
         let now = clock::monotonic_ns();
         let start = *self.start.get_or_insert(now);
         let mut capture = start + frames_to_ns(self.frames as i64, self.rate);

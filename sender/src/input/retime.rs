@@ -11,7 +11,7 @@
 
 use wavesync_common::follow::{FollowConfig, FollowStats, Retimer};
 use wavesync_common::resample::Quality;
-use wavesync_common::time::TimelineNs;
+use wavesync_common::time::LocalNs;
 
 /// The retiming state of one live input, with the buffer its raw frames are decoded into.
 #[derive(Debug)]
@@ -57,12 +57,7 @@ impl LiveRetimer {
     /// Retimes the `frames` frames decoded into [`LiveRetimer::input`], the first captured at
     /// `capture`, into `out`; returns the capture time of the first output frame and the
     /// output frames (0 is possible just after the loop engages).
-    pub fn finish(
-        &mut self,
-        capture: TimelineNs,
-        frames: usize,
-        out: &mut [f32],
-    ) -> (TimelineNs, usize) {
+    pub fn finish(&mut self, capture: LocalNs, frames: usize, out: &mut [f32]) -> (LocalNs, usize) {
         let n = (frames * self.channels).min(self.input.len());
         let r = self.retimer.process(capture, &self.input[..n], out);
         let st = self.retimer.stats();
@@ -99,6 +94,7 @@ mod tests {
     use super::*;
     use wavesync_common::format::{SampleFormat, StreamFormat};
     use wavesync_common::packetizer::{Packetizer, PacketizerConfig};
+    use wavesync_common::time::TimelineNs;
 
     /// A source `ppm` fast delivering 5 ms blocks in bursts of five, each burst 0-3 ms late,
     /// for `seconds` of stream time (simulated: times lie in the past, nothing sleeps),
@@ -133,14 +129,18 @@ mod tests {
                     k += 1;
                     *x = 0.25 * (k as f32 * 0.05).sin();
                 }
-                let capture = clock.stamp(arrival + i * 10_000, n);
+                let capture = clock.stamp(LocalNs::from_ns(arrival + i * 10_000), n);
                 let (capture, m) = if retime {
                     rt.finish(capture, n, &mut out)
                 } else {
                     out[..n].copy_from_slice(rt.input(n));
                     (capture, n)
                 };
-                pk.push(capture, &out[..m], |_| {});
+                pk.push(
+                    TimelineNs::from_master_monotonic(capture),
+                    &out[..m],
+                    |_| {},
+                );
                 worst = worst.max(pk.stats().last_departure_ns.abs());
                 frames += n as u64;
             }

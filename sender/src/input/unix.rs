@@ -8,6 +8,7 @@
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use wavesync_common::time::LocalNs;
 
 use super::stream::{poll_read, ByteSource, ReadResult};
 use super::InputError;
@@ -19,7 +20,7 @@ const RECONNECT_NS: i64 = 1_000_000_000;
 pub struct UnixSource {
     path: PathBuf,
     conn: Option<UnixStream>,
-    last_attempt: i64,
+    last_attempt: LocalNs,
     failing: bool,
 }
 

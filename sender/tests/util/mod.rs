@@ -8,6 +8,12 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use wavesync_common::time::LocalNs;
+
+#[path = "../../../test-support/skip.rs"]
+mod skip;
+#[allow(unused_imports)] // Not every test binary that includes util skips.
+pub use skip::skip_or_fail;
 
 use wavesync_common::time::frames_to_ns;
 use wavesync_common::wire::rtp::AudioPacket;
@@ -112,7 +118,7 @@ impl Running {
     ) -> (Vec<Vec<Captured>>, ExitStatus, String) {
         let deadline = monotonic_ns() + max.as_nanos() as i64;
         let mut out: Vec<Vec<Captured>> = socks.iter().map(|_| Vec::new()).collect();
-        let mut exited: Option<(ExitStatus, i64)> = None;
+        let mut exited: Option<(ExitStatus, LocalNs)> = None;
         let mut buf = [0u8; 2048];
         for s in socks {
             s.set_nonblocking(true).unwrap();
@@ -123,7 +129,7 @@ impl Running {
                 while let Ok(n) = s.recv(&mut buf) {
                     idle = false;
                     out[i].push(Captured {
-                        at: monotonic_ns(),
+                        at: monotonic_ns().ns(),
                         bytes: buf[..n].to_vec(),
                     });
                 }
@@ -197,7 +203,7 @@ pub fn audio(c: &[Captured]) -> Vec<Audio> {
                 seq: p.seq,
                 ts: p.timestamp,
                 ssrc: p.ssrc,
-                play: p.play_time,
+                play: p.play_time.ns(),
                 payload: p.payload.to_vec(),
             }
         })

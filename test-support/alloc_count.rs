@@ -1,5 +1,11 @@
 //! Counts heap allocations made by the current thread while `COUNTING` is set: the
-//! real-time paths' allocation tests (`#[path]`-included by the simulations that use it).
+//! allocation tests of the real-time paths install [`Counting`] as the global allocator.
+//!
+//! One file for every test crate of the workspace, included with
+//! `#[path = "<relative path to>/test-support/alloc_count.rs"] mod alloc_count;`.
+
+// A global allocator can only be implemented with `unsafe impl`.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
