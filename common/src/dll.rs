@@ -125,7 +125,14 @@ impl Dll {
         self.next = predicted_end + b * err;
         if frames > 0 {
             let lim = self.nominal_ns_per_frame * MAX_RATE_ERROR;
-            self.ns_per_frame = (self.ns_per_frame + c * err / frames as f64).clamp(
+            // One block that came very late (the reader was not scheduled for a while) moves
+            // the rate no more than one a tenth of the restart limit late: otherwise a single
+            // 100 ms hiccup would shift the rate by hundreds of ppm.
+            let rate_err = err.clamp(
+                -(self.max_error_ns as f64) / 10.0,
+                self.max_error_ns as f64 / 10.0,
+            );
+            self.ns_per_frame = (self.ns_per_frame + c * rate_err / frames as f64).clamp(
                 self.nominal_ns_per_frame - lim,
                 self.nominal_ns_per_frame + lim,
             );
@@ -197,6 +204,24 @@ mod tests {
         assert!(
             (mean_rate - 120.0).abs() < 15.0,
             "mean rate {mean_rate} ppm"
+        );
+    }
+
+    #[test]
+    fn one_very_late_block_barely_moves_the_rate() {
+        // Blocks on time, then one 40 ms late (under the 50 ms restart limit): the rate it
+        // leaves is off by far less than the ~300 ppm an unclamped correction would give.
+        let mut dll = Dll::new(48_000, 0.2, 50 * MS);
+        let mut t = l(0);
+        for _ in 0..2_000 {
+            t += 5 * MS;
+            dll.update(t, 240);
+        }
+        dll.update(t + 5 * MS + 40 * MS, 240);
+        assert!(
+            dll.rate_error_ppm().abs() < 50.0,
+            "{}",
+            dll.rate_error_ppm()
         );
     }
 

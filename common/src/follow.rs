@@ -202,18 +202,10 @@ impl Follower {
         self.stats.blocks += 1;
         let Some(anchor) = self.anchor else {
             self.started = capture;
-            self.anchor = Some(capture);
-            self.produced = 0;
-            self.last = Some((capture, 0.0));
-            self.stats.error_ns = 0.0;
-            return self.ratio();
+            return self.anchor_at(capture);
         };
         if capture - self.started < self.cfg.settle_ns && capture >= self.started {
-            self.anchor = Some(capture);
-            self.produced = 0;
-            self.last = Some((capture, 0.0));
-            self.stats.error_ns = 0.0;
-            return self.ratio();
+            return self.anchor_at(capture);
         }
         let predicted = anchor.ns() as f64 + self.produced as f64 * self.ns_per_frame;
         let err = capture.ns() as f64 - predicted;
@@ -221,11 +213,7 @@ impl Follower {
         if (err - last_err).abs() > self.cfg.max_step_ns as f64 || capture < last_t {
             self.stats.reanchors += 1;
             self.started = capture;
-            self.anchor = Some(capture);
-            self.produced = 0;
-            self.last = Some((capture, 0.0));
-            self.stats.error_ns = 0.0;
-            return self.ratio();
+            return self.anchor_at(capture);
         }
         self.last = Some((capture, err));
         self.stats.error_ns = err;
@@ -250,6 +238,15 @@ impl Follower {
         self.integral = (self.integral + self.ki * e * dt).clamp(-lim, lim);
         self.ratio = 1.0 - (self.kp * e + self.integral).clamp(-lim, lim);
         Some(self.ratio)
+    }
+
+    /// Starts counting frames afresh at a block captured at `capture`.
+    fn anchor_at(&mut self, capture: LocalNs) -> Option<f64> {
+        self.anchor = Some(capture);
+        self.produced = 0;
+        self.last = Some((capture, 0.0));
+        self.stats.error_ns = 0.0;
+        self.ratio()
     }
 
     /// The block gave `frames` output frames.

@@ -36,12 +36,6 @@ fn check_leads(a: &[Audio]) {
     }
 }
 
-fn base(cmd: &mut std::process::Command, dest: &std::net::UdpSocket) {
-    cmd.args(["--dest", &dest.local_addr().unwrap().to_string()])
-        .args(["--control-port", &free_port().to_string()])
-        .args(["--stats-interval", "0"]);
-}
-
 #[test]
 fn tone_packets_carry_the_sine_with_exact_stamps() {
     let rx = listener();
@@ -171,28 +165,14 @@ fn write_paced(w: &mut impl Write, samples: &[i16], rate: u32, burst_ms: u64) {
     }
 }
 
-fn mkfifo(path: &std::path::Path) {
-    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-}
-
 #[test]
 fn fifo_in_bursts_arrives_bit_exact_in_one_smooth_run() {
     let path = tmp("in.fifo");
     mkfifo(&path);
     let samples = test_samples(48_000 * 2 * 3 / 2, 3); // 1.5 s
     let rx = listener();
-    let mut cmd = sender();
     // Stop 0.3 s after the last burst: before a stall would be logged.
-    cmd.args([
-        "--input",
-        &format!("fifo:{}", path.display()),
-        "--duration",
-        "1.8",
-    ]);
-    base(&mut cmd, &rx);
-    let run = Running::spawn(cmd);
+    let run = Running::spawn(fifo_sender(&path, "1.8", &rx));
     let (p, s) = (path.clone(), samples.clone());
     let writer = std::thread::spawn(move || {
         let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
@@ -281,15 +261,7 @@ fn a_stalled_input_pauses_and_restarts_at_real_time_with_one_log_line_each() {
     let part1 = test_samples(48_000, 6); // 0.5 s
     let part2 = test_samples(48_000, 7); // 0.5 s
     let rx = listener();
-    let mut cmd = sender();
-    cmd.args([
-        "--input",
-        &format!("fifo:{}", path.display()),
-        "--duration",
-        "2.3",
-    ]);
-    base(&mut cmd, &rx);
-    let run = Running::spawn(cmd);
+    let run = Running::spawn(fifo_sender(&path, "2.3", &rx));
     let (p, s1, s2) = (path.clone(), part1.clone(), part2.clone());
     let writer = std::thread::spawn(move || {
         let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();

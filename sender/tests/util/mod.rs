@@ -48,6 +48,33 @@ pub fn sender() -> Command {
     c
 }
 
+/// Sends to `dest`, with a free control port and no statistics lines.
+pub fn base(cmd: &mut Command, dest: &UdpSocket) {
+    cmd.args(["--dest", &dest.local_addr().unwrap().to_string()])
+        .args(["--control-port", &free_port().to_string()])
+        .args(["--stats-interval", "0"]);
+}
+
+/// The sender reading the named pipe `path` for `duration` seconds, sending to `dest`.
+pub fn fifo_sender(path: &std::path::Path, duration: &str, dest: &UdpSocket) -> Command {
+    let mut cmd = sender();
+    cmd.args([
+        "--input",
+        &format!("fifo:{}", path.display()),
+        "--duration",
+        duration,
+    ]);
+    base(&mut cmd, dest);
+    cmd
+}
+
+/// Makes a named pipe at `path`.
+pub fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
 /// A socket receiving on loopback.
 pub fn listener() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind a loopback socket");
