@@ -8,6 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use wavesync_common::protect::{Key, Opener, Sealer, OVERHEAD};
+use wavesync_common::time::LocalNs;
 use wavesync_common::wire::{
     classify, nack::Nack, ntp::NtpPacket, rtp::AudioPacket, status::Status,
 };
@@ -23,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     if mode & 1 == 0 {
         let mut buf = rest.to_vec();
         let mut opener = Opener::new(key);
-        if let Ok(n) = opener.open(0, &mut buf) {
+        if let Ok(n) = opener.open(LocalNs::from_ns(0), &mut buf) {
             assert_eq!(n + OVERHEAD, rest.len());
             let body = &buf[..n];
             let _ = classify(body);
@@ -32,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = NtpPacket::decode(body);
             let _ = Nack::decode(body);
             let mut again = rest.to_vec();
-            assert!(opener.open(0, &mut again).is_err(), "a replay opened");
+            assert!(
+                opener.open(LocalNs::from_ns(0), &mut again).is_err(),
+                "a replay opened"
+            );
         }
     } else {
         let mut buf = vec![0u8; rest.len() + OVERHEAD];
@@ -45,12 +49,15 @@ fuzz_target!(|data: &[u8]| {
         };
         let mut tampered = buf.clone();
         let mut opener = Opener::new(key);
-        assert_eq!(opener.open(0, &mut buf[..m]), Ok(rest.len()));
+        assert_eq!(
+            opener.open(LocalNs::from_ns(0), &mut buf[..m]),
+            Ok(rest.len())
+        );
         assert_eq!(&buf[..rest.len()], rest);
         let at = salt as usize % m;
         tampered[at] ^= (mode >> 2).max(1);
         assert!(Opener::new(Key::from_bytes(&KEY))
-            .open(0, &mut tampered[..m])
+            .open(LocalNs::from_ns(0), &mut tampered[..m])
             .is_err());
     }
 });
