@@ -35,6 +35,7 @@ fn in_namespace(scratch: &Scratch, script: &str, files: &[&Path]) -> (String, u6
         .env("WS_RX", &receiver)
         .env("WS_LOG", &log)
         .env("WS_SOCK", scratch.path("status.sock"))
+        .env("STATE_DIRECTORY", &scratch.0)
         .env("RUST_LOG", "info")
         .output()
         .expect("run unshare (util-linux)");

@@ -36,6 +36,7 @@ fn sender_and_receiver_with_default_options_play_on_a_loopback_only_host() {
         .arg(&receiver)
         .arg(&log)
         .arg(&sock)
+        .env("STATE_DIRECTORY", &scratch.0)
         .env("RUST_LOG", "info")
         .output()
         .expect("run unshare (util-linux)");

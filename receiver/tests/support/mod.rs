@@ -549,9 +549,13 @@ pub fn spawn_receiver(shift_s: Option<u64>, args: &[String], log: &Path) -> RxPr
         None => Command::new(bin),
     };
     let out = std::fs::File::create(log).expect("log file");
+    // Its own state file (room id and settings) beside its log: never the user's.
+    let state = log.with_extension("state");
+    std::fs::create_dir_all(&state).expect("state directory");
     let child = cmd
         .args(args)
         .env("RUST_LOG", "info")
+        .env("STATE_DIRECTORY", &state)
         .stdout(Stdio::null())
         .stderr(out)
         .spawn()
