@@ -170,6 +170,8 @@ pub struct PlayoutStats {
     pub concealments: u64,
     /// Hard resyncs (error beyond the tolerance).
     pub resyncs: u64,
+    /// The error that caused the latest resync, ns (positive: the output was early).
+    pub last_resync_error_ns: i64,
     /// Input frames dropped by resyncs and late starts.
     pub dropped_frames: u64,
     /// Silence frames inserted by resyncs.
@@ -733,6 +735,7 @@ impl<M: TimelineToLocal> Playout<M> {
         rep.error_ns = Some(err);
         if err.abs() > self.cfg.tolerance_ns {
             self.stats.resyncs += 1;
+            self.stats.last_resync_error_ns = err;
             self.pi.last = None;
             self.pi.smoothed = None;
             self.end_concealment();

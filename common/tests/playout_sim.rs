@@ -203,6 +203,12 @@ fn clock_step_resyncs_at_once_in_both_directions() {
             s.dropped_frames
         };
         assert!((239..=241).contains(&moved), "step {step}: {s:?}");
+        // The cause is kept for the log: the error of the resync, its sign saying which way.
+        assert_eq!(s.last_resync_error_ns > 0, early, "step {step}: {s:?}");
+        assert!(
+            (4_000_000..6_000_000).contains(&s.last_resync_error_ns.abs()),
+            "{s:?}"
+        );
         if early {
             assert_eq!(s.dropped_frames, 0, "an early resync loses nothing");
         }

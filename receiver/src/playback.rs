@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use log::{info, warn};
 use wavesync_common::clock::ClockEstimate;
-use wavesync_common::playout::{Playout, PlayoutConfig, PlayoutState};
+use wavesync_common::playout::{Playout, PlayoutConfig, PlayoutState, PlayoutStats};
 use wavesync_common::receiver::StreamInfo;
 use wavesync_common::time::{frames_to_ns, LocalNs};
 
@@ -59,6 +59,8 @@ pub struct Playback {
     applied: Settings,
     /// Channel map and gain.
     mixer: Mixer,
+    /// Resyncs already logged (of the current playout's count).
+    logged_resyncs: u64,
 }
 
 /// Frames of the last fill that the device did not take (its buffer was full: ALSA returns 0
@@ -198,6 +200,7 @@ impl Playback {
             device_settled: false,
             unwritten: Unwritten::default(),
             lost_frames: 0,
+            logged_resyncs: 0,
         }
     }
 
@@ -368,10 +371,13 @@ impl Playback {
         };
         let st = p.stats();
         let buffered_ns = p.buffered_ns();
+        let state = p.state();
+        let ratio_ppm = p.ratio_ppm();
+        self.log_resyncs(&st);
         if let Ok(mut s) = self.status.try_lock() {
-            set_state(&mut s.state, state_name(p.state()));
+            set_state(&mut s.state, state_name(state));
             s.sync_error_us = self.last_error_ns.map(|e| e as f64 / 1e3);
-            s.correction_ppm = p.ratio_ppm();
+            s.correction_ppm = ratio_ppm;
             s.buffer_ms = buffered_ns as f64 / 1e6;
             s.late = st.late;
             s.concealed_frames = st.concealed_frames;
@@ -379,6 +385,33 @@ impl Playback {
             s.underruns = self.underruns;
             s.lost_output_frames = self.lost_frames;
         }
+    }
+
+    /// Says in the log when the output had to jump to stay on time (at most once per
+    /// publication, never from the fill itself).
+    fn log_resyncs(&mut self, st: &PlayoutStats) {
+        if st.resyncs < self.logged_resyncs {
+            // A new playout: its count starts again.
+            self.logged_resyncs = 0;
+        }
+        if st.resyncs == self.logged_resyncs {
+            return;
+        }
+        let new = st.resyncs - self.logged_resyncs;
+        self.logged_resyncs = st.resyncs;
+        let err_ms = st.last_resync_error_ns as f64 / 1e6;
+        let what = if err_ms < 0.0 {
+            "late: audio skipped"
+        } else {
+            "early: silence inserted"
+        };
+        warn!(
+            "output {:.2} ms {what} to land on time again ({new} resync(s), {} in all; \
+             the tolerance is {:.1} ms; a device or sound server that stalls causes this)",
+            err_ms.abs(),
+            st.resyncs,
+            self.cfg.tolerance_ns as f64 / 1e6,
+        );
     }
 
     /// One device cycle: wait for room, measure, fill, write.
