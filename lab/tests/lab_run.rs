@@ -1,8 +1,10 @@
-//! `lab/run` end to end, short (issue 6's CI run): two receivers on the wired profile play in
-//! sync, the black-box measurement (two more receivers through PipeWire, recorded together,
-//! cross-correlated) agrees with the log-based skew, and nothing is left behind. Needs the receiver and sender binaries built next to this crate's (`cargo test --workspace`
-//! or `cargo build -p wavesync-receiver -p wavesync-sender`) and permission to make namespaces; skips with the
-//! reason printed otherwise.
+//! `lab/run` end to end, short: two receivers on the wired profile play in sync, the black-box
+//! measurement (two more receivers through PipeWire, recorded together, cross-correlated)
+//! agrees with the log-based skew, and nothing is left behind (issue 6); keyed rooms hold
+//! against an attacker host on the bridge (issue 17). Needs the receiver and sender binaries
+//! built next to this crate's (`cargo test --workspace` or `cargo build -p wavesync-receiver
+//! -p wavesync-sender`) and permission to make namespaces; without them it fails under CI=true
+//! and says why otherwise.
 
 #[path = "../../test-support/skip.rs"]
 mod skip;
@@ -13,8 +15,11 @@ use wavesync_lab::topology;
 
 const PREFIX: &str = "wslabr";
 
-#[test]
-fn short_wired_run_plays_in_sync_agrees_black_box_and_cleans_up() {
+/// Runs `lab/run --no-build --profile wired --receivers 2 --master sender` with `args` under
+/// its own namespace prefix; returns its exit status success, stdout, and stderr with the
+/// named files' last lines appended. Returns `None` (after `skip_or_fail`) when it cannot run
+/// here.
+fn lab_run(prefix: &str, args: &[&str], tails: &[&str]) -> Option<(bool, String, String)> {
     let lab = PathBuf::from(env!("CARGO_BIN_EXE_wavesync-lab"));
     let Some(profile_dir) = lab.parent() else {
         panic!("no parent for {}", lab.display());
@@ -23,33 +28,34 @@ fn short_wired_run_plays_in_sync_agrees_black_box_and_cleans_up() {
         let path = profile_dir.join(bin);
         if !path.exists() {
             skip::skip_or_fail(&format!("{} is not built", path.display()));
-            return;
+            return None;
         }
     }
-    if let Err(e) = topology::check_permitted(PREFIX) {
+    if let Err(e) = topology::check_permitted(prefix) {
         skip::skip_or_fail(&format!("cannot create network namespaces here: {e}"));
-        return;
+        return None;
     }
     let target = profile_dir.parent().unwrap_or(Path::new("."));
     let debug = profile_dir.file_name().is_some_and(|n| n == "debug");
-    let out = std::env::temp_dir().join(format!("wslabr-{}", std::process::id()));
+    let out = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("run");
     let mut cmd = Command::new("bash");
     cmd.arg(&script)
         .args(["--no-build", "--profile", "wired", "--receivers", "2"])
-        .args(["--seconds", "20", "--master", "sender", "--blackbox"])
-        .args(["--latency-ms", "150", "--out"])
+        .args(["--master", "sender"])
+        .args(args)
+        .arg("--out")
         .arg(&out)
         .env("CARGO_TARGET_DIR", target)
-        .env("WSLAB_PREFIX", PREFIX);
+        .env("WSLAB_PREFIX", prefix);
     if debug {
         cmd.arg("--debug");
     }
     let res = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    // The black-box receivers' last words, for a failure message (the directory goes).
+    let stdout = String::from_utf8_lossy(&res.stdout).into_owned();
+    // The parts' last words, for a failure message (the directory goes).
     let mut stderr = String::from_utf8_lossy(&res.stderr).into_owned();
-    for f in ["bb1.out", "bb2.out", "blackbox.out", "blackbox.xcorr.err"] {
+    for f in tails {
         let text = std::fs::read_to_string(out.join(f)).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(6).collect();
         stderr.push_str(&format!(
@@ -59,10 +65,22 @@ fn short_wired_run_plays_in_sync_agrees_black_box_and_cleans_up() {
     }
     let _ = std::fs::remove_dir_all(&out);
     assert!(
-        topology::namespaces(PREFIX).unwrap().is_empty(),
+        topology::namespaces(prefix).unwrap().is_empty(),
         "namespaces left"
     );
-    assert!(res.status.success(), "{stdout}\n{stderr}");
+    Some((res.status.success(), stdout, stderr))
+}
+
+#[test]
+fn short_wired_run_plays_in_sync_agrees_black_box_and_cleans_up() {
+    let Some((ok, stdout, stderr)) = lab_run(
+        PREFIX,
+        &["--seconds", "20", "--blackbox", "--latency-ms", "150"],
+        &["bb1.out", "bb2.out", "blackbox.out", "blackbox.xcorr.err"],
+    ) else {
+        return;
+    };
+    assert!(ok, "{stdout}\n{stderr}");
     let last = stdout.lines().last().unwrap_or_default();
     let v: serde_json::Value =
         serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}\n{stderr}"));
@@ -86,4 +104,56 @@ fn short_wired_run_plays_in_sync_agrees_black_box_and_cleans_up() {
         (bb - p99).abs() < 200.0,
         "black-box skew p99 {bb} us, logs {p99} us\n{stdout}"
     );
+}
+
+/// Issue 17's attacker (docs/lab.md): with a household key on the master and the rooms, a
+/// host without it forges and replays audio and status with the stream's source address, races
+/// forged time replies and commands to the rooms and floods the master with forged NACKs. The
+/// rooms play on, nothing forged is heard, their clocks and settings do not move, every drop is
+/// counted, and the master resends nothing for the stranger.
+#[test]
+fn keyed_rooms_hold_against_an_attacker_on_the_bridge() {
+    let Some((ok, stdout, stderr)) = lab_run(
+        "wslaba",
+        &["--seconds", "12", "--attack"],
+        &["attack.out", "attack-judge.err", "master.out", "rx1.out"],
+    ) else {
+        return;
+    };
+    assert!(ok, "{stdout}\n{stderr}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("attack: "))
+        .unwrap_or_else(|| panic!("no attack line\n{stdout}\n{stderr}"));
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(v["ok"], true, "{line}");
+    let a = &v["attack"];
+    for k in [
+        "forged_audio",
+        "forged_status",
+        "replayed",
+        "forged_time",
+        "forged_nacks",
+    ] {
+        assert!(a[k].as_u64().is_some_and(|n| n > 50), "{k}: {line}");
+    }
+    let rooms = v["rooms"].as_array().expect("rooms");
+    assert_eq!(rooms.len(), 2, "{line}");
+    for r in rooms {
+        assert_eq!(r["loud_samples"], 0, "{line}");
+        assert!(r["replayed"].as_u64().is_some_and(|n| n > 0), "{line}");
+        assert!(r["audio_s"].as_f64().is_some_and(|s| s > 8.0), "{line}");
+    }
+    // Every forged NACK was refused by the master's key (none reached its resend budget).
+    assert!(
+        v["master_refused"].as_u64() >= a["forged_nacks"].as_u64(),
+        "{line}"
+    );
+    // The run's own figures: still in sync under attack.
+    let last = stdout.lines().last().unwrap_or_default();
+    let run: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}\n{stderr}"));
+    let p99 = run["skew_p99_us"].as_f64().expect("skew");
+    assert!(p99 < 1000.0, "skew p99 {p99} us under attack\n{stdout}");
 }

@@ -82,12 +82,15 @@ pub fn run(cfg: &RunConfig, stop: impl Fn() -> bool) -> Result<EngineStats, RunE
     let stats = engine.stop()?;
     let c = stats.core;
     log::info!(
-        "stopped: {} packets, {} runs ({} resyncs), {} time replies, {} resends",
+        "stopped: {} packets, {} runs ({} resyncs), {} time replies, {} NACKs, {} resends, \
+         {} control datagrams refused by the key",
         c.packets_sent,
         c.runs_started,
         c.resyncs,
         c.ntp_replies,
-        c.resends_sent
+        c.nacks_received,
+        c.resends_sent,
+        stats.refused.refused()
     );
     result.map(|()| stats).map_err(RunError::from)
 }
