@@ -5,6 +5,7 @@
 //! - `wavesync pair` / `wavesync pair CODE HOST`: hand the key to a receiver with a short code;
 //! - `wavesync rooms` and `wavesync room NAME ...`: every room the master hears from, and
 //!   changing one (through the master's control port);
+//! - `wavesync web`: the same as a page in a browser, and its JSON API;
 //! - `wavesync --rx ...` and `wavesync --tx ...`: the Python tool's command lines, unchanged.
 
 mod key;
@@ -13,6 +14,7 @@ mod rooms;
 mod rx;
 mod status;
 mod tx;
+mod web;
 
 const USAGE: &str = "\
 usage: wavesync status [--json|--brief] [--socket PATH] show what this host's receiver is doing
@@ -22,6 +24,7 @@ usage: wavesync status [--json|--brief] [--socket PATH] show what this host's re
        wavesync rooms [--master HOST[:PORT]] [--json] [--watch]   list the master's rooms
        wavesync room NAME volume 0..100|mute|unmute|trim +-MS|channels all|left|right|mono
                           |off|on|rename NEW [--master HOST[:PORT]]   change one room
+       wavesync web [--listen ADDR:PORT] [--master HOST[:PORT]]   a page for the rooms
        wavesync --rx [options]                    receive and play (the old command line)
        wavesync --tx SOURCE [options]             send (the old command line)
 
@@ -44,6 +47,8 @@ fn main() {
         rooms::run_rooms(&args[1..])
     } else if args.first().map(String::as_str) == Some("room") {
         rooms::run_room(&args[1..])
+    } else if args.first().map(String::as_str) == Some("web") {
+        web::run_web(&args[1..])
     } else if args.iter().any(|a| a == "--rx") {
         rx::run_rx(&args)
     } else if args.iter().any(|a| a == "--tx" || a.starts_with("--tx=")) {
