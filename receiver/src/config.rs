@@ -78,7 +78,9 @@ pub struct Args {
     /// ALSA device by its position in the list of playback devices (as the old tool did).
     #[arg(long, value_name = "N")]
     pub device_index: Option<u32>,
-    /// Device period in milliseconds: smaller reacts faster, costs more wake-ups [default: 5].
+    /// Device period in milliseconds: smaller reacts faster, costs more wake-ups [default:
+    /// from the stream's latency: ALSA a twelfth of it within 2-20 ms; PipeWire the graph's
+    /// own quantum unless the latency needs a smaller one; virtual 5].
     #[arg(long, value_name = "MS")]
     pub period_ms: Option<f64>,
     /// Device buffer in frames [default: 4 periods].
@@ -195,13 +197,16 @@ pub enum OutputConfig {
     Alsa {
         device: String,
         device_index: Option<u32>,
-        period_ms: f64,
+        /// `None`: from the stream's latency (see [`crate::output::alsa_period_ms`]).
+        period_ms: Option<f64>,
         buffer_frames: Option<u32>,
     },
     /// A native PipeWire stream into `target` (node name), or the default sink.
     PipeWire {
         target: Option<String>,
-        period_ms: f64,
+        /// `None`: the graph's quantum is left alone unless the stream's latency needs a
+        /// smaller one.
+        period_ms: Option<f64>,
         buffer_frames: Option<u32>,
     },
     /// The simulated DAC.
@@ -369,7 +374,8 @@ impl Config {
             (Some(ClockChoice::System), None) => ClockSource::System,
             (Some(ClockChoice::Master) | None, None) => ClockSource::Master,
         };
-        let period_ms = a.period_ms.or(f.period_ms).unwrap_or(5.0);
+        let period_given = a.period_ms.or(f.period_ms);
+        let period_ms = period_given.unwrap_or(5.0);
         ms_to_ns("period-ms", period_ms, 0.5, 200.0)?;
         let buffer_frames = a.buffer_size.or(f.buffer_size);
         if let Some(b) = buffer_frames {
@@ -389,12 +395,12 @@ impl Config {
                     .or(f.device)
                     .unwrap_or_else(|| "default".to_string()),
                 device_index: a.device_index.or(f.device_index),
-                period_ms,
+                period_ms: period_given,
                 buffer_frames,
             },
             OutputChoice::Pipewire => OutputConfig::PipeWire {
                 target: a.device.clone().or(f.device),
-                period_ms,
+                period_ms: period_given,
                 buffer_frames,
             },
             OutputChoice::Virtual => {
@@ -558,14 +564,14 @@ mod tests {
             c.output,
             OutputConfig::PipeWire {
                 target: Some("kitchen".into()),
-                period_ms: 5.0,
+                period_ms: None,
                 buffer_frames: None
             }
         );
         let c = Config::from_toml(&args(&[]), "output = \"pipewire\"\nperiod_ms = 2.0").unwrap();
         assert!(matches!(
             c.output,
-            OutputConfig::PipeWire { target: None, period_ms, .. } if period_ms == 2.0
+            OutputConfig::PipeWire { target: None, period_ms: Some(p), .. } if p == 2.0
         ));
     }
 

@@ -224,7 +224,7 @@ impl Playback {
         if let Some(o) = self.output.as_mut() {
             o.close();
         }
-        let mut o = output::from_config(&self.cfg.output);
+        let mut o = output::for_stream(&self.cfg.output, info.status.latency_ns);
         let oi = o.open(f.rate, f.channels)?;
         self.period_frames = oi.period_frames.max(16);
         self.buf = vec![0.0; self.period_frames * 4 * f.channels as usize];

@@ -213,7 +213,7 @@ impl From<&OutputConfig> for OutputSpec {
             } => OutputSpec::Alsa(alsa::AlsaConfig {
                 device: device.clone(),
                 device_index: *device_index,
-                period_ms: *period_ms,
+                period_ms: period_ms.unwrap_or(DEFAULT_PERIOD_MS),
                 buffer_frames: *buffer_frames,
                 ..alsa::AlsaConfig::default()
             }),
@@ -263,6 +263,39 @@ pub fn from_config(cfg: &OutputConfig) -> Box<dyn Output> {
     build_output(&OutputSpec::from(cfg))
 }
 
+/// The period of an output whose configuration gives none and no stream says otherwise.
+pub const DEFAULT_PERIOD_MS: f64 = 5.0;
+
+/// The ALSA period for a stream of `latency_ns` when none is configured: a twelfth of the
+/// latency (the default buffer of four periods then takes a third of it), within 2-20 ms. At
+/// 150 ms that is 12.5 ms (80 wake-ups a second instead of 200); a sound server behind ALSA
+/// (pipewire-alsa) sizes its graph quantum from it too.
+pub fn alsa_period_ms(latency_ns: i64) -> f64 {
+    (latency_ns as f64 / 12.0 / 1e6).clamp(2.0, 20.0)
+}
+
+/// Builds (does not open) the output for a stream of `latency_ns`: outputs whose period is
+/// not configured size their wake-ups from the latency budget.
+pub fn for_stream(cfg: &OutputConfig, latency_ns: i64) -> Box<dyn Output> {
+    build_output(&spec_for_stream(cfg, latency_ns))
+}
+
+/// What [`for_stream`] builds.
+fn spec_for_stream(cfg: &OutputConfig, latency_ns: i64) -> OutputSpec {
+    let mut spec = OutputSpec::from(cfg);
+    match (&mut spec, cfg) {
+        (OutputSpec::PipeWire(c), _) => c.stream_latency_ns = Some(latency_ns),
+        (
+            OutputSpec::Alsa(c),
+            OutputConfig::Alsa {
+                period_ms: None, ..
+            },
+        ) => c.period_ms = alsa_period_ms(latency_ns),
+        _ => {}
+    }
+    spec
+}
+
 /// Exponential backoff for reopening a failed device: 50 ms, 100 ms, ... up to 5 s.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Backoff {
@@ -307,4 +340,33 @@ impl fmt::Display for OutputInfo {
 /// Frames of `ms` milliseconds at `rate`, at least 1.
 pub(crate) fn ms_to_frames(ms: f64, rate: u32) -> usize {
     ((ms * rate as f64 / 1000.0).round() as usize).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_alsa_period_comes_from_the_latency_unless_configured() {
+        assert!((alsa_period_ms(150_000_000) - 12.5).abs() < 1e-9);
+        assert_eq!(alsa_period_ms(20_000_000), 2.0);
+        assert_eq!(alsa_period_ms(2_000_000_000), 20.0);
+        let alsa = |period_ms| OutputConfig::Alsa {
+            device: "null".into(),
+            device_index: None,
+            period_ms,
+            buffer_frames: None,
+        };
+        let spec = |cfg: &OutputConfig, ms: i64| spec_for_stream(cfg, ms * 1_000_000);
+        assert!(matches!(spec(&alsa(None), 150), OutputSpec::Alsa(c) if c.period_ms == 12.5));
+        assert!(matches!(spec(&alsa(Some(5.0)), 150), OutputSpec::Alsa(c) if c.period_ms == 5.0));
+        assert!(matches!(
+            spec(&OutputConfig::PipeWire { target: None, period_ms: None, buffer_frames: None }, 20),
+            OutputSpec::PipeWire(c) if c.stream_latency_ns == Some(20_000_000)
+        ));
+        // Without a stream (the device check), the old default.
+        assert!(
+            matches!(OutputSpec::from(&alsa(None)), OutputSpec::Alsa(c) if c.period_ms == DEFAULT_PERIOD_MS)
+        );
+    }
 }

@@ -62,8 +62,11 @@ pub struct PipeWireConfig {
     /// The sink to play to (`target.object`: a node name or serial); `None` lets the session
     /// manager choose (the default sink, and it follows the user's choice).
     pub target: Option<String>,
-    /// The wake-up period the receiver asks the graph for (`node.latency`), in ms.
-    pub period_ms: f64,
+    /// The wake-up period the receiver asks the graph for (`node.latency`), in ms; `None`:
+    /// from the stream's latency ([`PipeWireConfig::quantum_request`]).
+    pub period_ms: Option<f64>,
+    /// The stream's latency, ns (set when a stream opens the output).
+    pub stream_latency_ns: Option<i64>,
     /// Frames kept queued ahead of the graph; `None`: one graph cycle plus two periods.
     pub buffer_frames: Option<u32>,
     /// The node's name in the graph.
@@ -74,10 +77,38 @@ impl Default for PipeWireConfig {
     fn default() -> Self {
         PipeWireConfig {
             target: None,
-            period_ms: 5.0,
+            period_ms: None,
+            stream_latency_ns: None,
             buffer_frames: None,
             node_name: "wavesync-receiver".to_string(),
         }
+    }
+}
+
+/// PipeWire's default graph quantum (`default.clock.quantum`), frames.
+pub const DEFAULT_QUANTUM: usize = 1024;
+/// The smallest quantum asked for.
+const MIN_QUANTUM: usize = 32;
+/// The graph may take this share of the stream's latency (a quantum or two in the graph, the
+/// ring ahead of it): the rest is for the network and the packet time.
+const LATENCY_SHARE: i64 = 6;
+
+impl PipeWireConfig {
+    /// The quantum to ask the graph for (`node.latency`), in frames at `rate`: `--period-ms`
+    /// when given; otherwise none (the graph's quantum is the user's, left alone) unless the
+    /// stream's latency needs one smaller than PipeWire's default, then the largest power of
+    /// two within a sixth of the latency.
+    pub fn quantum_request(&self, rate: u32) -> Option<usize> {
+        if let Some(ms) = self.period_ms {
+            return Some(ms_to_frames(ms, rate));
+        }
+        let budget =
+            (self.stream_latency_ns? / LATENCY_SHARE) as i128 * rate as i128 / 1_000_000_000;
+        if budget >= DEFAULT_QUANTUM as i128 {
+            return None;
+        }
+        let budget = (budget.max(MIN_QUANTUM as i128)) as usize;
+        Some(1usize << (usize::BITS - 1 - budget.leading_zeros()))
     }
 }
 
@@ -148,7 +179,8 @@ struct Running {
     wake: Arc<EventFd>,
     rate: u32,
     channels: usize,
-    period: usize,
+    /// Frames per wake-up: the quantum asked for, or `None` to follow the graph's.
+    period: Option<usize>,
     /// Frames written into the ring since open.
     written: u64,
     warned_clock: bool,
@@ -167,11 +199,26 @@ impl Running {
         self.written.saturating_sub(consumed)
     }
 
+    /// Frames per wake-up of the output thread: the quantum asked for, else the graph's own
+    /// (PipeWire's default until the first cycle shows it).
+    fn period(&self) -> usize {
+        self.period.unwrap_or_else(
+            || match self.shared.quantum.load(Ordering::Acquire) as usize {
+                0 => DEFAULT_QUANTUM,
+                q => q,
+            },
+        )
+    }
+
     /// Frames the output thread should keep in the ring: one graph cycle plus two periods
-    /// (so a late wake-up of the output thread does not starve the next cycle).
+    /// (one when the period is the graph's quantum), so a late wake-up of the output thread
+    /// does not starve the next cycle.
     fn target(&self, configured: Option<u32>) -> usize {
         let quantum = self.shared.quantum.load(Ordering::Acquire) as usize;
-        let want = quantum.max(self.period) + 2 * self.period;
+        let period = self.period();
+        // Following the graph's quantum, one cycle of margin is a whole quantum already.
+        let margin = if self.period.is_some() { 2 } else { 1 };
+        let want = quantum.max(period) + margin * period;
         want.max(configured.unwrap_or(0) as usize)
             .min(RING_FRAMES - 1)
     }
@@ -506,7 +553,7 @@ fn run_main_loop(a: LoopArgs) -> Result<(), String> {
         })
         .register();
 
-    let period = ms_to_frames(a.cfg.period_ms, a.rate);
+    let quantum = a.cfg.quantum_request(a.rate);
     let mut props = pw::properties::properties! {
         *pw::keys::MEDIA_TYPE => "Audio",
         *pw::keys::MEDIA_CATEGORY => "Playback",
@@ -515,11 +562,13 @@ fn run_main_loop(a: LoopArgs) -> Result<(), String> {
         *pw::keys::NODE_DESCRIPTION => "WaveSync receiver",
         *pw::keys::APP_NAME => "wavesync-receiver",
         *pw::keys::AUDIO_CHANNELS => a.channels.to_string(),
-        *pw::keys::NODE_LATENCY => format!("{period}/{}", a.rate),
         "node.rate" => format!("1/{}", a.rate),
     };
     if let Some(t) = &a.cfg.target {
         props.insert("target.object", t.as_str());
+    }
+    if let Some(q) = quantum {
+        props.insert(*pw::keys::NODE_LATENCY, format!("{q}/{}", a.rate));
     }
     let stream = pw::stream::StreamRc::new(core.clone(), &a.cfg.node_name, props)
         .map_err(|e| format!("cannot create the stream: {e}"))?;
@@ -623,7 +672,23 @@ impl Output for PipeWireOutput {
             .name("pipewire".into())
             .spawn(move || main_loop(args))
             .map_err(|e| pw_error("thread", e))?;
-        let period = ms_to_frames(self.cfg.period_ms, rate);
+        let period = self.cfg.quantum_request(rate);
+        match (period, self.cfg.period_ms) {
+            (None, _) => log::info!(
+                "PipeWire: leaving the graph's quantum alone (the stream's {:.0} ms latency \
+                 does not need a small one)",
+                self.cfg.stream_latency_ns.unwrap_or(0) as f64 / 1e6
+            ),
+            (Some(q), None) => log::info!(
+                "PipeWire: asking the graph for a quantum of at most {q} frames ({:.1} ms): \
+                 the stream's {:.0} ms latency needs it (PipeWire's default is {DEFAULT_QUANTUM})",
+                q as f64 * 1e3 / rate as f64,
+                self.cfg.stream_latency_ns.unwrap_or(0) as f64 / 1e6
+            ),
+            (Some(q), Some(_)) => log::info!(
+                "PipeWire: asking the graph for a quantum of at most {q} frames (--period-ms)"
+            ),
+        }
         let mut run = Running {
             thread: Some(thread),
             quit: quit_tx,
@@ -665,7 +730,7 @@ impl Output for PipeWireOutput {
             rate,
             channels,
             device_channels: channels as u32,
-            period_frames: period,
+            period_frames: period.unwrap_or(DEFAULT_QUANTUM),
             buffer_frames: buffer,
             device_format: DeviceFormat::FloatLe,
             device,
@@ -682,7 +747,7 @@ impl Output for PipeWireOutput {
             let room = r
                 .target(configured)
                 .saturating_sub(r.queued(consumed) as usize);
-            if room >= r.period.min(r.target(configured)) {
+            if room >= r.period().min(r.target(configured)) {
                 return Ok(true);
             }
             let left_ms = if timeout_ms < 0 {
@@ -787,6 +852,31 @@ impl Drop for PipeWireOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quantum_asked_for_comes_from_the_latency_budget() {
+        let at = |latency_ms: i64, period_ms: Option<f64>| {
+            PipeWireConfig {
+                period_ms,
+                stream_latency_ns: Some(latency_ms * 1_000_000),
+                ..PipeWireConfig::default()
+            }
+            .quantum_request(48_000)
+        };
+        // 150 ms: a sixth is 25 ms, more than the default 1024 frames (21.3 ms): left alone.
+        assert_eq!(at(150, None), None);
+        assert_eq!(at(1000, None), None);
+        // 20 ms: a sixth is 160 frames: 128.
+        assert_eq!(at(20, None), Some(128));
+        // 100 ms: 800 frames: 512.
+        assert_eq!(at(100, None), Some(512));
+        // Tiny latencies still ask for a sane quantum.
+        assert_eq!(at(1, None), Some(MIN_QUANTUM));
+        // --period-ms wins whatever the latency.
+        assert_eq!(at(150, Some(5.0)), Some(240));
+        // No stream yet (the device check): nothing asked.
+        assert_eq!(PipeWireConfig::default().quantum_request(48_000), None);
+    }
 
     #[test]
     fn positions_follow_alsa_order() {
