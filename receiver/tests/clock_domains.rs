@@ -8,10 +8,20 @@
 //!   default `--clock auto` in a time namespace whose CLOCK_MONOTONIC is hours off: it plays
 //!   on CLOCK_REALTIME without a single time query, every frame within 1 ms of its stamp
 //!   (measured against what the sender stamped; the locked figures are tens of us).
+//! - The real programs, in a network namespace of their own (loopback only), the receiver in a
+//!   shifted time namespace with its default `--clock auto`: `wavesync-sender --clock system`,
+//!   and `wavesync-sender --clock ntp --ntp 127.0.0.1:PORT` against a chronyd of the test's
+//!   own (its own config, pid and drift files in a scratch directory, an unprivileged port,
+//!   `-x`: it never touches a clock) serving this host's CLOCK_REALTIME. The receiver must play
+//!   and report a small sync error; in `ntp` it must have read the server the stream names.
 
+#[path = "../../test-support/skip.rs"]
+mod skip;
 mod support;
 
 use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -141,5 +151,184 @@ fn a_system_domain_stream_plays_on_the_realtime_clock_without_time_queries() {
     assert!(
         in_sync_s > 4.0,
         "in sync for the last {in_sync_s:.1} s of a 7 s run"
+    );
+}
+
+/// Runs `script` under `unshare -n` (a loopback-only network namespace with multicast routed to
+/// `lo`) with `args` as $1.., for at most 30 s; while it runs, reads the receiver's status
+/// socket `sock` once it has played for a while. Returns the script's output (both programs'
+/// logs) and that status.
+fn run_in_netns(
+    script: &str,
+    args: &[&Path],
+    sock: &Path,
+    scratch: &Scratch,
+) -> (String, Option<wavesync_receiver::status::StatusReport>) {
+    let out = std::fs::File::create(scratch.path("run.log")).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let full = format!("set -e\nip link set lo up\nip route add 224.0.0.0/4 dev lo\n{script}");
+    let mut child = Command::new("unshare")
+        .args(["-n", "bash", "-c", &full, "netns"])
+        .args(args)
+        .env("STATE_DIRECTORY", &scratch.0)
+        .env("RUST_LOG", "info")
+        .stdout(out)
+        .stderr(err)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("run unshare (util-linux)");
+    let start = Instant::now();
+    let mut status = None;
+    let mut finished = false;
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(_)) = child.try_wait() {
+            finished = true;
+            break;
+        }
+        // The last snapshot before the receiver stops (its run is 9 s).
+        if start.elapsed() > Duration::from_secs(6) {
+            if let Some(s) = read_status(sock) {
+                status = Some(s);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if !finished {
+        let _ = child.kill();
+    }
+    let exit = child.wait().ok().filter(|_| finished);
+    let text = std::fs::read_to_string(scratch.path("run.log")).unwrap_or_default();
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "the namespace run failed ({exit:?}; needs root for unshare -n and --time):\n{text}"
+    );
+    (text, status)
+}
+
+/// What a receiver that played a real sender's stream must show.
+fn assert_played_in_sync(
+    what: &str,
+    text: &str,
+    status: Option<wavesync_receiver::status::StatusReport>,
+    log: &Path,
+) -> wavesync_receiver::status::StatusReport {
+    let s = status.unwrap_or_else(|| panic!("[{what}] no status read:\n{text}"));
+    let played = played_frames(&read_log(log));
+    let sync = s.sync_error_us.unwrap_or(f64::NAN);
+    eprintln!(
+        "[{what}] played {:.2} s of audio; status: sync error {sync:+.1} us, clock offset \
+         {:+.6} s, {} time queries ({} answered)",
+        played as f64 / 48_000.0,
+        s.clock_offset_s,
+        s.time_queries,
+        s.time_answered
+    );
+    assert!(!text.contains("wrong clock"), "[{what}]\n{text}");
+    assert!(
+        played >= 4 * 48_000,
+        "[{what}] played only {played} frames:\n{text}"
+    );
+    assert!(
+        s.state == "playing" && s.clock_locked,
+        "[{what}] {s:?}\n{text}"
+    );
+    assert!(
+        sync.abs() < BOUND_US,
+        "[{what}] sync error {sync} us:\n{text}"
+    );
+    assert_eq!(s.late, 0, "[{what}] {s:?}");
+    s
+}
+
+#[test]
+fn the_real_sender_in_clock_domain_system_plays_on_a_receiver_with_default_options() {
+    if !can_unshare_time() {
+        skip::skip_or_fail("no time namespaces here (run as root, as CI does)");
+        return;
+    }
+    let (sender, receiver) = sender_and_receiver();
+    let scratch = Scratch::new("clock-system-real");
+    let (log, sock) = (scratch.path("dac.log"), scratch.path("status.sock"));
+    let script = r#"
+        "$1" --input tone:440 --clock system --duration 11 &
+        tx=$!
+        unshare --time --monotonic 10800 --boottime 10800 "$2" --output virtual \
+            --virtual-ppm 40 --virtual-log "$3" --status-socket "$4" --status-interval 1 \
+            --duration 9
+        wait $tx
+    "#;
+    let (text, status) = run_in_netns(script, &[&sender, &receiver, &log, &sock], &sock, &scratch);
+    assert!(text.contains("clock domain system"), "{text}");
+    assert!(text.contains("clock system"), "{text}");
+    let s = assert_played_in_sync("system", &text, status, &log);
+    assert_eq!(s.time_queries, 0, "no time queries in `system`");
+}
+
+#[test]
+fn the_real_sender_in_clock_domain_ntp_reads_a_real_ntp_server_and_so_do_receivers() {
+    let Some(chronyd) = ["/usr/sbin/chronyd", "/sbin/chronyd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        skip::skip_or_fail("chronyd is not installed (apt-get install chrony; scripts/setup)");
+        return;
+    };
+    if !can_unshare_time() {
+        skip::skip_or_fail("no time namespaces here (run as root, as CI does)");
+        return;
+    }
+    let (sender, receiver) = sender_and_receiver();
+    let scratch = Scratch::new("clock-ntp-real");
+    let (log, sock) = (scratch.path("dac.log"), scratch.path("status.sock"));
+    // The recipe of docs/timing.md: a private chronyd, nothing shared with a host daemon.
+    let conf = scratch.path("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port 11123\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 8\ncmdport 0\n\
+             pidfile {d}/chrony.pid\ndriftfile {d}/drift\n",
+            d = scratch.0.display()
+        ),
+    )
+    .expect("chrony.conf");
+    let chronyd = Path::new(chronyd);
+    let script = r#"
+        "$5" -x -d -f "$6" > "$7" 2>&1 &
+        ntp=$!
+        trap 'kill $ntp' EXIT
+        # chronyd is serving once it answers; the sender's own start waits up to 5 s too.
+        sleep 0.5
+        "$1" --input tone:440 --clock ntp --ntp 127.0.0.1:11123 --duration 11 &
+        tx=$!
+        unshare --time --monotonic 10800 --boottime 10800 "$2" --output virtual \
+            --virtual-ppm -40 --virtual-log "$3" --status-socket "$4" --status-interval 1 \
+            --duration 9
+        wait $tx
+    "#;
+    let chrony_log = scratch.path("chronyd.log");
+    let (text, status) = run_in_netns(
+        script,
+        &[&sender, &receiver, &log, &sock, chronyd, &conf, &chrony_log],
+        &sock,
+        &scratch,
+    );
+    assert!(
+        text.contains("clock domain ntp: the timeline is NTP server 127.0.0.1:11123"),
+        "{text}\n{}",
+        std::fs::read_to_string(&chrony_log).unwrap_or_default()
+    );
+    assert!(text.contains("clock ntp"), "{text}");
+    let s = assert_played_in_sync("ntp", &text, status, &log);
+    assert!(
+        s.time_answered > 0,
+        "the receiver read the NTP server the stream names: {s:?}"
+    );
+    // The timeline is UTC from 1970 as chronyd serves it (this host's CLOCK_REALTIME); the
+    // receiver's monotonic clock is 3 h ahead of ours.
+    let expected = real_minus_mono() as f64 / 1e9 - 10_800.0;
+    assert!(
+        (s.clock_offset_s - expected).abs() < 0.01,
+        "offset {} s, expected about {expected} s",
+        s.clock_offset_s
     );
 }
