@@ -698,6 +698,7 @@ impl Receiver {
                 old.status.format != status.format
                     || old.status.time_port != status.time_port
                     || old.status.clock_domain != status.clock_domain
+                    || old.status.ntp_server != status.ntp_server
                     || old.status.frames_per_packet != status.frames_per_packet
             }
         };
@@ -1631,6 +1632,30 @@ mod tests {
         });
         serve_ntp(&mut r, &stream, own, utc_offset);
         assert!(r.clock().is_some() && r.clock_mismatch().is_none());
+    }
+
+    #[test]
+    fn a_master_that_names_another_ntp_server_is_followed_there() {
+        let mut r = Receiver::new(ReceiverConfig::default());
+        let first: SocketAddr = "192.0.2.9:123".parse().unwrap();
+        let second: SocketAddr = "192.0.2.10:123".parse().unwrap();
+        let mut buf = [0u8; 1500];
+        r.handle_datagram(
+            LocalNs::from_ns(0),
+            master(),
+            &status_in(7, ClockDomain::Ntp, Some(first)),
+        );
+        let t = r.poll_transmit(LocalNs::from_ns(0), &mut buf).unwrap();
+        assert_eq!(t.to, first);
+        r.handle_datagram(
+            LocalNs::from_ns(MS),
+            master(),
+            &status_in(7, ClockDomain::Ntp, Some(second)),
+        );
+        let t = r
+            .poll_transmit(LocalNs::from_ns(50 * MS), &mut buf)
+            .unwrap();
+        assert_eq!(t.to, second);
     }
 
     #[test]

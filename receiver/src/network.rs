@@ -210,6 +210,7 @@ impl Network {
             rate: i.status.format.rate,
             channels: i.status.format.channels,
             latency_ms: i.status.latency_ns as f64 / 1e6,
+            clock: i.status.clock_domain.name().to_string(),
         });
         // The output's lead over the DAC bounds when a resend is still of use.
         let device_delay_ns = self.device_delay.ns();

@@ -324,8 +324,10 @@ fn the_real_sender_in_clock_domain_ntp_reads_a_real_ntp_server_and_so_do_receive
         "the receiver read the NTP server the stream names: {s:?}"
     );
     // The timeline is UTC from 1970 as chronyd serves it (this host's CLOCK_REALTIME); the
-    // receiver's monotonic clock is 3 h ahead of ours.
-    let expected = real_minus_mono() as f64 / 1e9 - 10_800.0;
+    // receiver's monotonic clock is the host's plus 3 h (a new time namespace's offsets count
+    // from the host's clocks, not from ours: the tests may run in a shifted one themselves).
+    let ours = wavesync_receiver::clock_io::timens_monotonic_offset_ns(None).unwrap_or(0);
+    let expected = (real_minus_mono() + ours) as f64 / 1e9 - 10_800.0;
     assert!(
         (s.clock_offset_s - expected).abs() < 0.01,
         "offset {} s, expected about {expected} s",
