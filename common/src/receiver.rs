@@ -41,8 +41,9 @@ pub enum ClockSource {
     /// The master's time service, at the port announced in its status message: streams in
     /// clock domain `master` only.
     Master,
-    /// This NTP server: streams in clock domain `ntp` only.
-    Ntp(SocketAddr),
+    /// This NTP server, or the one the stream's status names (`None`): streams in clock
+    /// domain `ntp` only.
+    Ntp(Option<SocketAddr>),
     /// This host's CLOCK_REALTIME as-is, the estimate supplied by the shell (see
     /// [`Receiver::wants_system_clock`], [`Receiver::set_external_clock`]): streams in clock
     /// domain `system` only.
@@ -54,7 +55,8 @@ impl std::fmt::Display for ClockSource {
         match self {
             ClockSource::Auto => write!(f, "the clock the stream names (clock auto)"),
             ClockSource::Master => write!(f, "the master's time service (clock master)"),
-            ClockSource::Ntp(a) => write!(f, "NTP server {a} (clock ntp)"),
+            ClockSource::Ntp(Some(a)) => write!(f, "NTP server {a} (clock ntp)"),
+            ClockSource::Ntp(None) => write!(f, "the NTP server the stream names (clock ntp)"),
             ClockSource::System => write!(f, "this host's system clock (clock system)"),
         }
     }
@@ -77,8 +79,8 @@ impl std::fmt::Display for ClockMismatch {
             ClockDomain::Ntp => "UTC of an NTP server",
             ClockDomain::System => "the hosts' system clocks (CLOCK_REALTIME)",
         };
-        if self.source == ClockSource::Auto {
-            // Only an `ntp` stream can leave `auto` without a clock.
+        if matches!(self.source, ClockSource::Auto | ClockSource::Ntp(None)) {
+            // Only an `ntp` stream that names no server can leave these without a clock.
             return write!(
                 f,
                 "the stream is stamped in clock domain {} ({what}) but names no NTP server, and \
@@ -179,8 +181,8 @@ fn resolve_clock(source: ClockSource, info: &StreamInfo) -> ActiveClock {
         (ClockSource::Auto | ClockSource::Master, ClockDomain::Master) => {
             ActiveClock::Query(info.control_addr(), ServerClock::Timeline)
         }
-        (ClockSource::Ntp(a), ClockDomain::Ntp) => ActiveClock::Query(a, ServerClock::NtpUtc),
-        (ClockSource::Auto, ClockDomain::Ntp) => match info.ntp_server() {
+        (ClockSource::Ntp(Some(a)), ClockDomain::Ntp) => ActiveClock::Query(a, ServerClock::NtpUtc),
+        (ClockSource::Auto | ClockSource::Ntp(None), ClockDomain::Ntp) => match info.ntp_server() {
             Some(a) => ActiveClock::Query(a, ServerClock::NtpUtc),
             None => ActiveClock::Mismatch(ClockMismatch {
                 stream: domain,
@@ -1467,7 +1469,7 @@ mod tests {
     fn an_ntp_server_against_a_master_stream_is_refused_at_once_and_once() {
         let ntp: SocketAddr = "192.0.2.9:123".parse().unwrap();
         let mut r = Receiver::new(ReceiverConfig {
-            clock: ClockSource::Ntp(ntp),
+            clock: ClockSource::Ntp(Some(ntp)),
             ..ReceiverConfig::default()
         });
         r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
@@ -1493,7 +1495,7 @@ mod tests {
             m,
             ClockMismatch {
                 stream: ClockDomain::Master,
-                source: ClockSource::Ntp(ntp)
+                source: ClockSource::Ntp(Some(ntp))
             }
         );
         let text = m.to_string();
@@ -1524,7 +1526,8 @@ mod tests {
         for (source, domain) in [
             (ClockSource::Master, ClockDomain::Ntp),
             (ClockSource::Master, ClockDomain::System),
-            (ClockSource::Ntp(ntp), ClockDomain::System),
+            (ClockSource::Ntp(Some(ntp)), ClockDomain::System),
+            (ClockSource::Ntp(None), ClockDomain::Master),
             (ClockSource::System, ClockDomain::Master),
             (ClockSource::System, ClockDomain::Ntp),
         ] {
@@ -1627,11 +1630,23 @@ mod tests {
         // A receiver given its own server reads that one instead.
         let own: SocketAddr = "192.0.2.9:123".parse().unwrap();
         let mut r = Receiver::new(ReceiverConfig {
-            clock: ClockSource::Ntp(own),
+            clock: ClockSource::Ntp(Some(own)),
             ..ReceiverConfig::default()
         });
         serve_ntp(&mut r, &stream, own, utc_offset);
         assert!(r.clock().is_some() && r.clock_mismatch().is_none());
+        // `--clock ntp` without a server of its own reads the one the stream names.
+        let mut r = Receiver::new(ReceiverConfig {
+            clock: ClockSource::Ntp(None),
+            ..ReceiverConfig::default()
+        });
+        serve_ntp(
+            &mut r,
+            &stream,
+            "10.0.0.1:11123".parse().unwrap(),
+            utc_offset,
+        );
+        assert!(r.clock().is_some());
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub enum ClockChoice {
     Auto,
     /// Query the master's own time service (streams in clock domain `master` only).
     Master,
-    /// Query an NTP server (`ntp = "host"`), as master and receivers all do (streams in clock
-    /// domain `ntp` only).
+    /// Query an NTP server (`ntp = "host"`, else the one the master names), as master and
+    /// receivers all do (streams in clock domain `ntp` only).
     Ntp,
     /// Trust this host's clock as-is, already disciplined by PTP or chrony (streams in clock
     /// domain `system` only).
@@ -192,8 +192,8 @@ pub enum ClockSource {
     Auto,
     /// The master's time service, at the port its status message announces.
     Master,
-    /// An NTP server.
-    Ntp(SocketAddr),
+    /// An NTP server: this one, or the one the stream names.
+    Ntp(Option<SocketAddr>),
     /// This host's CLOCK_REALTIME as-is.
     System,
 }
@@ -363,11 +363,9 @@ impl Config {
         let ntp = a.ntp.clone().or(f.ntp);
         let clock_choice = a.clock.or(f.clock);
         let clock = match (clock_choice, ntp) {
-            (Some(ClockChoice::Ntp), None) => {
-                return Err(bad("clock", "ntp", "needs an NTP server: --ntp HOST"))
-            }
+            (Some(ClockChoice::Ntp), None) => ClockSource::Ntp(None),
             (Some(ClockChoice::Ntp) | None, Some(n)) => {
-                ClockSource::Ntp(resolve_host_port("ntp", &n, defaults::NTP_PORT)?)
+                ClockSource::Ntp(Some(resolve_host_port("ntp", &n, defaults::NTP_PORT)?))
             }
             (
                 Some(c @ (ClockChoice::Master | ClockChoice::System | ClockChoice::Auto)),
@@ -550,9 +548,16 @@ mod tests {
     #[test]
     fn ntp_implies_ntp_clock_with_default_port() {
         let c = Config::from_toml(&args(&["--ntp", "127.0.0.1"]), "").unwrap();
-        assert_eq!(c.clock, ClockSource::Ntp("127.0.0.1:123".parse().unwrap()));
-        let e = Config::from_toml(&args(&["--clock", "ntp"]), "").unwrap_err();
-        assert!(e.to_string().contains("--ntp HOST"), "{e}");
+        assert_eq!(
+            c.clock,
+            ClockSource::Ntp(Some("127.0.0.1:123".parse().unwrap()))
+        );
+        let c = Config::from_toml(&args(&["--clock", "ntp"]), "").unwrap();
+        assert_eq!(
+            c.clock,
+            ClockSource::Ntp(None),
+            "the server the stream names"
+        );
         let e = Config::from_toml(&args(&["--clock", "master", "--ntp", "h"]), "").unwrap_err();
         assert!(
             e.to_string().contains("only makes sense with --clock ntp"),
@@ -568,7 +573,7 @@ mod tests {
             ("clock = \"auto\"", ClockSource::Auto),
             (
                 "clock = \"ntp\"\nntp = \"127.0.0.1:11123\"",
-                ClockSource::Ntp("127.0.0.1:11123".parse().unwrap()),
+                ClockSource::Ntp(Some("127.0.0.1:11123".parse().unwrap())),
             ),
         ] {
             assert_eq!(

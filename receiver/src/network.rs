@@ -139,8 +139,9 @@ impl Network {
             }
             Event::ClockMismatch(m) => {
                 let fix = match m.source {
-                    ClockSource::Auto => "give this receiver --ntp HOST (the NTP server the \
-                                          master reads)"
+                    ClockSource::Auto | ClockSource::Ntp(None) => "give this receiver --ntp HOST \
+                                                                    (the NTP server the master \
+                                                                    reads)"
                         .to_string(),
                     _ => format!(
                         "run it with --clock auto (the default: follow the stream) or --clock {}",
