@@ -357,6 +357,10 @@ struct RelayArgs {
     /// Stream rate, for --anchors.
     #[arg(long, default_value_t = 48_000)]
     rate: u32,
+    /// For --anchors: the stream's timeline is CLOCK_REALTIME already (clock domains `system`
+    /// and `ntp`, the NTP server serving this host's clock), not the master's CLOCK_MONOTONIC.
+    #[arg(long)]
+    realtime_timeline: bool,
     #[command(flatten)]
     impair: ImpairArgs,
 }
@@ -401,6 +405,9 @@ fn relay(a: RelayArgs) -> Result<(), String> {
     if let Some(path) = &a.anchors {
         let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut log = AnchorLog::new(file, a.rate);
+        if a.realtime_timeline {
+            log = log.on_realtime_timeline();
+        }
         let mut failed = false;
         relay.set_observer(Box::new(move |d| {
             if let Err(e) = log.observe(d) {

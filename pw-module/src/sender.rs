@@ -4,7 +4,7 @@
 //! [`AudioInput::push`], which is real-time safe (lock-free rings, no allocation, one
 //! non-blocking eventfd write).
 
-use wavesync_common::time::TimelineNs;
+use wavesync_common::time::LocalNs;
 use wavesync_engine::{AudioInput, Engine, EngineConfig, SettingNames};
 use wavesync_net::NetOptions;
 
@@ -19,7 +19,7 @@ pub struct Sender {
 }
 
 impl BlockInput for AudioInput {
-    fn push(&mut self, capture_time: TimelineNs, samples: &[f32]) -> bool {
+    fn push(&mut self, capture_time: LocalNs, samples: &[f32]) -> bool {
         AudioInput::push(self, capture_time, samples)
     }
 }
@@ -41,6 +41,7 @@ pub fn engine_config(config: &ModuleConfig) -> EngineConfig {
     cfg.stats_interval_ns = None;
     cfg.key_file = config.key_file.clone();
     cfg.encrypt = config.encrypt;
+    cfg.clock = config.clock;
     cfg
 }
 

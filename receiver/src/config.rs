@@ -20,11 +20,16 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/wavesync/receiver.toml";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClockChoice {
-    /// Query the master's own time service (the default).
+    /// Follow the clock domain the stream names (the default): the master's time service, the
+    /// NTP server the master names, or this host's clock.
+    Auto,
+    /// Query the master's own time service (streams in clock domain `master` only).
     Master,
-    /// Query an NTP server (`ntp = "host"`), as master and receivers all do.
+    /// Query an NTP server (`ntp = "host"`, else the one the master names), as master and
+    /// receivers all do (streams in clock domain `ntp` only).
     Ntp,
-    /// Trust this host's clock as-is (already disciplined by PTP or chrony).
+    /// Trust this host's clock as-is, already disciplined by PTP or chrony (streams in clock
+    /// domain `system` only).
     System,
 }
 
@@ -60,11 +65,14 @@ pub struct Args {
     /// heard, then stick to it].
     #[arg(long, value_name = "HOST")]
     pub master: Option<String>,
-    /// Where the master's clock is read: master's time service, an NTP server, or this host's
-    /// clock as-is [default: master].
+    /// Where the stream's clock is read. auto: as the stream's clock domain says (the master's
+    /// time service, the NTP server the master names, or this host's clock); master, ntp,
+    /// system: only that, and a stream in another domain is refused (logged, shown in the
+    /// status, nothing played) [default: auto].
     #[arg(long, value_enum)]
     pub clock: Option<ClockChoice>,
-    /// NTP server to read the time from (implies --clock ntp), as HOST or HOST:PORT.
+    /// NTP server to read the time from (implies --clock ntp: streams in clock domain ntp
+    /// only), as HOST or HOST:PORT [default: the one the master names].
     #[arg(long, value_name = "HOST[:PORT]")]
     pub ntp: Option<String>,
     /// Output: a sound card (alsa), a PipeWire sink (pipewire: exact timing where PipeWire
@@ -182,10 +190,12 @@ struct FileConfig {
 /// Where the clock comes from, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClockSource {
+    /// Whatever the stream's clock domain asks for.
+    Auto,
     /// The master's time service, at the port its status message announces.
     Master,
-    /// An NTP server.
-    Ntp(SocketAddr),
+    /// An NTP server: this one, or the one the stream names.
+    Ntp(Option<SocketAddr>),
     /// This host's CLOCK_REALTIME as-is.
     System,
 }
@@ -358,21 +368,26 @@ impl Config {
         let ntp = a.ntp.clone().or(f.ntp);
         let clock_choice = a.clock.or(f.clock);
         let clock = match (clock_choice, ntp) {
-            (Some(ClockChoice::Ntp), None) => {
-                return Err(bad("clock", "ntp", "needs an NTP server: --ntp HOST"))
-            }
+            (Some(ClockChoice::Ntp), None) => ClockSource::Ntp(None),
             (Some(ClockChoice::Ntp) | None, Some(n)) => {
-                ClockSource::Ntp(resolve_host_port("ntp", &n, defaults::NTP_PORT)?)
+                ClockSource::Ntp(Some(resolve_host_port("ntp", &n, defaults::NTP_PORT)?))
             }
-            (Some(ClockChoice::Master), Some(_)) | (Some(ClockChoice::System), Some(_)) => {
+            (
+                Some(c @ (ClockChoice::Master | ClockChoice::System | ClockChoice::Auto)),
+                Some(n),
+            ) => {
                 return Err(bad(
                     "ntp",
-                    "",
-                    "an NTP server only makes sense with --clock ntp",
+                    n,
+                    format!(
+                        "an NTP server only makes sense with --clock ntp, not {c:?} (with \
+                         --clock auto the server is the one the master names)"
+                    ),
                 ))
             }
             (Some(ClockChoice::System), None) => ClockSource::System,
-            (Some(ClockChoice::Master) | None, None) => ClockSource::Master,
+            (Some(ClockChoice::Master), None) => ClockSource::Master,
+            (Some(ClockChoice::Auto) | None, None) => ClockSource::Auto,
         };
         let period_given = a.period_ms.or(f.period_ms);
         let period_ms = period_given.unwrap_or(5.0);
@@ -518,10 +533,10 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_multicast_master_clock_alsa() {
+    fn defaults_are_multicast_auto_clock_alsa() {
         let c = Config::from_toml(&args(&[]), "").unwrap();
         assert_eq!(c.listen, "239.255.77.77:45300".parse().unwrap());
-        assert_eq!(c.clock, ClockSource::Master);
+        assert_eq!(c.clock, ClockSource::Auto);
         assert!(matches!(c.output, OutputConfig::Alsa { ref device, .. } if device == "default"));
         assert_eq!(c.tolerance_ns, 2_000_000);
         assert!(c.drift_correction && c.resend);
@@ -539,9 +554,44 @@ mod tests {
     #[test]
     fn ntp_implies_ntp_clock_with_default_port() {
         let c = Config::from_toml(&args(&["--ntp", "127.0.0.1"]), "").unwrap();
-        assert_eq!(c.clock, ClockSource::Ntp("127.0.0.1:123".parse().unwrap()));
-        let e = Config::from_toml(&args(&["--clock", "ntp"]), "").unwrap_err();
-        assert!(e.to_string().contains("--ntp HOST"), "{e}");
+        assert_eq!(
+            c.clock,
+            ClockSource::Ntp(Some("127.0.0.1:123".parse().unwrap()))
+        );
+        let c = Config::from_toml(&args(&["--clock", "ntp"]), "").unwrap();
+        assert_eq!(
+            c.clock,
+            ClockSource::Ntp(None),
+            "the server the stream names"
+        );
+        let e = Config::from_toml(&args(&["--clock", "master", "--ntp", "h"]), "").unwrap_err();
+        assert!(
+            e.to_string().contains("only makes sense with --clock ntp"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_clock_choice_comes_from_the_file_too() {
+        for (text, want) in [
+            ("clock = \"system\"", ClockSource::System),
+            ("clock = \"master\"", ClockSource::Master),
+            ("clock = \"auto\"", ClockSource::Auto),
+            (
+                "clock = \"ntp\"\nntp = \"127.0.0.1:11123\"",
+                ClockSource::Ntp(Some("127.0.0.1:11123".parse().unwrap())),
+            ),
+        ] {
+            assert_eq!(
+                Config::from_toml(&args(&[]), text).unwrap().clock,
+                want,
+                "{text}"
+            );
+        }
+        let c = Config::from_toml(&args(&["--clock", "auto"]), "clock = \"system\"").unwrap();
+        assert_eq!(c.clock, ClockSource::Auto, "the command line wins");
+        let e = Config::from_toml(&args(&[]), "clock = \"gps\"").unwrap_err();
+        assert!(e.to_string().contains("unknown variant"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! up or a signal asks to stop.
 
 use wavesync_common::format::StreamFormat;
-use wavesync_common::time::TimelineNs;
 
 use crate::args::RunConfig;
 use crate::input::{self, Block, InputError};
@@ -58,9 +57,7 @@ pub fn run(cfg: &RunConfig, stop: impl Fn() -> bool) -> Result<EngineStats, RunE
         }
         match input.next_block(&mut buf) {
             Ok(Block::Audio { capture, frames }) => {
-                // The engine's clock domain is `master`: the sender's monotonic clock is the
-                // timeline.
-                let capture = TimelineNs::from_master_monotonic(capture);
+                // On CLOCK_MONOTONIC: the engine maps it to its clock domain's timeline.
                 if !audio.push(capture, &buf[..frames * ch]) {
                     let refused = engine.stats().input_refused;
                     if refused > refused_logged * 2 {

@@ -15,7 +15,6 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::Value;
 use wavesync_common::format::StreamFormat;
-use wavesync_common::time::TimelineNs;
 use wavesync_engine::{Engine, EngineConfig};
 use wavesync_net::clock;
 use wavesync_receiver::config::{Args, Config};
@@ -70,7 +69,7 @@ pub fn start_master(
     let h = thread::spawn(move || {
         let block = 480usize;
         // Clock domain `master`: the timeline is this host's CLOCK_MONOTONIC.
-        let mono = || TimelineNs::from_master_monotonic(clock::monotonic_ns());
+        let mono = clock::monotonic_ns;
         let t0 = mono();
         let mut n = 0u64;
         let mut buf = vec![0f32; block * 2];

@@ -197,6 +197,7 @@ mod tests {
             packets_sent: 0,
             flags: 0,
             name: status::StatusName::truncated("x"),
+            ntp_server: None,
         };
         let n = status.encode(&mut buf).unwrap();
         assert_eq!(classify(&buf[..n]), Kind::Status);

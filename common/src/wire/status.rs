@@ -7,8 +7,16 @@
 //! 12 version (1)  13 sample format code  14 channels  15 clock domain code
 //! 16..20 rate  20..22 frames per packet  22..24 time service port
 //! 24..28 latency in us  28..36 packets sent  36..40 flags (bit 0: authenticated)
-//! 40 name length  41.. name (UTF-8, <= 64 bytes), zero padding to a 4-byte boundary
+//! 40 name length  41.. name (UTF-8, <= 64 bytes)
+//! then, only in clock domain `ntp` when the master names its NTP server:
+//!   family (4 or 6)  port (2 bytes)  address (4 or 16 bytes)
+//! zero padding to a 4-byte boundary
 //! ```
+//!
+//! The server block sits where older decoders see padding or trailing bytes, which they
+//! ignore; a zero byte there means "no server".
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::{be_u16, be_u32, be_u64, need, room, DecodeError, EncodeError};
 use crate::format::{ClockDomain, SampleFormat, StreamFormat};
@@ -21,8 +29,11 @@ pub const APP_NAME: [u8; 4] = *b"WSYN";
 pub const VERSION: u8 = 1;
 /// Flags bit: every packet of the stream is authenticated with the pre-shared key.
 pub const FLAG_AUTHENTICATED: u32 = 1;
-/// Longest encoded status message (a 64-byte name).
-pub const MAX_LEN: usize = 41 + StatusName::MAX + 3;
+/// Longest encoded status message (a 64-byte name and an IPv6 server).
+pub const MAX_LEN: usize = (41 + StatusName::MAX + SERVER_V6_LEN).next_multiple_of(4);
+
+const SERVER_V4_LEN: usize = 1 + 2 + 4;
+const SERVER_V6_LEN: usize = 1 + 2 + 16;
 
 const FIXED_LEN: usize = 41;
 
@@ -91,12 +102,20 @@ pub struct Status {
     pub flags: u32,
     /// The sender's human-readable name.
     pub name: StatusName,
+    /// Clock domain `ntp`: the NTP server whose clock is the timeline, as the master reaches
+    /// it (receivers may be told to use another with their own setting).
+    pub ntp_server: Option<SocketAddr>,
 }
 
 impl Status {
     /// Bytes [`Status::encode`] writes.
     pub fn encoded_len(&self) -> usize {
-        (FIXED_LEN + self.name.len as usize).next_multiple_of(4)
+        let server = match self.ntp_server {
+            None => 0,
+            Some(SocketAddr::V4(_)) => SERVER_V4_LEN,
+            Some(SocketAddr::V6(_)) => SERVER_V6_LEN,
+        };
+        (FIXED_LEN + self.name.len as usize + server).next_multiple_of(4)
     }
 
     /// Writes the message to `out`; returns the bytes written. The latency is rounded down to
@@ -128,7 +147,23 @@ impl Status {
         let name = self.name.as_str().as_bytes();
         out[40] = name.len() as u8;
         out[41..41 + name.len()].copy_from_slice(name);
-        out[41 + name.len()..].fill(0);
+        let mut at = 41 + name.len();
+        out[at..].fill(0);
+        if let Some(server) = self.ntp_server {
+            out[at + 1..at + 3].copy_from_slice(&server.port().to_be_bytes());
+            match server.ip() {
+                IpAddr::V4(a) => {
+                    out[at] = 4;
+                    at += 3;
+                    out[at..at + 4].copy_from_slice(&a.octets());
+                }
+                IpAddr::V6(a) => {
+                    out[at] = 6;
+                    at += 3;
+                    out[at..at + 16].copy_from_slice(&a.octets());
+                }
+            }
+        }
         Ok(len)
     }
 
@@ -186,6 +221,7 @@ impl Status {
         }
         let name = std::str::from_utf8(&buf[FIXED_LEN..FIXED_LEN + name_len])
             .map_err(|_| DecodeError::Malformed("name is not UTF-8"))?;
+        let ntp_server = decode_server(&buf[FIXED_LEN + name_len..])?;
         Ok(Status {
             ssrc: be_u32(buf, 4),
             format: StreamFormat {
@@ -200,8 +236,39 @@ impl Status {
             packets_sent: be_u64(buf, 28),
             flags: be_u32(buf, 36),
             name: StatusName::truncated(name),
+            ntp_server,
         })
     }
+}
+
+/// The optional server block after the name (see the module documentation).
+fn decode_server(rest: &[u8]) -> Result<Option<SocketAddr>, DecodeError> {
+    let Some(&family) = rest.first() else {
+        return Ok(None);
+    };
+    let len = match family {
+        0 => return Ok(None),
+        4 => SERVER_V4_LEN,
+        6 => SERVER_V6_LEN,
+        _ => {
+            return Err(DecodeError::Unsupported {
+                field: "NTP server address family",
+                value: family as u32,
+            })
+        }
+    };
+    need(rest, len)?;
+    let port = be_u16(rest, 1);
+    let ip = if family == 4 {
+        let mut o = [0u8; 4];
+        o.copy_from_slice(&rest[3..7]);
+        IpAddr::V4(Ipv4Addr::from(o))
+    } else {
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&rest[3..19]);
+        IpAddr::V6(Ipv6Addr::from(o))
+    };
+    Ok(Some(SocketAddr::new(ip, port)))
 }
 
 #[cfg(test)]
@@ -220,7 +287,33 @@ mod tests {
             packets_sent: 0x0102_0304_0506_0708,
             flags: FLAG_AUTHENTICATED,
             name: StatusName::truncated("kitchen"),
+            ntp_server: None,
         }
+    }
+
+    #[test]
+    fn an_ntp_server_travels_after_the_name() {
+        let mut s = example();
+        s.clock_domain = ClockDomain::Ntp;
+        s.ntp_server = Some("192.0.2.7:123".parse().unwrap());
+        let mut out = [0u8; MAX_LEN];
+        let n = s.encode(&mut out).unwrap();
+        // 41 + 7 + 7 = 55, padded to 56.
+        assert_eq!(n, 56);
+        assert_eq!(out[48..56], [4, 0, 123, 192, 0, 2, 7, 0]);
+        assert_eq!(Status::decode(&out[..n]), Ok(s));
+        s.ntp_server = Some("[2001:db8::1]:11123".parse().unwrap());
+        s.name = StatusName::truncated(&"n".repeat(64));
+        let n = s.encode(&mut out).unwrap();
+        assert_eq!(n, MAX_LEN);
+        assert_eq!(Status::decode(&out[..n]), Ok(s));
+        // An unknown family is refused; one cut short too.
+        let mut b = out;
+        b[41 + 64] = 5;
+        assert!(matches!(
+            Status::decode(&b[..n]),
+            Err(DecodeError::Unsupported { .. })
+        ));
     }
 
     #[test]
@@ -330,7 +423,7 @@ mod tests {
             ssrc in any::<u32>(), rate in 1u32.., channels in 1u8.., l24 in any::<bool>(),
             domain in 0u8..3, fpp in any::<u16>(), port in any::<u16>(),
             latency_us in any::<u32>(), sent in any::<u64>(), flags in any::<u32>(),
-            name in "\\PC{0,70}",
+            name in "\\PC{0,70}", server in proptest::option::of((any::<IpAddr>(), any::<u16>())),
         ) {
             let s = Status {
                 ssrc,
@@ -346,6 +439,7 @@ mod tests {
                 packets_sent: sent,
                 flags,
                 name: StatusName::truncated(&name),
+                ntp_server: server.map(|(ip, port)| SocketAddr::new(ip, port)),
             };
             let mut out = [0u8; MAX_LEN];
             let n = s.encode(&mut out).unwrap();

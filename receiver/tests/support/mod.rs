@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use wavesync_common::format::StreamFormat;
+use wavesync_common::format::{ClockDomain, StreamFormat};
 use wavesync_common::sender::{SenderConfig, SenderCore, SenderStats, Target};
 use wavesync_common::time::{LocalNs, TimelineNs};
 use wavesync_common::wire::rtp::AudioPacket;
@@ -117,8 +117,10 @@ pub struct SenderOpts {
     /// Answer NACKs (false: they are dropped on arrival).
     pub answer_nacks: bool,
     /// Its timeline: this process's CLOCK_MONOTONIC plus this, ns (another master, or one
-    /// whose clock restarted).
+    /// whose clock restarted; [`real_minus_mono`] for clock domain `system`).
     pub timeline_offset_ns: i64,
+    /// The clock domain its status message announces.
+    pub clock_domain: ClockDomain,
 }
 
 impl Default for SenderOpts {
@@ -136,6 +138,7 @@ impl Default for SenderOpts {
             seed: 1,
             answer_nacks: true,
             timeline_offset_ns: 0,
+            clock_domain: ClockDomain::Master,
         }
     }
 }
@@ -304,6 +307,7 @@ impl TestSender {
         cfg.latency_ns = opts.latency_ms * 1_000_000;
         cfg.time_port = control_addr.port();
         cfg.name = "test".into();
+        cfg.clock_domain = opts.clock_domain;
         let packet_ms = cfg.frames_per_packet as f64 * 1e3 / fmt.rate as f64;
         let mut core = SenderCore::new(cfg).expect("sender config");
         let shared = Arc::new(Shared {
