@@ -21,7 +21,8 @@ usage: wavesync status [--json|--brief] [--socket PATH] show what this host's re
        wavesync key new PATH [--force]            write a fresh household key (mode 0600)
        wavesync pair [--key-file PATH]            on the master: show a code for pairing
        wavesync pair CODE HOST [--key-file PATH]  on a receiver: get the key with the code
-       wavesync rooms [--master HOST[:PORT]] [--json] [--watch]   list the master's rooms
+       wavesync rooms [--master HOST[:PORT]] [--key-file PATH] [--json] [--watch]
+                                                  list the master's rooms
        wavesync room NAME volume 0..100|mute|unmute|trim +-MS|channels all|left|right|mono
                           |off|on|rename NEW [--master HOST[:PORT]]   change one room
        wavesync web [--listen ADDR:PORT] [--master HOST[:PORT]]   a page for the rooms

@@ -18,13 +18,14 @@ use wavesync_common::wire::control::{Answer, Command, RoomEntry};
 
 use crate::rooms;
 
-const USAGE: &str = "usage: wavesync web [--listen ADDR:PORT] [--master HOST[:PORT]]
+const USAGE: &str =
+    "usage: wavesync web [--listen ADDR:PORT] [--master HOST[:PORT]] [--key-file PATH]
 
 Serves a page listing every room of the master, with a volume slider, mute, trim, channels
 and on/off for each, and the JSON API behind it (docs/web.md). The default listen address is
 127.0.0.1:45303 (this host only): give --listen 0.0.0.0:45303 to reach it from a phone, on a
-network you trust (the page has no login; with a household key on the master, commands without
-the key are refused there).";
+network you trust: the page has no login, and it sends commands with the household key it was
+given (--key-file, or /etc/wavesync/key when readable) to a master that has one.";
 
 /// The default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:45303";
@@ -40,15 +41,12 @@ pub trait Master {
     fn command(&self, name: &str, command: &Command) -> Result<Answer, String>;
 }
 
-/// The master's control port.
-pub struct ControlPort(pub SocketAddr);
-
-impl Master for ControlPort {
+impl Master for rooms::Control {
     fn rooms(&self) -> Result<Vec<RoomEntry>, String> {
-        rooms::fetch_rooms(self.0)
+        rooms::Control::rooms(self)
     }
     fn command(&self, name: &str, command: &Command) -> Result<Answer, String> {
-        rooms::command_room(self.0, name, command)
+        rooms::Control::command(self, name, command)
     }
 }
 
@@ -138,7 +136,7 @@ pub fn handle(master: &dyn Master, method: &str, url: &str, body: &str) -> Reply
             match master.command(&name, &command) {
                 Ok(a) => Reply::json(200, answer_json(&a)),
                 Err(e) if e.contains("no answer from a master") => Reply::error(502, &e),
-                // `command_room` names the known rooms only when the room is not one of them.
+                // `Control::command` names the known rooms only when the room is not one of them.
                 Err(e) if e.contains("(known rooms:") => Reply::error(404, &e),
                 Err(e) => Reply::error(409, &e),
             }
@@ -155,7 +153,7 @@ pub fn run_web(args: &[String]) -> Result<(), String> {
         println!("{USAGE}");
         return Ok(());
     }
-    let master = rooms::take_master(&mut args)?;
+    let control = rooms::Control::from_args(&mut args)?;
     let mut listen = DEFAULT_LISTEN.to_string();
     let mut i = 0;
     while i < args.len() {
@@ -179,8 +177,11 @@ pub fn run_web(args: &[String]) -> Result<(), String> {
         .map_err(|_| format!("--listen {listen:?}: want ADDR:PORT, e.g. {DEFAULT_LISTEN}"))?;
     let server =
         tiny_http::Server::http(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    log::info!("serving the rooms of the master at {master} on http://{addr}/");
-    let port = ControlPort(master);
+    log::info!(
+        "serving the rooms of the master at {} on http://{addr}/",
+        control.master()
+    );
+    let port = control;
     for mut req in server.incoming_requests() {
         let mut body = String::new();
         let read = std::io::Read::read_to_string(
