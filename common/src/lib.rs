@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod channels;
 pub mod clock;
 pub mod dll;
 pub mod follow;

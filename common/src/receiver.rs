@@ -701,6 +701,7 @@ impl Receiver {
                     || old.status.time_port != status.time_port
                     || old.status.clock_domain != status.clock_domain
                     || old.status.ntp_server != status.ntp_server
+                    || old.status.positions() != status.positions()
                     || old.status.frames_per_packet != status.frames_per_packet
             }
         };
@@ -958,6 +959,7 @@ mod tests {
             flags: 0,
             name: StatusName::truncated("test"),
             ntp_server,
+            channel_map: None,
         };
         let mut b = vec![0u8; 200];
         let n = s.encode(&mut b).unwrap();

@@ -95,6 +95,9 @@ pub struct SenderConfig {
     /// Clock domain `ntp`: the NTP server the timeline is read from, announced in the status
     /// message so receivers read the same one.
     pub ntp_server: Option<SocketAddr>,
+    /// The positions of the channels, announced in the status message (`None`: the default
+    /// order for the channel count, see `channels::ChannelMap::default_for`).
+    pub channel_map: Option<crate::channels::ChannelMap>,
     /// Stop sending after this much all-zero input; `None` never stops.
     pub silence_timeout_ns: Option<i64>,
     /// Start a new run when capture times depart from the prediction by more than this, ns.
@@ -125,6 +128,7 @@ impl SenderConfig {
             time_port: 45301,
             clock_domain: ClockDomain::Master,
             ntp_server: None,
+            channel_map: None,
             silence_timeout_ns: p.silence_timeout_ns,
             resync_threshold_ns: p.resync_threshold_ns,
             ssrc,
@@ -382,6 +386,7 @@ impl SenderCore {
             flags: self.cfg.flags,
             name: StatusName::truncated(&self.cfg.name),
             ntp_server: self.cfg.ntp_server,
+            channel_map: self.cfg.channel_map,
         }
     }
 

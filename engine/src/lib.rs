@@ -57,6 +57,9 @@ pub struct EngineConfig {
     pub frames_per_packet: u16,
     /// Sender name in the status message.
     pub name: String,
+    /// The channels' positions, announced in the status message (`None`: the default order
+    /// for the channel count).
+    pub channel_map: Option<wavesync_common::channels::ChannelMap>,
     /// Where the stream goes: multicast groups and unicast receivers, IPv4 and IPv6 mixed.
     pub destinations: Vec<SocketAddr>,
     /// How the stream sockets send (TTL, interface, loop, broadcast, source address).
@@ -91,6 +94,7 @@ impl EngineConfig {
             latency_ns: p.latency_ns,
             frames_per_packet: p.frames_per_packet,
             name: String::from("WaveSync"),
+            channel_map: None,
             destinations,
             net: NetOptions::default(),
             control_port: defaults::CONTROL_PORT,
@@ -387,6 +391,7 @@ impl Engine {
         scfg.time_port = control_port;
         scfg.clock_domain = cfg.clock.domain();
         scfg.ntp_server = cfg.clock.ntp_server();
+        scfg.channel_map = cfg.channel_map;
         scfg.silence_timeout_ns = cfg.silence_timeout_ns;
         scfg.resync_threshold_ns = cfg.resync_threshold_ns;
         let core = SenderCore::new(scfg)?;

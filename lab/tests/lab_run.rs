@@ -157,3 +157,32 @@ fn keyed_rooms_hold_against_an_attacker_on_the_bridge() {
     let p99 = run["skew_p99_us"].as_f64().expect("skew");
     assert!(p99 < 1000.0, "skew p99 {p99} us under attack\n{stdout}");
 }
+
+/// Issue 14's clock domains in the lab (docs/lab.md): a master stamping on CLOCK_REALTIME
+/// (`system`) and one stamping on the lab's own chronyd's clock (`ntp`, every host's time
+/// queries through a relay of the profile); the receivers follow the stream's domain by
+/// themselves and play in sync.
+#[test]
+fn short_runs_in_the_system_and_ntp_domains_play_in_sync() {
+    for (clock, prefix) in [("system", "wslabs"), ("ntp", "wslabn")] {
+        let Some((ok, stdout, stderr)) = lab_run(
+            prefix,
+            &["--seconds", "12", "--clock", clock],
+            &["master.out", "rx1.out", "rx2.out"],
+        ) else {
+            return;
+        };
+        assert!(ok, "{clock}: {stdout}\n{stderr}");
+        let last = stdout.lines().last().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(last)
+            .unwrap_or_else(|e| panic!("{clock}: {e}: {last:?}\n{stderr}"));
+        assert!(
+            v["profile"].as_str().is_some_and(|p| p.contains(clock)),
+            "{clock}: {last}"
+        );
+        let p99 = v["skew_p99_us"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{clock}: no skew: {stdout}\n{stderr}"));
+        assert!(p99 < 1000.0, "{clock}: skew p99 {p99} us\n{stdout}");
+    }
+}

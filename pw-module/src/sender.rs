@@ -4,6 +4,7 @@
 //! [`AudioInput::push`], which is real-time safe (lock-free rings, no allocation, one
 //! non-blocking eventfd write).
 
+use wavesync_common::channels::ChannelMap;
 use wavesync_common::time::LocalNs;
 use wavesync_engine::{AudioInput, Engine, EngineConfig, SettingNames};
 use wavesync_net::NetOptions;
@@ -30,6 +31,9 @@ pub fn engine_config(config: &ModuleConfig) -> EngineConfig {
     cfg.latency_ns = config.latency_ns;
     cfg.frames_per_packet = config.frames_per_packet;
     cfg.name = config.session_name.clone();
+    // The sink's positions travel with the stream, so every room plays each channel where
+    // the master meant it.
+    cfg.channel_map = ChannelMap::from_names(&config.positions);
     cfg.control_port = config.control_port;
     cfg.net = NetOptions {
         ttl: Some(config.ttl),

@@ -42,6 +42,7 @@ fn decode_feed_and_push_never_allocate() {
         flags: 0,
         name: StatusName::truncated("test"),
         ntp_server: None,
+        channel_map: None,
     };
     let n = status.encode(&mut b).expect("status fits");
     rx.handle_datagram(LocalNs::from_ns(0), master, &b[..n]);

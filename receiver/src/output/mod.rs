@@ -29,6 +29,8 @@ pub mod virtual_dac;
 
 use std::fmt;
 use std::path::PathBuf;
+use wavesync_common::channels::ChannelMap;
+use wavesync_common::wire::status::Status;
 
 use wavesync_common::time::LocalNs;
 
@@ -81,6 +83,9 @@ pub struct OutputInfo {
     pub device_format: DeviceFormat,
     /// Human-readable device name (for logs).
     pub device: String,
+    /// The positions of the channels as the device takes them, when it says (the stream's
+    /// channels are reordered to match); `None`: in the stream's order.
+    pub positions: Option<ChannelMap>,
 }
 
 /// Errors of an output. [`OutputError::is_recoverable`] tells the ones a reopen (or
@@ -274,13 +279,18 @@ pub fn alsa_period_ms(latency_ns: i64) -> f64 {
     (latency_ns as f64 / 12.0 / 1e6).clamp(2.0, 20.0)
 }
 
-/// Builds (does not open) the output for a stream of `latency_ns`: outputs whose period is
-/// not configured size their wake-ups from the latency budget.
-pub fn for_stream(cfg: &OutputConfig, latency_ns: i64) -> Box<dyn Output> {
-    build_output(&spec_for_stream(cfg, latency_ns))
+/// Builds (does not open) the output for the stream `status` describes: outputs whose period
+/// is not configured size their wake-ups from its latency; the PipeWire output declares its
+/// channels' positions.
+pub fn for_stream(cfg: &OutputConfig, status: &Status) -> Box<dyn Output> {
+    let mut spec = spec_for_stream(cfg, status.latency_ns);
+    if let OutputSpec::PipeWire(c) = &mut spec {
+        c.positions = Some(status.positions());
+    }
+    build_output(&spec)
 }
 
-/// What [`for_stream`] builds.
+/// What [`for_stream`] builds for a stream of `latency_ns`.
 fn spec_for_stream(cfg: &OutputConfig, latency_ns: i64) -> OutputSpec {
     let mut spec = OutputSpec::from(cfg);
     match (&mut spec, cfg) {

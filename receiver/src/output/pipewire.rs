@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, O
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use wavesync_common::channels::{self, ChannelMap};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -67,6 +68,9 @@ pub struct PipeWireConfig {
     pub period_ms: Option<f64>,
     /// The stream's latency, ns (set when a stream opens the output).
     pub stream_latency_ns: Option<i64>,
+    /// The positions of the stream's channels (from its status message), declared to the
+    /// graph; `None`: PipeWire's default for the channel count.
+    pub positions: Option<ChannelMap>,
     /// Frames kept queued ahead of the graph; `None`: one graph cycle plus two periods.
     pub buffer_frames: Option<u32>,
     /// The node's name in the graph.
@@ -79,6 +83,7 @@ impl Default for PipeWireConfig {
             target: None,
             period_ms: None,
             stream_latency_ns: None,
+            positions: None,
             buffer_frames: None,
             node_name: "wavesync-receiver".to_string(),
         }
@@ -322,34 +327,26 @@ fn pw_error(op: &'static str, why: impl ToString) -> OutputError {
     }
 }
 
-/// Channel positions for `channels` in ALSA's usual order.
-fn positions(channels: u8) -> Vec<u32> {
-    use spa::sys::*;
-    let all = [
-        SPA_AUDIO_CHANNEL_FL,
-        SPA_AUDIO_CHANNEL_FR,
-        SPA_AUDIO_CHANNEL_RL,
-        SPA_AUDIO_CHANNEL_RR,
-        SPA_AUDIO_CHANNEL_FC,
-        SPA_AUDIO_CHANNEL_LFE,
-        SPA_AUDIO_CHANNEL_SL,
-        SPA_AUDIO_CHANNEL_SR,
-    ];
-    match channels {
-        1 => vec![SPA_AUDIO_CHANNEL_MONO],
-        n if (n as usize) <= all.len() => all[..n as usize].to_vec(),
-        n => (0..n as u32).map(|i| SPA_AUDIO_CHANNEL_AUX0 + i).collect(),
-    }
+/// SPA channel ids of `map`, for `channels` (a map of another size gives PipeWire's default).
+fn positions(channels: u8, map: Option<&ChannelMap>) -> Vec<u32> {
+    let default = ChannelMap::default_for(channels as usize);
+    let map = map
+        .filter(|m| m.len() == channels as usize)
+        .unwrap_or(&default);
+    map.codes()
+        .iter()
+        .map(|&c| channels::spa_id(c).unwrap_or(spa::sys::SPA_AUDIO_CHANNEL_UNKNOWN))
+        .collect()
 }
 
 /// The EnumFormat pod: interleaved F32 (native endian) at `rate` and `channels`.
-fn format_pod(rate: u32, channels: u8) -> Result<Vec<u8>, OutputError> {
+fn format_pod(rate: u32, channels: u8, map: Option<&ChannelMap>) -> Result<Vec<u8>, OutputError> {
     let mut info = spa::param::audio::AudioInfoRaw::new();
     info.set_format(spa::param::audio::AudioFormat::F32LE);
     info.set_rate(rate);
     info.set_channels(channels as u32);
     let mut position = [0u32; spa::param::audio::MAX_CHANNELS];
-    for (slot, p) in position.iter_mut().zip(positions(channels)) {
+    for (slot, p) in position.iter_mut().zip(positions(channels, map)) {
         *slot = p;
     }
     info.set_position(position);
@@ -616,7 +613,8 @@ fn run_main_loop(a: LoopArgs) -> Result<(), String> {
         .register()
         .map_err(|e| format!("cannot listen to the stream: {e}"))?;
 
-    let pod = format_pod(a.rate, a.channels).map_err(|e| e.to_string())?;
+    let pod =
+        format_pod(a.rate, a.channels, a.cfg.positions.as_ref()).map_err(|e| e.to_string())?;
     let pod = Pod::from_bytes(&pod).ok_or("the format pod does not parse")?;
     stream
         .connect(
@@ -734,6 +732,8 @@ impl Output for PipeWireOutput {
             buffer_frames: buffer,
             device_format: DeviceFormat::FloatLe,
             device,
+            // The stream declares the stream's own positions: PipeWire maps them.
+            positions: None,
         })
     }
 
@@ -879,16 +879,33 @@ mod tests {
     }
 
     #[test]
-    fn positions_follow_alsa_order() {
+    fn positions_are_the_streams() {
         use spa::sys::*;
-        assert_eq!(positions(1), vec![SPA_AUDIO_CHANNEL_MONO]);
+        assert_eq!(positions(1, None), vec![SPA_AUDIO_CHANNEL_MONO]);
         assert_eq!(
-            positions(2),
+            positions(2, None),
             vec![SPA_AUDIO_CHANNEL_FL, SPA_AUDIO_CHANNEL_FR]
         );
-        assert_eq!(positions(6)[5], SPA_AUDIO_CHANNEL_LFE);
-        assert_eq!(positions(10).len(), 10);
-        assert_eq!(positions(10)[9], SPA_AUDIO_CHANNEL_AUX0 + 9);
+        // 5.1 without a map: PipeWire's (and the module's) order, centre and LFE third.
+        assert_eq!(
+            positions(6, None),
+            vec![
+                SPA_AUDIO_CHANNEL_FL,
+                SPA_AUDIO_CHANNEL_FR,
+                SPA_AUDIO_CHANNEL_FC,
+                SPA_AUDIO_CHANNEL_LFE,
+                SPA_AUDIO_CHANNEL_RL,
+                SPA_AUDIO_CHANNEL_RR
+            ]
+        );
+        let swapped = ChannelMap::from_names(&["FR", "FL"]);
+        assert_eq!(
+            positions(2, swapped.as_ref()),
+            vec![SPA_AUDIO_CHANNEL_FR, SPA_AUDIO_CHANNEL_FL]
+        );
+        // A map of the wrong size is not used.
+        assert_eq!(positions(3, swapped.as_ref()).len(), 3);
+        assert_eq!(positions(10, None)[9], SPA_AUDIO_CHANNEL_AUX0 + 9);
     }
 
     #[test]
@@ -915,7 +932,7 @@ mod tests {
 
     #[test]
     fn format_pod_parses_back() {
-        let bytes = format_pod(44_100, 2).unwrap();
+        let bytes = format_pod(44_100, 2, None).unwrap();
         let pod = Pod::from_bytes(&bytes).unwrap();
         let mut info = spa::param::audio::AudioInfoRaw::new();
         info.parse(pod).unwrap();
