@@ -38,6 +38,9 @@ pub enum OutputChoice {
     Virtual,
     /// A native PipeWire stream (exact timing on a PipeWire desktop; --device names the sink).
     Pipewire,
+    /// A native PulseAudio stream (PulseAudio desktops, Termux on Android; --device names the
+    /// sink).
+    Pulse,
 }
 
 /// `wavesync-receiver`: plays a WaveSync stream so every frame leaves the loudspeaker at its
@@ -68,11 +71,13 @@ pub struct Args {
     #[arg(long, value_name = "HOST[:PORT]")]
     pub ntp: Option<String>,
     /// Output: a sound card (alsa), a PipeWire sink (pipewire: exact timing where PipeWire
-    /// runs; better than ALSA's `pipewire` device) or a simulated DAC (virtual) [default: alsa].
+    /// runs; better than ALSA's `pipewire` device), a PulseAudio sink (pulse: PulseAudio
+    /// desktops, Termux on Android) or a simulated DAC (virtual) [default: alsa].
     #[arg(long, value_enum)]
     pub output: Option<OutputChoice>,
     /// ALSA device name, e.g. default, hw:1,0, plughw:1,0 [default: default]; with
-    /// --output pipewire the sink's node name [default: the session manager's choice].
+    /// --output pipewire the sink's node name [default: the session manager's choice]; with
+    /// --output pulse the sink's name (`pactl list short sinks`) [default: the server's].
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
     /// ALSA device by its position in the list of playback devices (as the old tool did).
@@ -201,6 +206,12 @@ pub enum OutputConfig {
     /// A native PipeWire stream into `target` (node name), or the default sink.
     PipeWire {
         target: Option<String>,
+        period_ms: f64,
+        buffer_frames: Option<u32>,
+    },
+    /// A native PulseAudio stream into `sink` (sink name), or the server's default sink.
+    Pulse {
+        sink: Option<String>,
         period_ms: f64,
         buffer_frames: Option<u32>,
     },
@@ -397,6 +408,11 @@ impl Config {
                 period_ms,
                 buffer_frames,
             },
+            OutputChoice::Pulse => OutputConfig::Pulse {
+                sink: a.device.clone().or(f.device),
+                period_ms,
+                buffer_frames,
+            },
             OutputChoice::Virtual => {
                 let ppm = a.virtual_ppm.or(f.virtual_ppm).unwrap_or(0.0);
                 if !ppm.is_finite() || ppm.abs() > 10_000.0 {
@@ -548,6 +564,33 @@ mod tests {
         assert!(e.to_string().contains("unknown field"), "{e}");
         let e = Config::from_toml(&args(&[]), "period_ms = \"fast\"").unwrap_err();
         assert!(e.to_string().contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn pulse_output_takes_the_sink_from_device() {
+        let c =
+            Config::from_toml(&args(&["--output", "pulse", "--device", "kitchen"]), "").unwrap();
+        assert_eq!(
+            c.output,
+            OutputConfig::Pulse {
+                sink: Some("kitchen".into()),
+                period_ms: 5.0,
+                buffer_frames: None,
+            }
+        );
+        let c = Config::from_toml(&args(&[]), "output = \"pulse\"\nbuffer_size = 960").unwrap();
+        assert!(
+            matches!(
+                c.output,
+                OutputConfig::Pulse {
+                    sink: None,
+                    buffer_frames: Some(960),
+                    ..
+                }
+            ),
+            "{:?}",
+            c.output
+        );
     }
 
     #[test]

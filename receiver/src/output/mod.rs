@@ -1,6 +1,7 @@
 //! Output backends behind one small trait: the real ALSA device ([`alsa::AlsaOutput`]), a
-//! native PipeWire stream ([`pipewire::PipeWireOutput`]) and the virtual DAC used by tests and
-//! the lab ([`virtual_dac::VirtualDac`]).
+//! native PipeWire stream ([`pipewire::PipeWireOutput`]), a native PulseAudio stream
+//! ([`pulse::PulseOutput`]) and the virtual DAC used by tests and the lab
+//! ([`virtual_dac::VirtualDac`]).
 //!
 //! The playback loop never knows which one it drives. Each cycle it asks
 //! [`Output::timing`] when the next written frame will leave the DAC (on this host's
@@ -25,6 +26,7 @@ pub mod alsa;
 pub mod convert;
 pub mod pipewire;
 pub mod pointer;
+pub mod pulse;
 pub mod virtual_dac;
 
 use std::fmt;
@@ -147,6 +149,14 @@ pub enum OutputError {
         /// What went wrong.
         why: String,
     },
+    /// A PulseAudio call failed (no server, no sink, the connection dropped).
+    #[error("PulseAudio {op}: {why}")]
+    Pulse {
+        /// What we were doing.
+        op: &'static str,
+        /// What went wrong.
+        why: String,
+    },
     /// A parameter is out of range.
     #[error("bad output parameter {name}: {why}")]
     BadParameter {
@@ -200,6 +210,8 @@ pub enum OutputSpec {
     Virtual(virtual_dac::VirtualConfig),
     /// A native PipeWire stream.
     PipeWire(pipewire::PipeWireConfig),
+    /// A native PulseAudio stream.
+    Pulse(pulse::PulseConfig),
 }
 
 impl From<&OutputConfig> for OutputSpec {
@@ -245,6 +257,16 @@ impl From<&OutputConfig> for OutputSpec {
                 buffer_frames: *buffer_frames,
                 ..pipewire::PipeWireConfig::default()
             }),
+            OutputConfig::Pulse {
+                sink,
+                period_ms,
+                buffer_frames,
+            } => OutputSpec::Pulse(pulse::PulseConfig {
+                sink: sink.clone(),
+                period_ms: *period_ms,
+                buffer_frames: *buffer_frames,
+                ..pulse::PulseConfig::default()
+            }),
         }
     }
 }
@@ -255,12 +277,35 @@ pub fn build_output(spec: &OutputSpec) -> Box<dyn Output> {
         OutputSpec::Alsa(c) => Box::new(alsa::AlsaOutput::new(c.clone())),
         OutputSpec::Virtual(c) => Box::new(virtual_dac::VirtualDac::new(c.clone())),
         OutputSpec::PipeWire(c) => Box::new(pipewire::PipeWireOutput::new(c.clone())),
+        OutputSpec::Pulse(c) => Box::new(pulse::PulseOutput::new(c.clone())),
     }
 }
 
 /// Builds (does not open) the output the receiver's configuration asks for.
 pub fn from_config(cfg: &OutputConfig) -> Box<dyn Output> {
     build_output(&OutputSpec::from(cfg))
+}
+
+/// [`Output::recover`] of a sound-server stream (PipeWire, PulseAudio): an underrun while
+/// `is_open` is cured in place (the server plays on; the next [`Output::timing`] already
+/// accounts for the silence); anything else closes and reopens with the `shape` it had.
+pub(crate) fn recover_stream<O: Output>(
+    out: &mut O,
+    is_open: bool,
+    shape: Option<(u32, u8)>,
+    err: &OutputError,
+    server: &str,
+) -> Result<(), OutputError> {
+    if matches!(err, OutputError::Underrun) && is_open {
+        return Ok(());
+    }
+    let Some((rate, channels)) = shape else {
+        return Err(OutputError::NotOpen);
+    };
+    out.close();
+    out.open(rate, channels).map(|_| {
+        log::info!("{server} output reconnected");
+    })
 }
 
 /// Exponential backoff for reopening a failed device: 50 ms, 100 ms, ... up to 5 s.
