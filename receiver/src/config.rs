@@ -43,6 +43,20 @@ pub enum OutputChoice {
     Pulse,
 }
 
+impl OutputChoice {
+    /// The default: ALSA, or where this build has no ALSA output, PipeWire, then PulseAudio
+    /// (Termux builds only that one).
+    pub const DEFAULT: OutputChoice = if cfg!(feature = "alsa") {
+        OutputChoice::Alsa
+    } else if cfg!(feature = "pipewire") {
+        OutputChoice::Pipewire
+    } else if cfg!(feature = "pulse") {
+        OutputChoice::Pulse
+    } else {
+        OutputChoice::Virtual
+    };
+}
+
 /// `wavesync-receiver`: plays a WaveSync stream so every frame leaves the loudspeaker at its
 /// stamped time, in sync with every other room.
 #[derive(Parser, Debug, Default)]
@@ -72,7 +86,8 @@ pub struct Args {
     pub ntp: Option<String>,
     /// Output: a sound card (alsa), a PipeWire sink (pipewire: exact timing where PipeWire
     /// runs; better than ALSA's `pipewire` device), a PulseAudio sink (pulse: PulseAudio
-    /// desktops, Termux on Android) or a simulated DAC (virtual) [default: alsa].
+    /// desktops, Termux on Android) or a simulated DAC (virtual) [default: alsa; in a build
+    /// without ALSA, pipewire, then pulse].
     #[arg(long, value_enum)]
     pub output: Option<OutputChoice>,
     /// ALSA device name, e.g. default, hw:1,0, plughw:1,0 [default: default]; with
@@ -226,6 +241,28 @@ pub enum OutputConfig {
         period_ms: f64,
         buffer_frames: Option<u32>,
     },
+}
+
+impl OutputConfig {
+    /// The output's name as `--output` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OutputConfig::Alsa { .. } => "alsa",
+            OutputConfig::PipeWire { .. } => "pipewire",
+            OutputConfig::Pulse { .. } => "pulse",
+            OutputConfig::Virtual { .. } => "virtual",
+        }
+    }
+
+    /// Whether this build has the output (each sound system's is a cargo feature).
+    pub fn is_built(&self) -> bool {
+        match self {
+            OutputConfig::Alsa { .. } => cfg!(feature = "alsa"),
+            OutputConfig::PipeWire { .. } => cfg!(feature = "pipewire"),
+            OutputConfig::Pulse { .. } => cfg!(feature = "pulse"),
+            OutputConfig::Virtual { .. } => true,
+        }
+    }
 }
 
 /// The receiver's resolved configuration.
@@ -392,7 +429,7 @@ impl Config {
                 ));
             }
         }
-        let output = match a.output.or(f.output).unwrap_or(OutputChoice::Alsa) {
+        let output = match a.output.or(f.output).unwrap_or(OutputChoice::DEFAULT) {
             OutputChoice::Alsa => OutputConfig::Alsa {
                 device: a
                     .device
@@ -431,6 +468,16 @@ impl Config {
                 }
             }
         };
+        if !output.is_built() {
+            return Err(bad(
+                "output",
+                output.name(),
+                format!(
+                    "this receiver was built without it (cargo feature {:?})",
+                    output.name()
+                ),
+            ));
+        }
         let sink_latency_ns = ms_to_ns(
             "sink-latency",
             a.sink_latency.or(f.sink_latency).unwrap_or(0.0),
@@ -528,6 +575,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "alsa")]
     fn defaults_are_multicast_master_clock_alsa() {
         let c = Config::from_toml(&args(&[]), "").unwrap();
         assert_eq!(c.listen, "239.255.77.77:45300".parse().unwrap());
@@ -538,6 +586,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "alsa")]
     fn command_line_wins_over_file() {
         let file = "listen = \"127.0.0.1:5000\"\nsink_latency = 1.5\ndevice = \"hw:1,0\"\n";
         let c = Config::from_toml(&args(&["--sink-latency", "-2"]), file).unwrap();
@@ -567,6 +616,17 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "alsa"))]
+    fn a_build_without_alsa_refuses_it_and_defaults_to_another() {
+        let e = Config::from_toml(&args(&["--output", "alsa"]), "").unwrap_err();
+        assert!(e.to_string().contains("built without it"), "{e}");
+        let c = Config::from_toml(&args(&[]), "").unwrap();
+        assert_ne!(c.output.name(), "alsa");
+        assert!(c.output.is_built());
+    }
+
+    #[test]
+    #[cfg(feature = "pulse")]
     fn pulse_output_takes_the_sink_from_device() {
         let c =
             Config::from_toml(&args(&["--output", "pulse", "--device", "kitchen"]), "").unwrap();
@@ -594,6 +654,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "pipewire")]
     fn pipewire_output_takes_the_sink_from_device() {
         let c =
             Config::from_toml(&args(&["--output", "pipewire", "--device", "kitchen"]), "").unwrap();

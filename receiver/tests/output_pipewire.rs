@@ -6,6 +6,7 @@
 //! A separate test binary: it points this process's PipeWire environment at the private
 //! daemon. Exact playout against the stamps is measured black-box by the lab
 //! (`lab/run --blackbox`, `lab/tests/lab_run.rs`).
+#![cfg(feature = "pipewire")]
 
 use std::process::Command;
 

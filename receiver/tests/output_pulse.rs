@@ -6,6 +6,7 @@
 //!
 //! A separate test binary: it points this process's PipeWire and PulseAudio environment at the
 //! private daemon.
+#![cfg(feature = "pulse")]
 
 use std::process::Command;
 

@@ -2,6 +2,7 @@
 //! through pipewire-pulse on a private headless PipeWire into its null sink. The receiver locks
 //! its clock, plays (the sink's monitor carries the tone), reports a sound server's delay and
 //! a small sync error, and finishes cleanly.
+#![cfg(feature = "pulse")]
 
 mod support;
 

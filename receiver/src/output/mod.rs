@@ -1,7 +1,8 @@
-//! Output backends behind one small trait: the real ALSA device ([`alsa::AlsaOutput`]), a
-//! native PipeWire stream ([`pipewire::PipeWireOutput`]), a native PulseAudio stream
-//! ([`pulse::PulseOutput`]) and the virtual DAC used by tests and the lab
-//! ([`virtual_dac::VirtualDac`]).
+//! Output backends behind one small trait: the real ALSA device (`alsa::AlsaOutput`), a
+//! native PipeWire stream (`pipewire::PipeWireOutput`), a native PulseAudio stream
+//! (`pulse::PulseOutput`) and the virtual DAC used by tests and the lab
+//! ([`virtual_dac::VirtualDac`]). Each sound-system output is a cargo feature of the same name
+//! (all on by default); the virtual DAC is always built.
 //!
 //! The playback loop never knows which one it drives. Each cycle it asks
 //! [`Output::timing`] when the next written frame will leave the DAC (on this host's
@@ -22,10 +23,13 @@
 //! Shared pieces: [`convert`] (f32 -> device sample format, channel mapping) and [`pointer`]
 //! (turns status snapshots into a prediction, fitting coarse/batch pointers).
 
+#[cfg(feature = "alsa")]
 pub mod alsa;
 pub mod convert;
+#[cfg(feature = "pipewire")]
 pub mod pipewire;
 pub mod pointer;
+#[cfg(feature = "pulse")]
 pub mod pulse;
 pub mod virtual_dac;
 
@@ -90,6 +94,7 @@ pub struct OutputInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     /// The device could not be opened (missing, busy, no permission).
+    #[cfg(feature = "alsa")]
     #[error("cannot open ALSA device {device:?}: {source}")]
     Open {
         /// Device name.
@@ -126,6 +131,7 @@ pub enum OutputError {
     #[error("the output is not open")]
     NotOpen,
     /// Another ALSA call failed.
+    #[cfg(feature = "alsa")]
     #[error("ALSA {op} failed: {source}")]
     Alsa {
         /// What we were doing.
@@ -157,6 +163,9 @@ pub enum OutputError {
         /// What went wrong.
         why: String,
     },
+    /// This build of the receiver has no such output (its cargo feature was left out).
+    #[error("this receiver was built without the {0} output (cargo feature {0:?})")]
+    NotBuilt(&'static str),
     /// A parameter is out of range.
     #[error("bad output parameter {name}: {why}")]
     BadParameter {
@@ -200,95 +209,95 @@ pub trait Output: Send {
     fn close(&mut self);
 }
 
-/// Everything needed to build an output; [`OutputSpec::from`] maps the receiver's
-/// [`OutputConfig`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum OutputSpec {
-    /// A real ALSA device.
-    Alsa(alsa::AlsaConfig),
-    /// The virtual DAC.
-    Virtual(virtual_dac::VirtualConfig),
-    /// A native PipeWire stream.
-    PipeWire(pipewire::PipeWireConfig),
-    /// A native PulseAudio stream.
-    Pulse(pulse::PulseConfig),
-}
-
-impl From<&OutputConfig> for OutputSpec {
-    fn from(c: &OutputConfig) -> Self {
-        match c {
-            OutputConfig::Alsa {
-                device,
-                device_index,
-                period_ms,
-                buffer_frames,
-            } => OutputSpec::Alsa(alsa::AlsaConfig {
-                device: device.clone(),
-                device_index: *device_index,
-                period_ms: *period_ms,
-                buffer_frames: *buffer_frames,
-                ..alsa::AlsaConfig::default()
-            }),
-            OutputConfig::Virtual {
-                ppm,
-                latency_ms,
-                coarse,
-                log,
-                audio,
-                period_ms,
-                buffer_frames,
-            } => OutputSpec::Virtual(virtual_dac::VirtualConfig {
-                ppm: *ppm,
-                latency_ms: *latency_ms,
-                coarse: *coarse,
-                log: log.clone(),
-                audio: audio.clone(),
-                period_ms: *period_ms,
-                buffer_frames: *buffer_frames,
-                ..virtual_dac::VirtualConfig::default()
-            }),
-            OutputConfig::PipeWire {
-                target,
-                period_ms,
-                buffer_frames,
-            } => OutputSpec::PipeWire(pipewire::PipeWireConfig {
-                target: target.clone(),
-                period_ms: *period_ms,
-                buffer_frames: *buffer_frames,
-                ..pipewire::PipeWireConfig::default()
-            }),
-            OutputConfig::Pulse {
-                sink,
-                period_ms,
-                buffer_frames,
-            } => OutputSpec::Pulse(pulse::PulseConfig {
-                sink: sink.clone(),
-                period_ms: *period_ms,
-                buffer_frames: *buffer_frames,
-                ..pulse::PulseConfig::default()
-            }),
-        }
-    }
-}
-
-/// Builds (does not open) the output `spec` describes.
-pub fn build_output(spec: &OutputSpec) -> Box<dyn Output> {
-    match spec {
-        OutputSpec::Alsa(c) => Box::new(alsa::AlsaOutput::new(c.clone())),
-        OutputSpec::Virtual(c) => Box::new(virtual_dac::VirtualDac::new(c.clone())),
-        OutputSpec::PipeWire(c) => Box::new(pipewire::PipeWireOutput::new(c.clone())),
-        OutputSpec::Pulse(c) => Box::new(pulse::PulseOutput::new(c.clone())),
-    }
-}
-
-/// Builds (does not open) the output the receiver's configuration asks for.
+/// Builds (does not open) the output the receiver's configuration asks for. An output whose
+/// cargo feature this build left out fails to open with [`OutputError::NotBuilt`] (the
+/// configuration already refuses it, so this is only reached by direct callers).
 pub fn from_config(cfg: &OutputConfig) -> Box<dyn Output> {
-    build_output(&OutputSpec::from(cfg))
+    match cfg {
+        #[cfg(feature = "alsa")]
+        OutputConfig::Alsa {
+            device,
+            device_index,
+            period_ms,
+            buffer_frames,
+        } => Box::new(alsa::AlsaOutput::new(alsa::AlsaConfig {
+            device: device.clone(),
+            device_index: *device_index,
+            period_ms: *period_ms,
+            buffer_frames: *buffer_frames,
+            ..alsa::AlsaConfig::default()
+        })),
+        OutputConfig::Virtual {
+            ppm,
+            latency_ms,
+            coarse,
+            log,
+            audio,
+            period_ms,
+            buffer_frames,
+        } => Box::new(virtual_dac::VirtualDac::new(virtual_dac::VirtualConfig {
+            ppm: *ppm,
+            latency_ms: *latency_ms,
+            coarse: *coarse,
+            log: log.clone(),
+            audio: audio.clone(),
+            period_ms: *period_ms,
+            buffer_frames: *buffer_frames,
+            ..virtual_dac::VirtualConfig::default()
+        })),
+        #[cfg(feature = "pipewire")]
+        OutputConfig::PipeWire {
+            target,
+            period_ms,
+            buffer_frames,
+        } => Box::new(pipewire::PipeWireOutput::new(pipewire::PipeWireConfig {
+            target: target.clone(),
+            period_ms: *period_ms,
+            buffer_frames: *buffer_frames,
+            ..pipewire::PipeWireConfig::default()
+        })),
+        #[cfg(feature = "pulse")]
+        OutputConfig::Pulse {
+            sink,
+            period_ms,
+            buffer_frames,
+        } => Box::new(pulse::PulseOutput::new(pulse::PulseConfig {
+            sink: sink.clone(),
+            period_ms: *period_ms,
+            buffer_frames: *buffer_frames,
+            ..pulse::PulseConfig::default()
+        })),
+        #[allow(unreachable_patterns)]
+        other => Box::new(NotBuilt(other.name())),
+    }
+}
+
+/// The stand-in for an output this build left out: it never opens.
+struct NotBuilt(&'static str);
+
+impl Output for NotBuilt {
+    fn open(&mut self, _: u32, _: u8) -> Result<OutputInfo, OutputError> {
+        Err(OutputError::NotBuilt(self.0))
+    }
+    fn wait(&mut self, _: i32) -> Result<bool, OutputError> {
+        Err(OutputError::NotOpen)
+    }
+    fn timing(&mut self) -> Result<DacTiming, OutputError> {
+        Err(OutputError::NotOpen)
+    }
+    fn write(&mut self, _: &[f32], _: &WriteMeta) -> Result<usize, OutputError> {
+        Err(OutputError::NotOpen)
+    }
+    fn recover(&mut self, _: &OutputError) -> Result<(), OutputError> {
+        Err(OutputError::NotBuilt(self.0))
+    }
+    fn close(&mut self) {}
 }
 
 /// [`Output::recover`] of a sound-server stream (PipeWire, PulseAudio): an underrun while
 /// `is_open` is cured in place (the server plays on; the next [`Output::timing`] already
 /// accounts for the silence); anything else closes and reopens with the `shape` it had.
+#[cfg(any(feature = "pipewire", feature = "pulse"))]
 pub(crate) fn recover_stream<O: Output>(
     out: &mut O,
     is_open: bool,
