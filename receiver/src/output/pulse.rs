@@ -7,12 +7,16 @@
 //! handed to the sink, which plays it `sink_usec` later. While the stream plays on, the frame at
 //! our write index `W` therefore leaves the DAC at `timestamp + sink_usec + (W - read_index) /
 //! rate`. The reply's age is measured on CLOCK_REALTIME and applied to CLOCK_MONOTONIC, so the
-//! prediction is on this host's monotonic clock in any time namespace. Replies are asked for
-//! every [`UPDATE_EVERY_NS`]; each gives the instant write index 0 plays (the stream's
-//! anchor), and the earliest of the last [`ANCHORS`] is used: a server may stamp its reply
-//! later than the read index it reports (pipewire-pulse stamps the reply, but its read index
-//! and delay are those of the last graph cycle, so single replies are late by 0 to 1 quantum;
-//! measured here: 0-5 ms at a 256-frame quantum, the earliest of a window within 50 us).
+//! prediction is on this host's monotonic clock in any time namespace. Each reply gives the
+//! instant write index 0 plays (the stream's anchor), and the earliest of the last [`ANCHORS`]
+//! is used: a server may stamp its reply later than the read index it reports. pipewire-pulse
+//! does: it stamps the reply when it sends it, but its read index and delay are those of its
+//! last graph cycle, so a reply is late by its phase in the cycle (0-5 ms at a 256-frame
+//! quantum). Requests therefore go out at varied phases ([`UPDATE_EVERY_NS`] apart and up to as
+//! much more), not at the server's wake-ups, so the earliest reply is stamped just after its
+//! cycle. pipewire-pulse's read index is also the one after the cycle's take: the frame there
+//! plays one quantum after the cycle's start. The quantum is the step the read index moves in
+//! (the greatest common divisor of its moves), added when the server names itself PipeWire.
 //!
 //! An underrun moves the timeline (the server stops reading until the stream refills): the
 //! underflow callback counts it, [`Output::timing`] reports it once as
@@ -42,14 +46,15 @@ use crate::clock_io::monotonic_ns;
 
 /// How long [`Output::open`] waits for the server and the stream.
 const CONNECT_TIMEOUT_NS: i64 = 5_000_000_000;
-/// How often a fresh timing reply is asked for.
-const UPDATE_EVERY_NS: i64 = 10_000_000;
+/// The least time between two timing requests (the next one goes out up to as much later).
+const UPDATE_EVERY_NS: i64 = 5_000_000;
 /// Replies of one epoch needed before the prediction counts as settled (single replies may be
-/// late by up to a quantum; the earliest of 8 is within a few tens of us of the earliest of 32).
-const SETTLE_REPLIES: usize = 8;
-/// Replies whose earliest anchor is used (0.32 s at 10 ms: a DAC 100 ppm off the host's clock
-/// moves the anchor 32 us in that time).
-const ANCHORS: usize = 32;
+/// late by up to a quantum; the earliest of 32 is late by about 1/33 of one).
+const SETTLE_REPLIES: usize = 32;
+/// Replies whose earliest anchor is used: about 1 s at 7.5 ms (the earliest of 128 replies at
+/// random phases is late by about 1/129 of a quantum: 40 us at 256 frames; a DAC 100 ppm off
+/// the host's clock moves the anchor 100 us in that time).
+const ANCHORS: usize = 128;
 /// Bytes per sample (f32).
 const SAMPLE_BYTES: usize = 4;
 
@@ -117,35 +122,67 @@ struct Conn {
     buffer: usize,
     /// Frames written since open (the stream's write index, in frames).
     written: u64,
-    /// When the last timing reply was asked for.
-    asked_at: i64,
+    /// When the next timing reply is to be asked for.
+    next_ask: i64,
+    /// Requests sent (for the phase of the next one).
+    asked: u64,
+    /// The server is pipewire-pulse (its read index is one graph quantum ahead of its stamp).
+    pipewire: bool,
     /// Bytes of the last write (kept to avoid allocating per write).
     bytes: Vec<u8>,
     /// Local instants at which write index 0 plays, from the last replies of this epoch.
     anchors: Anchors,
 }
 
-/// The last [`ANCHORS`] anchors of one epoch (the timeline between two underruns).
-#[derive(Default)]
+/// The last [`ANCHORS`] anchors of one epoch (the timeline between two underruns), and the
+/// step in which the server's read index moves (its graph quantum, on pipewire-pulse).
 struct Anchors {
     values: [i64; ANCHORS],
     len: usize,
     next: usize,
     /// The epoch and reply count of the last anchor taken.
     last: Option<(u64, u64)>,
+    /// The read index (frames) of the last reply of this epoch.
+    last_read: Option<i64>,
+    /// The greatest common divisor of the read index's moves in this epoch (0: none seen).
+    step: i64,
+}
+
+impl Default for Anchors {
+    fn default() -> Self {
+        Anchors {
+            values: [0; ANCHORS],
+            len: 0,
+            next: 0,
+            last: None,
+            last_read: None,
+            step: 0,
+        }
+    }
+}
+
+/// Greatest common divisor (of non-negative numbers).
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 impl Anchors {
-    /// Takes the anchor of reply number `reply` in `epoch` (once per reply); a new epoch starts
-    /// afresh. Returns the earliest anchor of the window.
-    fn take(&mut self, epoch: u64, reply: u64, anchor: i64) -> i64 {
+    /// Takes the anchor and read index (frames) of reply number `reply` in `epoch` (once per
+    /// reply); a new epoch starts afresh. Returns the earliest anchor of the window.
+    fn take(&mut self, epoch: u64, reply: u64, anchor: i64, read: i64) -> i64 {
         match self.last {
             Some((e, r)) if e == epoch && r == reply => {}
-            Some((e, _)) if e == epoch => self.push(anchor),
+            Some((e, _)) if e == epoch => self.push(anchor, read),
             _ => {
                 self.len = 0;
                 self.next = 0;
-                self.push(anchor);
+                self.step = 0;
+                self.last_read = None;
+                self.push(anchor, read);
             }
         }
         self.last = Some((epoch, reply));
@@ -156,7 +193,11 @@ impl Anchors {
             .unwrap_or(anchor)
     }
 
-    fn push(&mut self, anchor: i64) {
+    fn push(&mut self, anchor: i64, read: i64) {
+        if let Some(last) = self.last_read {
+            self.step = gcd(self.step, (read - last).abs());
+        }
+        self.last_read = Some(read);
         self.values[self.next] = anchor;
         self.next = (self.next + 1) % ANCHORS;
         self.len = (self.len + 1).min(ANCHORS);
@@ -214,13 +255,19 @@ impl Conn {
         Ok(())
     }
 
-    /// Asks for a fresh timing reply when none is in flight and the last is old enough.
-    fn ask_timing(&mut self, now: i64) {
+    /// Asks for a fresh timing reply when it is due and none is in flight, and sends the
+    /// request at once. Requests are 5-10 ms apart at varied phases (a golden-ratio sequence),
+    /// not at the server's wake-ups: a reply is stamped when the server answers, so only
+    /// requests that arrive at every phase of its cycle give replies stamped right after the
+    /// cycle they describe.
+    fn ask_timing(&mut self, now: i64) -> Result<(), OutputError> {
         let ev = &self.events;
-        if ev.in_flight.get().is_some() || now - self.asked_at < UPDATE_EVERY_NS {
-            return;
+        if ev.in_flight.get().is_some() || now < self.next_ask {
+            return Ok(());
         }
-        self.asked_at = now;
+        self.asked = self.asked.wrapping_add(1);
+        let phase = (self.asked as f64 * 0.618_033_988_749_895).fract();
+        self.next_ask = now + UPDATE_EVERY_NS + (phase * UPDATE_EVERY_NS as f64) as i64;
         ev.in_flight.set(Some(ev.epoch.get()));
         let cb_events = self.events.clone();
         let _op = self
@@ -232,6 +279,7 @@ impl Conn {
                     cb_events.replies.set(cb_events.replies.get() + 1);
                 }
             })));
+        self.pump()
     }
 
     /// Frames the server would take now.
@@ -326,6 +374,21 @@ fn connect(cfg: &PulseConfig, rate: u32, channels: u8) -> Result<Conn, OutputErr
         }
     })?;
 
+    // Which server: pipewire-pulse names itself "PulseAudio (on PipeWire ...)".
+    let server: Rc<Cell<Option<bool>>> = Rc::new(Cell::new(None));
+    let answer = server.clone();
+    let _op = context.introspect().get_server_info(move |info| {
+        let name = info.server_name.as_deref().unwrap_or_default();
+        answer.set(Some(name.contains("PipeWire")));
+    });
+    iterate_until(&mut mainloop, deadline, "connect", || {
+        Ok(server.get().is_some())
+    })?;
+    let pipewire = server.get().unwrap_or(false);
+    if pipewire {
+        log::debug!("PulseAudio output: the server is pipewire-pulse");
+    }
+
     let spec = Spec {
         format: Format::F32le,
         rate,
@@ -404,7 +467,9 @@ fn connect(cfg: &PulseConfig, rate: u32, channels: u8) -> Result<Conn, OutputErr
         period,
         buffer,
         written: 0,
-        asked_at: i64::MIN / 2,
+        next_ask: i64::MIN / 2,
+        asked: 0,
+        pipewire,
         bytes: Vec::new(),
         anchors: Anchors::default(),
     })
@@ -445,18 +510,21 @@ impl Output for PulseOutput {
         loop {
             c.pump()?;
             c.check_state()?;
+            let now = now_ns();
+            c.ask_timing(now)?;
             if c.writable() >= c.period.min(c.buffer) {
                 return Ok(true);
             }
             let left = if timeout_ms < 0 {
                 100_000_000
             } else {
-                deadline - now_ns()
+                deadline - now
             };
             if left <= 0 {
                 return Ok(false);
             }
-            c.block(left.min(100_000_000))?;
+            // Wake for the next timing request too.
+            c.block(left.min(100_000_000).min((c.next_ask - now).max(0)))?;
         }
     }
 
@@ -474,7 +542,10 @@ impl Output for PulseOutput {
             return Err(OutputError::Underrun);
         }
         let now = now_ns();
-        c.ask_timing(now);
+        // Normally asked from wait(); here only when a caller does not wait.
+        if now > c.next_ask + 5 * UPDATE_EVERY_NS {
+            c.ask_timing(now)?;
+        }
         let avail = c.writable();
         let fresh = c.events.replied.get() == Some(c.events.epoch.get());
         let info = c.stream.get_timing_info().copied();
@@ -483,16 +554,23 @@ impl Output for PulseOutput {
             Some(i) if fresh && i.playing != 0 && i.read_index_corrupt == 0 => {
                 // `age` is measured on the same CLOCK_REALTIME the timestamp is on.
                 let at = now - i.timestamp.age().0 as i64 * 1000;
-                let anchor = at + i.sink_usec.0 as i64 * 1000 - c.ns_of(i.read_index / frame_bytes);
+                let read = i.read_index / frame_bytes;
+                let anchor = at + i.sink_usec.0 as i64 * 1000 - c.ns_of(read);
                 let (epoch, reply) = (c.events.epoch.get(), c.events.replies.get());
-                let anchor = c.anchors.take(epoch, reply, anchor);
+                let mut anchor = c.anchors.take(epoch, reply, anchor, read);
+                // pipewire-pulse reports the read index after the last cycle's take: the frame
+                // at `read_index` plays one quantum (the step it moves in) after the stamp.
+                let step_known = !c.pipewire || c.anchors.step > 0;
+                if c.pipewire {
+                    anchor += c.ns_of(c.anchors.step);
+                }
                 let next = LocalNs::from_ns(anchor + c.ns_of(c.written as i64));
                 Ok(DacTiming {
                     next_frame_local: next,
                     delay_frames: ((next.ns() - now) as i128 * c.rate as i128 / 1_000_000_000)
                         as i64,
                     avail_frames: avail,
-                    settled: c.anchors.len >= SETTLE_REPLIES,
+                    settled: c.anchors.len >= SETTLE_REPLIES && step_known,
                 })
             }
             _ => {
@@ -576,18 +654,22 @@ mod tests {
     #[test]
     fn the_earliest_anchor_of_an_epoch_wins() {
         let mut a = Anchors::default();
-        assert_eq!(a.take(0, 1, 500), 500);
-        assert_eq!(a.take(0, 1, 100), 500, "one anchor per reply");
-        assert_eq!(a.take(0, 2, 300), 300);
-        assert_eq!(a.take(0, 3, 900), 300);
+        assert_eq!(a.take(0, 1, 500, 0), 500);
+        assert_eq!(a.take(0, 1, 100, 0), 500, "one anchor per reply");
+        assert_eq!(a.take(0, 2, 300, 512), 300);
+        assert_eq!(a.take(0, 3, 900, 1280), 300);
+        // The read index moved by 512 and 768: in steps of 256.
+        assert_eq!(a.step, 256);
         // A new epoch (an underrun moved the timeline) forgets the old one.
-        assert_eq!(a.take(1, 4, 2_000), 2_000);
+        assert_eq!(a.take(1, 4, 2_000, 5_000), 2_000);
+        assert_eq!(a.step, 0);
         // The window slides: the early one falls out after ANCHORS later replies.
-        assert_eq!(a.take(1, 5, 1_000), 1_000);
+        assert_eq!(a.take(1, 5, 1_000, 5_240), 1_000);
         for r in 0..ANCHORS as u64 {
-            a.take(1, 6 + r, 1_500 + r as i64);
+            a.take(1, 6 + r, 1_500 + r as i64, 5_240 + 480 * (r as i64 + 1));
         }
-        assert_eq!(a.take(1, 6 + ANCHORS as u64, 9_000), 1_501);
+        assert_eq!(a.take(1, 6 + ANCHORS as u64, 9_000, 99_999), 1_501);
+        assert_eq!(a.step, 1, "an odd move leaves only 1");
     }
 
     #[test]
