@@ -1,7 +1,8 @@
 //! The receiver end to end through `--output pulse`: a stream from the test sender plays
 //! through pipewire-pulse on a private headless PipeWire into its null sink. The receiver locks
 //! its clock, plays (the sink's monitor carries the tone), reports a sound server's delay and
-//! a small sync error, and finishes cleanly.
+//! a small sync error; the PulseAudio server restarted mid-stream, it plays in sync again within
+//! 2 s of the server's return, and finishes cleanly.
 #![cfg(feature = "pulse")]
 
 mod support;
@@ -52,8 +53,8 @@ fn monitor_rms(secs: f64) -> f64 {
 }
 
 #[test]
-fn receiver_plays_through_pulseaudio_locked_with_a_sane_delay() {
-    let Some(_daemon) = Daemon::start() else {
+fn receiver_plays_through_pulseaudio_locked_with_a_sane_delay_and_survives_a_restart() {
+    let Some(daemon) = Daemon::start() else {
         return;
     };
     let scratch = Scratch::new("pulse-receiver");
@@ -72,9 +73,9 @@ fn receiver_plays_through_pulseaudio_locked_with_a_sane_delay() {
         "--status-socket",
         sock.to_str().expect("utf-8 path"),
         "--status-interval",
-        "1",
+        "0.25",
         "--duration",
-        "9",
+        "12",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -103,7 +104,43 @@ fn receiver_plays_through_pulseaudio_locked_with_a_sane_delay() {
     // Settled: the last status, a few seconds into the run.
     std::thread::sleep(Duration::from_millis(1500));
     let settled = read_status(&sock).expect("status while playing");
+
+    // The server restarts (down 0.3 s, as a restart takes): back in sync within 2 s of its return.
+    daemon.run("pulse-stop").expect("stop pipewire-pulse");
+    std::thread::sleep(Duration::from_millis(300));
+    daemon
+        .run("pulse-start")
+        .expect("start pipewire-pulse again");
+    let back = Instant::now();
+    let opens = || {
+        std::fs::read_to_string(&err)
+            .unwrap_or_default()
+            .matches("output open:")
+            .count()
+    };
+    let resynced = loop {
+        if opens() >= 2 {
+            if let Some(s) = read_status(&sock) {
+                if s.state == "playing" && s.sync_error_us.is_some_and(|e| e.abs() < 1000.0) {
+                    break back.elapsed();
+                }
+            }
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(2),
+            "not playing in sync 2 s after the server came back:\n{}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rms_after = monitor_rms(1.0);
     let text = finish(&mut rx, &err, Duration::from_secs(10));
+    for l in text
+        .lines()
+        .filter(|l| l.contains("playback]") || l.contains("output::pulse]"))
+    {
+        eprintln!("{l}");
+    }
     let stats = sender.stop();
     eprintln!(
         "playing after {:.2} s; monitor RMS {rms:.3}; device delay {:.2} ms, sync error {:?} us, \
@@ -114,7 +151,15 @@ fn receiver_plays_through_pulseaudio_locked_with_a_sane_delay() {
         settled.underruns,
         settled.resyncs
     );
+    eprintln!(
+        "server restarted: playing in sync again {:.2} s after it came back; monitor RMS {rms_after:.3}",
+        resynced.as_secs_f64()
+    );
     assert!(rms > 0.01, "the sink's monitor is silent (RMS {rms})");
+    assert!(
+        rms_after > 0.01,
+        "the sink's monitor is silent after the restart (RMS {rms_after})"
+    );
     assert_eq!(settled.state, "playing", "{text}");
     assert!(playing.clock_locked && settled.clock_locked, "{text}");
     // A sound server's delay: more than nothing, well under 200 ms.
@@ -125,5 +170,5 @@ fn receiver_plays_through_pulseaudio_locked_with_a_sane_delay() {
     );
     let e = settled.sync_error_us.expect("a sync error once playing");
     assert!(e.abs() < 1000.0, "sync error {e} us\n{text}");
-    assert!(!text.contains("PulseAudio stream ended"), "{text}");
+    assert!(text.contains("PulseAudio stream ended"), "{text}");
 }

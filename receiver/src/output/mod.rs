@@ -317,7 +317,9 @@ pub(crate) fn recover_stream<O: Output>(
     })
 }
 
-/// Exponential backoff for reopening a failed device: 50 ms, 100 ms, ... up to 5 s.
+/// Exponential backoff for reopening a failed device: 50 ms, 100 ms, ... up to 1 s, so a device
+/// or sound server that comes back (a USB DAC plugged in, a PulseAudio or PipeWire restart) plays
+/// again within about a second; a failing open costs next to nothing.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Backoff {
     failures: u32,
@@ -326,7 +328,7 @@ pub struct Backoff {
 impl Backoff {
     /// Records a failure; returns how long to wait before the next attempt, in ms.
     pub fn next_delay_ms(&mut self) -> u64 {
-        let d = (50u64 << self.failures.min(7)).min(5_000);
+        let d = (50u64 << self.failures.min(7)).min(1_000);
         self.failures = self.failures.saturating_add(1);
         d
     }
@@ -361,4 +363,19 @@ impl fmt::Display for OutputInfo {
 /// Frames of `ms` milliseconds at `rate`, at least 1.
 pub(crate) fn ms_to_frames(ms: f64, rate: u32) -> usize {
     ((ms * rate as f64 / 1000.0).round() as usize).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_one_second_and_resets() {
+        let mut b = Backoff::default();
+        let delays: Vec<u64> = (0..8).map(|_| b.next_delay_ms()).collect();
+        assert_eq!(delays, [50, 100, 200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(b.failures(), 8);
+        b.reset();
+        assert_eq!(b.next_delay_ms(), 50);
+    }
 }
