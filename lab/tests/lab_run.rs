@@ -1,7 +1,9 @@
 //! `lab/run` end to end, short: two receivers on the wired profile play in sync, the black-box
 //! measurement (two more receivers through PipeWire, recorded together, cross-correlated)
 //! agrees with the log-based skew, and nothing is left behind (issue 6); keyed rooms hold
-//! against an attacker host on the bridge (issue 17). Needs the receiver and sender binaries
+//! against an attacker host on the bridge (issue 17); the clock domains play in sync (issue
+//! 14); a black-box room on `--output pulse` and one on `--output pipewire` started 2.3 s later
+//! play together (issue 18). Needs the receiver and sender binaries
 //! built next to this crate's (`cargo test --workspace` or `cargo build -p wavesync-receiver
 //! -p wavesync-sender`) and permission to make namespaces; without them it fails under CI=true
 //! and says why otherwise.
@@ -20,6 +22,16 @@ const PREFIX: &str = "wslabr";
 /// named files' last lines appended. Returns `None` (after `skip_or_fail`) when it cannot run
 /// here.
 fn lab_run(prefix: &str, args: &[&str], tails: &[&str]) -> Option<(bool, String, String)> {
+    lab_run_env(prefix, args, tails, &[])
+}
+
+/// [`lab_run`] with more environment (`WSLAB_BB_OUTPUT`, ...).
+fn lab_run_env(
+    prefix: &str,
+    args: &[&str],
+    tails: &[&str],
+    env: &[(&str, &str)],
+) -> Option<(bool, String, String)> {
     let lab = PathBuf::from(env!("CARGO_BIN_EXE_wavesync-lab"));
     let Some(profile_dir) = lab.parent() else {
         panic!("no parent for {}", lab.display());
@@ -47,7 +59,8 @@ fn lab_run(prefix: &str, args: &[&str], tails: &[&str]) -> Option<(bool, String,
         .arg("--out")
         .arg(&out)
         .env("CARGO_TARGET_DIR", target)
-        .env("WSLAB_PREFIX", prefix);
+        .env("WSLAB_PREFIX", prefix)
+        .envs(env.iter().copied());
     if debug {
         cmd.arg("--debug");
     }
@@ -185,4 +198,33 @@ fn short_runs_in_the_system_and_ntp_domains_play_in_sync() {
             .unwrap_or_else(|| panic!("{clock}: no skew: {stdout}\n{stderr}"));
         assert!(p99 < 1000.0, "{clock}: skew p99 {p99} us\n{stdout}");
     }
+}
+
+#[test]
+fn a_pulse_room_and_a_late_pipewire_room_play_together_black_box() {
+    let env = [
+        ("WSLAB_BB_OUTPUT", "pulse,pipewire"),
+        ("WSLAB_BB_LATE_S", "2.3"),
+    ];
+    let Some((ok, stdout, stderr)) = lab_run_env(
+        "wslabp",
+        &["--seconds", "12", "--blackbox", "--latency-ms", "150"],
+        &["bb1.out", "bb2.out", "blackbox.out", "blackbox.xcorr.err"],
+        &env,
+    ) else {
+        return;
+    };
+    assert!(ok, "{stdout}\n{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}\n{stderr}"));
+    // Measured here 50-350 us (the PulseAudio room early: pipewire-pulse's reply latency, see
+    // docs/outputs.md); the issue's target of 50 us is not met through pipewire-pulse. This
+    // bound catches what the timing replies' two corrections fixed: the room 2.3 ms late.
+    let bb = v["blackbox_skew_p99_us"].as_f64().unwrap_or(f64::NAN);
+    eprintln!("pulse vs pipewire (started 2.3 s later), black-box skew p99 {bb:.1} us");
+    assert!(
+        bb < 1000.0,
+        "black-box skew p99 {bb} us\n{stdout}\n{stderr}"
+    );
 }

@@ -43,6 +43,23 @@ pub enum OutputChoice {
     Virtual,
     /// A native PipeWire stream (exact timing on a PipeWire desktop; --device names the sink).
     Pipewire,
+    /// A native PulseAudio stream (PulseAudio desktops, Termux on Android; --device names the
+    /// sink).
+    Pulse,
+}
+
+impl OutputChoice {
+    /// The default: ALSA, or where this build has no ALSA output, PipeWire, then PulseAudio
+    /// (Termux builds only that one).
+    pub const DEFAULT: OutputChoice = if cfg!(feature = "alsa") {
+        OutputChoice::Alsa
+    } else if cfg!(feature = "pipewire") {
+        OutputChoice::Pipewire
+    } else if cfg!(feature = "pulse") {
+        OutputChoice::Pulse
+    } else {
+        OutputChoice::Virtual
+    };
 }
 
 /// `wavesync-receiver`: plays a WaveSync stream so every frame leaves the loudspeaker at its
@@ -76,11 +93,14 @@ pub struct Args {
     #[arg(long, value_name = "HOST[:PORT]")]
     pub ntp: Option<String>,
     /// Output: a sound card (alsa), a PipeWire sink (pipewire: exact timing where PipeWire
-    /// runs; better than ALSA's `pipewire` device) or a simulated DAC (virtual) [default: alsa].
+    /// runs; better than ALSA's `pipewire` device), a PulseAudio sink (pulse: PulseAudio
+    /// desktops, Termux on Android) or a simulated DAC (virtual) [default: alsa; in a build
+    /// without ALSA, pipewire, then pulse].
     #[arg(long, value_enum)]
     pub output: Option<OutputChoice>,
     /// ALSA device name, e.g. default, hw:1,0, plughw:1,0 [default: default]; with
-    /// --output pipewire the sink's node name [default: the session manager's choice].
+    /// --output pipewire the sink's node name [default: the session manager's choice]; with
+    /// --output pulse the sink's name (`pactl list short sinks`) [default: the server's].
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
     /// ALSA device by its position in the list of playback devices (as the old tool did).
@@ -219,6 +239,12 @@ pub enum OutputConfig {
         period_ms: Option<f64>,
         buffer_frames: Option<u32>,
     },
+    /// A native PulseAudio stream into `sink` (sink name), or the server's default sink.
+    Pulse {
+        sink: Option<String>,
+        period_ms: f64,
+        buffer_frames: Option<u32>,
+    },
     /// The simulated DAC.
     Virtual {
         ppm: f64,
@@ -230,6 +256,28 @@ pub enum OutputConfig {
         period_ms: f64,
         buffer_frames: Option<u32>,
     },
+}
+
+impl OutputConfig {
+    /// The output's name as `--output` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OutputConfig::Alsa { .. } => "alsa",
+            OutputConfig::PipeWire { .. } => "pipewire",
+            OutputConfig::Pulse { .. } => "pulse",
+            OutputConfig::Virtual { .. } => "virtual",
+        }
+    }
+
+    /// Whether this build has the output (each sound system's is a cargo feature).
+    pub fn is_built(&self) -> bool {
+        match self {
+            OutputConfig::Alsa { .. } => cfg!(feature = "alsa"),
+            OutputConfig::PipeWire { .. } => cfg!(feature = "pipewire"),
+            OutputConfig::Pulse { .. } => cfg!(feature = "pulse"),
+            OutputConfig::Virtual { .. } => true,
+        }
+    }
 }
 
 /// The receiver's resolved configuration.
@@ -402,7 +450,7 @@ impl Config {
                 ));
             }
         }
-        let output = match a.output.or(f.output).unwrap_or(OutputChoice::Alsa) {
+        let output = match a.output.or(f.output).unwrap_or(OutputChoice::DEFAULT) {
             OutputChoice::Alsa => OutputConfig::Alsa {
                 device: a
                     .device
@@ -416,6 +464,11 @@ impl Config {
             OutputChoice::Pipewire => OutputConfig::PipeWire {
                 target: a.device.clone().or(f.device),
                 period_ms: period_given,
+                buffer_frames,
+            },
+            OutputChoice::Pulse => OutputConfig::Pulse {
+                sink: a.device.clone().or(f.device),
+                period_ms,
                 buffer_frames,
             },
             OutputChoice::Virtual => {
@@ -436,6 +489,16 @@ impl Config {
                 }
             }
         };
+        if !output.is_built() {
+            return Err(bad(
+                "output",
+                output.name(),
+                format!(
+                    "this receiver was built without it (cargo feature {:?})",
+                    output.name()
+                ),
+            ));
+        }
         let sink_latency_ns = ms_to_ns(
             "sink-latency",
             a.sink_latency.or(f.sink_latency).unwrap_or(0.0),
@@ -533,6 +596,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "alsa")]
     fn defaults_are_multicast_auto_clock_alsa() {
         let c = Config::from_toml(&args(&[]), "").unwrap();
         assert_eq!(c.listen, "239.255.77.77:45300".parse().unwrap());
@@ -543,6 +607,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "alsa")]
     fn command_line_wins_over_file() {
         let file = "listen = \"127.0.0.1:5000\"\nsink_latency = 1.5\ndevice = \"hw:1,0\"\n";
         let c = Config::from_toml(&args(&["--sink-latency", "-2"]), file).unwrap();
@@ -607,6 +672,45 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "alsa"))]
+    fn a_build_without_alsa_refuses_it_and_defaults_to_another() {
+        let e = Config::from_toml(&args(&["--output", "alsa"]), "").unwrap_err();
+        assert!(e.to_string().contains("built without it"), "{e}");
+        let c = Config::from_toml(&args(&[]), "").unwrap();
+        assert_ne!(c.output.name(), "alsa");
+        assert!(c.output.is_built());
+    }
+
+    #[test]
+    #[cfg(feature = "pulse")]
+    fn pulse_output_takes_the_sink_from_device() {
+        let c =
+            Config::from_toml(&args(&["--output", "pulse", "--device", "kitchen"]), "").unwrap();
+        assert_eq!(
+            c.output,
+            OutputConfig::Pulse {
+                sink: Some("kitchen".into()),
+                period_ms: 5.0,
+                buffer_frames: None,
+            }
+        );
+        let c = Config::from_toml(&args(&[]), "output = \"pulse\"\nbuffer_size = 960").unwrap();
+        assert!(
+            matches!(
+                c.output,
+                OutputConfig::Pulse {
+                    sink: None,
+                    buffer_frames: Some(960),
+                    ..
+                }
+            ),
+            "{:?}",
+            c.output
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "pipewire")]
     fn pipewire_output_takes_the_sink_from_device() {
         let c =
             Config::from_toml(&args(&["--output", "pipewire", "--device", "kitchen"]), "").unwrap();

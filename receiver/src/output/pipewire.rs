@@ -823,17 +823,8 @@ impl Output for PipeWireOutput {
     }
 
     fn recover(&mut self, err: &OutputError) -> Result<(), OutputError> {
-        if matches!(err, OutputError::Underrun) && self.run.is_some() {
-            // The stream plays on; the next timing() already accounts for the silence.
-            return Ok(());
-        }
-        let Some((rate, channels)) = self.shape else {
-            return Err(OutputError::NotOpen);
-        };
-        self.close();
-        self.open(rate, channels).map(|_| {
-            log::info!("PipeWire output reconnected");
-        })
+        let (open, shape) = (self.run.is_some(), self.shape);
+        super::recover_stream(self, open, shape, err, "PipeWire")
     }
 
     fn close(&mut self) {
