@@ -7,7 +7,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod calibrate;
 pub mod clock;
+pub mod correlate;
 pub mod dll;
 pub mod follow;
 pub mod format;
