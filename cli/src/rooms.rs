@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use wavesync_common::wire::control::{
-    encode_command, encode_list, Command, Envelope, Message, Outcome, RoomEntry,
+    encode_command, encode_list, Answer, Command, Envelope, Message, Outcome, RoomEntry,
 };
 use wavesync_common::wire::report::{Channels, MAX_TRIM_US};
 use wavesync_common::wire::status::StatusName;
@@ -27,7 +27,7 @@ const RETRY: Duration = Duration::from_millis(400);
 const TIMEOUT: Duration = Duration::from_millis(2500);
 
 /// Splits `--master X` / `--master=X` out of `args`; returns the master's control address.
-fn take_master(args: &mut Vec<String>) -> Result<SocketAddr, String> {
+pub fn take_master(args: &mut Vec<String>) -> Result<SocketAddr, String> {
     let mut master = None;
     let mut i = 0;
     while i < args.len() {
@@ -101,6 +101,8 @@ fn ask<T>(
                 {
                     break
                 }
+                // A signal (Ctrl-C during calibration): ask again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => break,
                 // ICMP port unreachable: nothing listens there (yet); try again.
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                     std::thread::sleep(RETRY.saturating_sub(sent.elapsed()));
@@ -324,29 +326,34 @@ pub fn run_room(args: &[String]) -> Result<(), String> {
         return Err(format!("room name {name:?}: 1 to 64 bytes"));
     }
     let command = parse_command(&args)?;
-    let room = StatusName::truncated(&name);
+    let answer = command_room(master, &name, &command)?;
+    let s = &answer.settings;
+    println!(
+        "{}: volume {}{}{}, channels {}, trim {:+.3} ms",
+        answer.name.as_str(),
+        s.volume,
+        if s.muted { " (muted)" } else { "" },
+        if s.off { ", off" } else { "" },
+        s.channels.name(),
+        s.trim_us as f64 / 1e3
+    );
+    Ok(())
+}
+
+/// Sends `command` to room `name` through the master; the room's settings after it, or what
+/// went wrong (naming the known rooms when `name` is not one of them).
+pub fn command_room(master: SocketAddr, name: &str, command: &Command) -> Result<Answer, String> {
+    let room = StatusName::truncated(name);
     let sock = socket(master)?;
     let id = request_id();
     let mut req = [0u8; 256];
-    let n = encode_command(id, id, Some(&room), &command, &mut req).map_err(|e| e.to_string())?;
+    let n = encode_command(id, id, Some(&room), command, &mut req).map_err(|e| e.to_string())?;
     let answer = ask(&sock, master, &req[..n], id, |m| match m {
         Message::Reply(a) => Some(*a),
         _ => None,
     })?;
-    let s = &answer.settings;
     match answer.outcome {
-        Outcome::Done => {
-            println!(
-                "{}: volume {}{}{}, channels {}, trim {:+.3} ms",
-                answer.name.as_str(),
-                s.volume,
-                if s.muted { " (muted)" } else { "" },
-                if s.off { ", off" } else { "" },
-                s.channels.name(),
-                s.trim_us as f64 / 1e3
-            );
-            Ok(())
-        }
+        Outcome::Done => Ok(answer),
         Outcome::UnknownRoom => {
             let known = fetch_rooms(master)
                 .map(|r| {

@@ -22,6 +22,9 @@ pub const MAX_DRIFT_PPM: f64 = 1000.0;
 /// Rooms whose levels at the microphone differ by more than this (dB) are refused.
 pub const MAX_LEVEL_SPREAD_DB: f64 = 30.0;
 
+/// Two measurements of one room, at the start and the end, may differ by at most this, us.
+pub const MAX_SLIP_US: f64 = 50.0;
+
 /// Why no trims can be given.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -49,6 +52,13 @@ pub enum SolveError {
         quiet: usize,
         /// Difference, dB.
         db: f64,
+    },
+    /// The room measured first, measured again at the end, arrived elsewhere: the stream or
+    /// the recording lost samples in between.
+    #[error("the first room, measured again at the end, moved by {slip_us:.0} us: the stream or the recording slipped (an underrun?); try again")]
+    Slipped {
+        /// How far it moved, us.
+        slip_us: f64,
     },
     /// A new trim would be out of range.
     #[error("room {room} would need a trim of {trim_us} us, beyond +-{MAX_TRIM_US} us")]
@@ -166,6 +176,28 @@ pub fn solve(rate: u32, arrivals: &[Arrival], trims_us: &[i32]) -> Result<Plan, 
     Ok(Plan { drift_ppm, rooms })
 }
 
+/// Checks that `again`, a second measurement of the room measured as `first`, agrees with it
+/// at the microphone's drift `drift_ppm` (from [`solve`]); how far apart they are, us.
+pub fn check_repeat(
+    rate: u32,
+    drift_ppm: f64,
+    first: &Arrival,
+    again: &Arrival,
+) -> Result<f64, SolveError> {
+    let slope = drift_ppm / 1e6;
+    let at0 = |a: &Arrival| {
+        let n = a.windows.len().max(1) as f64;
+        a.windows.iter().map(|(m, t)| t - slope * m).sum::<f64>() / n
+    };
+    let period = f64::from(rate);
+    let d = at0(again) - at0(first);
+    let slip_us = (d - period * (d / period).round()) / period * 1e6;
+    if slip_us.abs() > MAX_SLIP_US {
+        return Err(SolveError::Slipped { slip_us });
+    }
+    Ok(slip_us)
+}
+
 /// Index of the largest (`sign` 1) or smallest (`sign` -1) value.
 fn argmax(v: &[f64], sign: f64) -> usize {
     let mut best = 0;
@@ -225,6 +257,18 @@ mod tests {
         let p = solve(RATE, &same, &[7, 8, 9, 10]).unwrap();
         let new: Vec<i32> = p.rooms.iter().map(|r| r.new_trim_us).collect();
         assert_eq!(new, vec![7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn a_repeat_that_moved_is_a_slip() {
+        let first = arrival(500.0, 20.0, 0.0, -30.0);
+        let same = arrival(500.0, 20.0, 500_000.0, -30.0);
+        let slipped = arrival(500.0 + 4.8, 20.0, 500_000.0, -30.0);
+        assert!(check_repeat(RATE, 20.0, &first, &same).unwrap().abs() < 0.01);
+        assert!(matches!(
+            check_repeat(RATE, 20.0, &first, &slipped),
+            Err(SolveError::Slipped { slip_us }) if (slip_us - 100.0).abs() < 0.01
+        ));
     }
 
     #[test]
