@@ -343,9 +343,10 @@ fn measure_rooms(
     let floor_from = floor_to - FLOOR.as_nanos() as i64;
     let mut spans = Vec::new();
     // The first room again at the end: nothing may have slipped in between.
-    for n in names.iter().chain(names.first()) {
+    for (i, n) in names.iter().chain(names.first()).enumerate() {
         if !o.json {
-            eprintln!("wavesync calibrate: {n}: playing the probe");
+            let again = if i == names.len() { " again" } else { "" };
+            eprintln!("wavesync calibrate: {n}: playing the probe{again}");
         }
         set(o.master, n, &Command::On)?;
         let on = monotonic_ns().ns();

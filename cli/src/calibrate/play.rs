@@ -20,8 +20,9 @@ use wavesync_common::calibrate::probe::Probe;
 
 /// Frames per write (10 ms at 48 kHz).
 const BLOCK: usize = 480;
-/// A pipe is kept this far ahead of real time.
-const LEAD: Duration = Duration::from_millis(60);
+/// A pipe is kept this far ahead of real time (and a pulse stream holds as much): a hiccup of
+/// this program must not run the master dry, which would shift the probe between rooms.
+const LEAD: Duration = Duration::from_millis(200);
 
 /// Where the probe goes.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,7 +75,7 @@ impl Player {
                 let block_bytes = (BLOCK * 8) as u32;
                 let attr = BufferAttr {
                     maxlength: u32::MAX,
-                    tlength: block_bytes * 5,
+                    tlength: block_bytes * 20,
                     prebuf: u32::MAX,
                     minreq: block_bytes,
                     fragsize: u32::MAX,
@@ -179,8 +180,10 @@ fn play(mut sink: Sink, probe: &Probe, stop: &AtomicBool) -> Result<(), String> 
                 if let Some(wait) = due.checked_duration_since(Instant::now() + LEAD) {
                     std::thread::sleep(wait);
                 }
+                // Whole blocks only, even when asked to stop: a frame cut in two would shift
+                // every later sample the reader gets.
                 let mut off = 0;
-                while off < bytes.len() && !stop.load(Ordering::Relaxed) {
+                while off < bytes.len() {
                     match f.write(&bytes[off..]) {
                         Ok(k) => off += k,
                         Err(e)
@@ -189,6 +192,10 @@ fn play(mut sink: Sink, probe: &Probe, stop: &AtomicBool) -> Result<(), String> 
                                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
                             ) =>
                         {
+                            if stop.load(Ordering::Relaxed) && Instant::now() > due + LEAD * 5 {
+                                // Nobody reads any more: give up the rest.
+                                return Ok(());
+                            }
                             std::thread::sleep(Duration::from_millis(2))
                         }
                         Err(e) => {

@@ -73,6 +73,8 @@ impl Recorder {
             rate: Some(rate),
             channels: Some(1),
             raw_format: RawFormat::F32Le,
+            // Every sample as captured: the solver fits the microphone's clock itself.
+            retime: false,
             ..InputOptions::default()
         };
         let mut mic = input::open(&parsed, &opts).map_err(|e| format!("--mic: {e}"))?;

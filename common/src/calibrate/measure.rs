@@ -29,7 +29,7 @@ pub const MIN_SNR_DB: f64 = 6.0;
 /// the probe.
 pub const MIN_PEAK: f64 = 0.15;
 /// The short windows must agree within this (us, after the drift line is removed).
-pub const MAX_UNSTEADY_US: f64 = 50.0;
+pub const MAX_UNSTEADY_US: f64 = 20.0;
 
 /// Why a stretch gives no arrival.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
