@@ -48,8 +48,12 @@ const USAGE: &str = "usage: wavesync calibrate [--master HOST[:PORT]] [--mic SOU
 
 /// Rate of the probe and the recording.
 const RATE: u32 = 48_000;
-/// After all rooms are off: time for the stream to run and the last sound to die away.
-const LEAD_IN: Duration = Duration::from_millis(1500);
+/// After all rooms are off and steadily playing the stream: for the last sound to die away.
+const LEAD_IN: Duration = Duration::from_millis(1000);
+/// The rooms must be playing the probe's stream within this.
+const PLAYING_TIMEOUT: Duration = Duration::from_secs(15);
+/// ... in one run for this long.
+const STEADY: Duration = Duration::from_millis(2500);
 /// The noise floor is measured over the end of the lead-in, this long.
 const FLOOR: Duration = Duration::from_millis(500);
 /// A room's stretch starts this long after it was switched on (its buffer, the acoustic delay
@@ -199,6 +203,56 @@ fn wait(d: Duration) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits until every room in `names` has been playing one stream run (one SSRC) for
+/// [`STEADY`]: a master that paused on silence (or whose pipe ran dry) starts a new run with the
+/// probe, and its rooms need a moment to lock; a report from before that still says "playing".
+fn wait_playing(master: SocketAddr, names: &[String]) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    let mut steady: Option<(std::time::Instant, Vec<u32>)> = None;
+    loop {
+        let table = fetch_rooms(master)?;
+        let now: Vec<Option<u32>> = names
+            .iter()
+            .map(|n| {
+                table
+                    .iter()
+                    .find(|e| e.report.name.as_str() == n.as_str())
+                    .filter(|e| !e.offline && e.report.state.name() == "playing")
+                    .map(|e| e.report.stream_ssrc)
+            })
+            .collect();
+        let runs: Option<Vec<u32>> = now.iter().copied().collect();
+        match (&steady, runs) {
+            (Some((since, was)), Some(r)) if *was == r => {
+                if since.elapsed() >= STEADY {
+                    return Ok(());
+                }
+            }
+            (_, Some(r)) => steady = Some((std::time::Instant::now(), r)),
+            (_, None) => steady = None,
+        }
+        if start.elapsed() > PLAYING_TIMEOUT {
+            let waiting: Vec<&str> = names
+                .iter()
+                .zip(&now)
+                .filter(|(_, r)| r.is_none())
+                .map(|(n, _)| n.as_str())
+                .collect();
+            return Err(format!(
+                "rooms not playing steadily {:.0} s after the probe started{}: does --play \
+                 reach this master?",
+                PLAYING_TIMEOUT.as_secs_f64(),
+                if waiting.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} not playing)", waiting.join(", "))
+                }
+            ));
+        }
+        wait(Duration::from_millis(250))?;
+    }
+}
+
 fn set(master: SocketAddr, name: &str, c: &Command) -> Result<(), String> {
     command_room(master, name, c).map(|_| ())
 }
@@ -338,6 +392,7 @@ fn measure_rooms(
     for s in &restore.saved {
         set(o.master, &s.name, &Command::Off)?;
     }
+    wait_playing(o.master, names)?;
     wait(LEAD_IN)?;
     let floor_to = monotonic_ns().ns();
     let floor_from = floor_to - FLOOR.as_nanos() as i64;
