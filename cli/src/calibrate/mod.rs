@@ -23,7 +23,7 @@ use serde_json::json;
 use wavesync_common::calibrate::measure::{measure, Arrival};
 use wavesync_common::calibrate::probe::{level_db, Probe};
 use wavesync_common::calibrate::solve::{check_repeat, solve, Plan};
-use wavesync_common::wire::control::Command;
+use wavesync_common::wire::control::{Command, Outcome};
 use wavesync_net::clock::monotonic_ns;
 
 use crate::rooms::{command_room, fetch_rooms, take_master};
@@ -161,24 +161,32 @@ struct Saved {
 struct Restore {
     master: SocketAddr,
     saved: Vec<Saved>,
+    /// Rooms may have been switched on or off.
+    onoff_touched: bool,
+    /// Trims may have been set.
     trims_touched: bool,
 }
 
 impl Restore {
+    /// Puts back what was touched; what could not be put back.
     fn put_back(&mut self) -> Vec<String> {
         let mut failed = Vec::new();
         for s in &self.saved {
-            let mut cmds = vec![if s.off { Command::Off } else { Command::On }];
+            let mut cmds = Vec::new();
+            if self.onoff_touched {
+                cmds.push(if s.off { Command::Off } else { Command::On });
+            }
             if self.trims_touched {
                 cmds.push(Command::Trim(s.trim_us));
             }
             for c in cmds {
-                if let Err(e) = command_room(self.master, &s.name, &c) {
+                if let Err(e) = set(self.master, &s.name, &c) {
                     failed.push(format!("{}: {c}: {e}", s.name));
                 }
             }
         }
-        self.saved.clear();
+        self.onoff_touched = false;
+        self.trims_touched = false;
         failed
     }
 }
@@ -253,8 +261,18 @@ fn wait_playing(master: SocketAddr, names: &[String]) -> Result<(), String> {
     }
 }
 
+/// Sends one command; again (up to three times) when the receiver did not acknowledge in time
+/// or the master was busy: commands carry absolute values, so repeating one is harmless.
 fn set(master: SocketAddr, name: &str, c: &Command) -> Result<(), String> {
-    command_room(master, name, c).map(|_| ())
+    let transient = [Outcome::NoAnswer.describe(), Outcome::Busy.describe()];
+    let mut tries = 0;
+    loop {
+        match command_room(master, name, c) {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 2 && transient.iter().any(|t| e.ends_with(t)) => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// One room's measurement: the outcome per selected room, in order.
@@ -326,6 +344,7 @@ pub fn run_calibrate(args: &[String]) -> Result<(), String> {
                 trim_us: e.report.settings.trim_us,
             })
             .collect(),
+        onoff_touched: false,
         trims_touched: false,
     };
     let measured = measure_rooms(&o, &probe, &names, trims, &mut restore)?;
@@ -366,7 +385,7 @@ pub fn run_calibrate(args: &[String]) -> Result<(), String> {
             set(o.master, n, &Command::Trim(r.new_trim_us))?;
         }
         // Set: nothing to put back any more.
-        restore.saved.clear();
+        restore.trims_touched = false;
     }
     print_plan(
         &o,
@@ -389,6 +408,7 @@ fn measure_rooms(
 ) -> Result<Measured, String> {
     let recorder = Recorder::start(&o.mic, RATE)?;
     let player = Player::start(&o.play, probe.clone())?;
+    restore.onoff_touched = true;
     for s in &restore.saved {
         set(o.master, &s.name, &Command::Off)?;
     }
