@@ -7,6 +7,7 @@
 //!   changing one (through the master's control port);
 //! - `wavesync calibrate`: a microphone hears each room and the trims are set so that all
 //!   arrive together;
+//! - `wavesync web`: the same as a page in a browser, and its JSON API;
 //! - `wavesync --rx ...` and `wavesync --tx ...`: the Python tool's command lines, unchanged.
 
 mod calibrate;
@@ -16,17 +17,20 @@ mod rooms;
 mod rx;
 mod status;
 mod tx;
+mod web;
 
 const USAGE: &str = "\
 usage: wavesync status [--json|--brief] [--socket PATH] show what this host's receiver is doing
        wavesync key new PATH [--force]            write a fresh household key (mode 0600)
        wavesync pair [--key-file PATH]            on the master: show a code for pairing
        wavesync pair CODE HOST [--key-file PATH]  on a receiver: get the key with the code
-       wavesync rooms [--master HOST[:PORT]] [--json] [--watch]   list the master's rooms
+       wavesync rooms [--master HOST[:PORT]] [--key-file PATH] [--json] [--watch]
+                                                  list the master's rooms
        wavesync room NAME volume 0..100|mute|unmute|trim +-MS|channels all|left|right|mono
                           |off|on|rename NEW [--master HOST[:PORT]]   change one room
        wavesync calibrate [--mic SOURCE] [--rooms a,b] [--level DB] [--dry-run]
                           set the trims so every room arrives together at a microphone
+       wavesync web [--listen ADDR:PORT] [--master HOST[:PORT]]   a page for the rooms
        wavesync --rx [options]                    receive and play (the old command line)
        wavesync --tx SOURCE [options]             send (the old command line)
 
@@ -51,6 +55,8 @@ fn main() {
         calibrate::run_calibrate(&args[1..])
     } else if args.first().map(String::as_str) == Some("room") {
         rooms::run_room(&args[1..])
+    } else if args.first().map(String::as_str) == Some("web") {
+        web::run_web(&args[1..])
     } else if args.iter().any(|a| a == "--rx") {
         rx::run_rx(&args)
     } else if args.iter().any(|a| a == "--tx" || a.starts_with("--tx=")) {

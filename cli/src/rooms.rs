@@ -1,12 +1,20 @@
 //! `wavesync rooms` and `wavesync room NAME ...`: clients of the master's control port (the
 //! `WSCM` vocabulary of `docs/wire.md`).
 //!
-//! - `wavesync rooms [--master HOST[:PORT]] [--json] [--watch]`: every room the master hears
-//!   from, one line each (or a JSON array), refreshed every second with `--watch`;
+//! - `wavesync rooms [--master HOST[:PORT]] [--key-file PATH] [--json] [--watch]`: every room
+//!   the master hears from, one line each (or a JSON array), refreshed every second with
+//!   `--watch`;
 //! - `wavesync room NAME volume 0..100 | mute | unmute | trim +-MS | channels all|left|right|mono
-//!   | off | on | rename NEW [--master HOST[:PORT]]`: changes one room, through the master.
+//!   | off | on | rename NEW [--master HOST[:PORT]] [--key-file PATH]`: changes one room,
+//!   through the master.
+//!
+//! With the household key (`--key-file`, or `/etc/wavesync/key` when readable), requests are
+//! sealed and answers opened like every other datagram (docs/security.md): a keyed master
+//! ignores requests without it.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -16,10 +24,15 @@ use wavesync_common::wire::control::{
 use wavesync_common::wire::report::{Channels, MAX_TRIM_US};
 use wavesync_common::wire::status::StatusName;
 use wavesync_net::defaults;
+use wavesync_net::protection::{read_keys, Protection, DEFAULT_KEY_PATH};
 
-const ROOMS_USAGE: &str = "usage: wavesync rooms [--master HOST[:PORT]] [--json] [--watch]";
+const ROOMS_USAGE: &str =
+    "usage: wavesync rooms [--master HOST[:PORT]] [--key-file PATH] [--json] [--watch]";
 const ROOM_USAGE: &str = "usage: wavesync room NAME volume 0..100 | mute | unmute | trim +-MS | \
-channels all|left|right|mono | off | on | rename NEW [--master HOST[:PORT]]";
+channels all|left|right|mono | off | on | rename NEW [--master HOST[:PORT]] [--key-file PATH]
+
+--key-file: the household key, for a master that has one (docs/security.md) [default:
+/etc/wavesync/key when this user can read it]";
 
 /// Asks once, then again every this long while no answer comes.
 const RETRY: Duration = Duration::from_millis(400);
@@ -50,6 +63,78 @@ pub fn take_master(args: &mut Vec<String>) -> Result<SocketAddr, String> {
         .map_err(|e| format!("--master {m}: {e}"))
 }
 
+/// Splits `--key-file PATH` out of `args` and loads it; without it, the default key file when
+/// this user can read it (a master with a key refuses requests without one).
+pub fn take_key(args: &mut Vec<String>) -> Result<Option<Arc<Protection>>, String> {
+    let mut path: Option<PathBuf> = None;
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "--key-file" {
+            let v = args.get(i + 1).cloned().ok_or("--key-file needs PATH")?;
+            path = Some(v.into());
+            args.drain(i..i + 2);
+        } else if let Some(v) = args[i].strip_prefix("--key-file=") {
+            path = Some(v.into());
+            args.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    let (path, explicit) = match path {
+        Some(p) => (p, true),
+        None => (PathBuf::from(DEFAULT_KEY_PATH), false),
+    };
+    if !explicit && !path.exists() {
+        return Ok(None);
+    }
+    match read_keys(&path).and_then(|k| Protection::with_keys(k, true)) {
+        Ok(p) => Ok(Some(Arc::new(p))),
+        Err(e) if explicit => Err(format!("--key-file: {e}")),
+        Err(e) => {
+            log::warn!(
+                "{e}: asking without the key (a master with one will not answer; --key-file)"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// A client of the master's control port: where it is and, when the household has a key, the
+/// protection every request is sealed with and every answer opened with.
+#[derive(Clone)]
+pub struct Control {
+    master: SocketAddr,
+    key: Option<Arc<Protection>>,
+}
+
+impl Control {
+    /// A client of `master`, with `key` when the master has one.
+    pub fn new(master: SocketAddr, key: Option<Arc<Protection>>) -> Control {
+        Control { master, key }
+    }
+
+    /// `--master` and `--key-file` taken out of `args`.
+    pub fn from_args(args: &mut Vec<String>) -> Result<Control, String> {
+        let master = take_master(args)?;
+        Ok(Control::new(master, take_key(args)?))
+    }
+
+    /// The master's control address.
+    pub fn master(&self) -> SocketAddr {
+        self.master
+    }
+
+    /// Every room the master hears from.
+    pub fn rooms(&self) -> Result<Vec<RoomEntry>, String> {
+        fetch_rooms(self)
+    }
+
+    /// Sends `command` to room `name`; its settings after it.
+    pub fn command(&self, name: &str, command: &Command) -> Result<Answer, String> {
+        command_room(self, name, command)
+    }
+}
+
 fn socket(master: SocketAddr) -> Result<UdpSocket, String> {
     let any: SocketAddr = if master.is_ipv6() {
         "[::]:0".parse().map_err(|_| "address")?
@@ -70,17 +155,26 @@ fn request_id() -> u32 {
     (t ^ (t >> 32) ^ (std::process::id() as u64) << 8) as u32
 }
 
-/// Sends `req` and returns the first answer to request `id` accepted by `take`, sending again
-/// every [`RETRY`] until [`TIMEOUT`].
+/// Sends `req` (sealed with the key, if any) and returns the first answer to request `id`
+/// accepted by `take` (opened with the key: anything else is dropped), sending again every
+/// [`RETRY`] until [`TIMEOUT`].
 fn ask<T>(
     sock: &UdpSocket,
-    master: SocketAddr,
+    control: &Control,
     req: &[u8],
     id: u32,
     mut take: impl FnMut(&Message<'_>) -> Option<T>,
 ) -> Result<T, String> {
+    let master = control.master;
     let start = Instant::now();
     let mut buf = [0u8; 2048];
+    let mut sealed = [0u8; 2048];
+    let req = match &control.key {
+        Some(k) => k
+            .seal(req, &mut sealed)
+            .map_err(|e| format!("cannot seal the request: {e}"))?,
+        None => req,
+    };
     while start.elapsed() < TIMEOUT {
         sock.send(req)
             .map_err(|e| format!("cannot send to the master at {master}: {e}"))?;
@@ -110,6 +204,14 @@ fn ask<T>(
                 }
                 Err(e) => return Err(format!("receive: {e}")),
             };
+            let n = match &control.key {
+                Some(k) => match k.open(wavesync_net::clock::monotonic_ns(), master, &mut buf[..n])
+                {
+                    Ok(n) => n,
+                    Err(_) => continue,
+                },
+                None => n,
+            };
             if let Ok(env) = Envelope::decode(&buf[..n]) {
                 if env.request == id {
                     if let Some(t) = take(&env.message) {
@@ -119,22 +221,27 @@ fn ask<T>(
             }
         }
     }
+    let key = if control.key.is_some() {
+        "; with a key: does the master have the same one?"
+    } else {
+        "; without a key: if the master has one, give it with --key-file"
+    };
     Err(format!(
         "no answer from a master at {master} (is wavesync-sender or the PipeWire module running \
-         there? use --master HOST[:PORT])"
+         there? use --master HOST[:PORT]{key})"
     ))
 }
 
 /// Fetches the whole room table from `master`.
-pub fn fetch_rooms(master: SocketAddr) -> Result<Vec<RoomEntry>, String> {
-    let sock = socket(master)?;
+fn fetch_rooms(control: &Control) -> Result<Vec<RoomEntry>, String> {
+    let sock = socket(control.master)?;
     let mut rooms: Vec<RoomEntry> = Vec::new();
     let mut req = [0u8; 32];
     // A page per round trip; the table cannot have more than u16::MAX rooms.
     for _ in 0..1024 {
         let id = request_id();
         let n = encode_list(id, id, rooms.len() as u16, &mut req).map_err(|e| e.to_string())?;
-        let (total, page) = ask(&sock, master, &req[..n], id, |m| match m {
+        let (total, page) = ask(&sock, control, &req[..n], id, |m| match m {
             Message::Rooms(p) => Some((
                 p.total as usize,
                 p.entries().filter_map(Result::ok).collect::<Vec<_>>(),
@@ -236,7 +343,7 @@ fn table(rooms: &[RoomEntry]) -> String {
 /// `wavesync rooms ...`
 pub fn run_rooms(args: &[String]) -> Result<(), String> {
     let mut args = args.to_vec();
-    let master = take_master(&mut args)?;
+    let control = Control::from_args(&mut args)?;
     let (mut json_out, mut watch) = (false, false);
     for a in &args {
         match a.as_str() {
@@ -250,7 +357,7 @@ pub fn run_rooms(args: &[String]) -> Result<(), String> {
         }
     }
     loop {
-        let rooms = fetch_rooms(master)?;
+        let rooms = control.rooms()?;
         if json_out {
             let v: Vec<Value> = rooms.iter().map(room_json).collect();
             println!("{}", Value::Array(v));
@@ -316,7 +423,7 @@ pub fn parse_command(words: &[String]) -> Result<Command, String> {
 /// `wavesync room NAME ...`
 pub fn run_room(args: &[String]) -> Result<(), String> {
     let mut args = args.to_vec();
-    let master = take_master(&mut args)?;
+    let control = Control::from_args(&mut args)?;
     if args.is_empty() || args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{ROOM_USAGE}");
         return Ok(());
@@ -326,7 +433,7 @@ pub fn run_room(args: &[String]) -> Result<(), String> {
         return Err(format!("room name {name:?}: 1 to 64 bytes"));
     }
     let command = parse_command(&args)?;
-    let answer = command_room(master, &name, &command)?;
+    let answer = control.command(&name, &command)?;
     let s = &answer.settings;
     println!(
         "{}: volume {}{}{}, channels {}, trim {:+.3} ms",
@@ -342,20 +449,20 @@ pub fn run_room(args: &[String]) -> Result<(), String> {
 
 /// Sends `command` to room `name` through the master; the room's settings after it, or what
 /// went wrong (naming the known rooms when `name` is not one of them).
-pub fn command_room(master: SocketAddr, name: &str, command: &Command) -> Result<Answer, String> {
+fn command_room(control: &Control, name: &str, command: &Command) -> Result<Answer, String> {
     let room = StatusName::truncated(name);
-    let sock = socket(master)?;
+    let sock = socket(control.master)?;
     let id = request_id();
     let mut req = [0u8; 256];
     let n = encode_command(id, id, Some(&room), command, &mut req).map_err(|e| e.to_string())?;
-    let answer = ask(&sock, master, &req[..n], id, |m| match m {
+    let answer = ask(&sock, control, &req[..n], id, |m| match m {
         Message::Reply(a) => Some(*a),
         _ => None,
     })?;
     match answer.outcome {
         Outcome::Done => Ok(answer),
         Outcome::UnknownRoom => {
-            let known = fetch_rooms(master)
+            let known = fetch_rooms(control)
                 .map(|r| {
                     r.iter()
                         .map(|e| format!("{:?}", e.report.name.as_str()))

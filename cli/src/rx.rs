@@ -114,7 +114,7 @@ mod tests {
         assert_eq!(cfg.listen, "0.0.0.0:1111".parse().unwrap());
         assert_eq!(cfg.tolerance_ns, 200_000_000);
         assert_eq!(cfg.sink_latency_ns, 90_000_000);
-        assert_eq!(cfg.clock, wavesync_receiver::config::ClockSource::Master);
+        assert_eq!(cfg.clock, wavesync_receiver::config::ClockSource::Auto);
         match cfg.output {
             wavesync_receiver::config::OutputConfig::Alsa {
                 device_index,

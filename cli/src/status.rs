@@ -38,8 +38,18 @@ pub fn render(s: &StatusReport) -> String {
     let mut out = String::new();
     match &s.stream {
         Some(st) => out.push_str(&format!(
-            "stream     {:?} ({:08x}) from {}: {} Hz, {} ch, latency {:.0} ms\n",
-            st.name, st.ssrc, st.master, st.rate, st.channels, st.latency_ms
+            "stream     {:?} ({:08x}) from {}: {} Hz, {} ch, latency {:.0} ms{}\n",
+            st.name,
+            st.ssrc,
+            st.master,
+            st.rate,
+            st.channels,
+            st.latency_ms,
+            if st.clock.is_empty() {
+                String::new()
+            } else {
+                format!(", clock {}", st.clock)
+            }
         )),
         None => out.push_str("stream     none heard yet\n"),
     }
@@ -60,7 +70,7 @@ pub fn render(s: &StatusReport) -> String {
         s.time_queries, s.time_answered, s.time_refused, s.time_wrong_source, s.time_unanswered
     ));
     if let Some(why) = &s.clock_problem {
-        out.push_str(&format!("problem    no clock of the master: {why}\n"));
+        out.push_str(&format!("problem    no clock: {why}\n"));
     }
     out.push_str(&format!(
         "sync       error {}, correction {:+.1} ppm\n",
@@ -204,6 +214,23 @@ mod tests {
         assert!(text.contains("clock      locked"), "{text}");
         assert!(text.contains("error -3 us"), "{text}");
         assert!(text.contains("10 received"), "{text}");
+        let ntp = StatusReport {
+            stream: Some(wavesync_receiver::status::StreamStatus {
+                name: "living room".into(),
+                ssrc: 7,
+                master: "192.0.2.1".into(),
+                rate: 48_000,
+                channels: 2,
+                latency_ms: 150.0,
+                clock: "ntp".into(),
+            }),
+            ..StatusReport::default()
+        };
+        assert!(
+            render(&ntp).contains("latency 150 ms, clock ntp\n"),
+            "{}",
+            render(&ntp)
+        );
         assert!(text.starts_with("stream     none heard yet"));
         assert!(!text.contains("problem"), "{text}");
         assert!(text.ends_with("key        none: the stream is open (docs/security.md)"));
@@ -234,7 +261,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("problem    no clock of the master: the last answer came from"),
+            text.contains("problem    no clock: the last answer came from"),
             "{text}"
         );
         assert_eq!(

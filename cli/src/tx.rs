@@ -128,6 +128,9 @@ impl LegacyTx {
             duration: None,
             // The legacy command line has no key (the new wavesync-sender does).
             key_file: None,
+            // Nor a clock domain: the master serves its own time.
+            clock: wavesync_sender::args::ClockArg::Master,
+            ntp: None,
             no_encrypt: false,
         };
         (args, notes)

@@ -58,13 +58,30 @@ impl SampleFormat {
 pub enum ClockDomain {
     /// The master's CLOCK_MONOTONIC; receivers query the master's time service. The default.
     Master,
-    /// UTC as measured against an NTP server by master and receivers alike.
+    /// UTC as measured against an NTP server by master and receivers alike (counted from the
+    /// Unix epoch, see [`crate::time`]).
     Ntp,
     /// The hosts' CLOCK_REALTIME, trusted as-is (disciplined by PTP or chrony).
     System,
 }
 
 impl ClockDomain {
+    /// The domain's name, as options and logs spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClockDomain::Master => "master",
+            ClockDomain::Ntp => "ntp",
+            ClockDomain::System => "system",
+        }
+    }
+
+    /// Inverse of [`ClockDomain::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [ClockDomain::Master, ClockDomain::Ntp, ClockDomain::System]
+            .into_iter()
+            .find(|d| d.name() == name)
+    }
+
     /// The code used in the status message.
     pub fn code(self) -> u8 {
         match self {
@@ -122,6 +139,7 @@ mod tests {
         }
         for d in [ClockDomain::Master, ClockDomain::Ntp, ClockDomain::System] {
             assert_eq!(ClockDomain::from_code(d.code()), Some(d));
+            assert_eq!(ClockDomain::from_name(d.name()), Some(d));
         }
         assert_eq!(SampleFormat::from_code(0), None);
         assert_eq!(ClockDomain::from_code(9), None);

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod calibrate;
+pub mod channels;
 pub mod clock;
 pub mod correlate;
 pub mod dll;

@@ -8,6 +8,13 @@
 //! the followed stream come back from `handle_datagram` for the output thread; everything else
 //! is counted and dropped.
 //!
+//! Clock: the stream's status message names its clock domain, and the configured
+//! [`ClockSource`] decides how that clock is read ([`ClockSource::Auto`], the default, follows
+//! the domain: the master's time service, the NTP server the status names, or this host's
+//! system clock). A source that cannot read the stream's domain (an NTP server against a
+//! `master` stream, say) reads nothing: no clock, so nothing plays, no time queries, no NACKs,
+//! and one [`Event::ClockMismatch`] saying why.
+//!
 //! Stream choice: the first stream heard (from the configured master, if one is set) is
 //! followed. A stream with a new id from the same host replaces it at once (the master
 //! restarted or changed format); a stream from another host is ignored while the followed one
@@ -17,10 +24,10 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::clock::{ClockEstimate, ClockEvent};
-use crate::format::StreamFormat;
+use crate::format::{ClockDomain, StreamFormat};
 use crate::loss::{packet_duration_ns, LossConfig, LossStats, LossTracker};
 use crate::time::{LocalNs, TimelineNs};
-use crate::time_client::{TimeClient, TimeClientError};
+use crate::time_client::{ServerClock, TimeClient, TimeClientConfig, TimeClientError};
 use crate::wire::rtp::AudioPacket;
 use crate::wire::status::Status;
 use crate::wire::{classify, nack, Kind};
@@ -28,13 +35,80 @@ use crate::wire::{classify, nack, Kind};
 /// Where the clock comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClockSource {
-    /// The master's time service, at the port announced in its status message.
+    /// Whatever the stream's clock domain asks for: the master's time service (`master`), the
+    /// NTP server its status message names (`ntp`), this host's system clock (`system`).
+    Auto,
+    /// The master's time service, at the port announced in its status message: streams in
+    /// clock domain `master` only.
     Master,
-    /// An NTP server.
-    Ntp(SocketAddr),
-    /// The shell supplies the estimate (this host's clock as-is): see
-    /// [`Receiver::set_external_clock`].
-    External,
+    /// This NTP server, or the one the stream's status names (`None`): streams in clock
+    /// domain `ntp` only.
+    Ntp(Option<SocketAddr>),
+    /// This host's CLOCK_REALTIME as-is, the estimate supplied by the shell (see
+    /// [`Receiver::wants_system_clock`], [`Receiver::set_external_clock`]): streams in clock
+    /// domain `system` only.
+    System,
+}
+
+impl std::fmt::Display for ClockSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClockSource::Auto => write!(f, "the clock the stream names (clock auto)"),
+            ClockSource::Master => write!(f, "the master's time service (clock master)"),
+            ClockSource::Ntp(Some(a)) => write!(f, "NTP server {a} (clock ntp)"),
+            ClockSource::Ntp(None) => write!(f, "the NTP server the stream names (clock ntp)"),
+            ClockSource::System => write!(f, "this host's system clock (clock system)"),
+        }
+    }
+}
+
+/// A stream whose clock domain the configured [`ClockSource`] cannot read: nothing of it is
+/// played.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClockMismatch {
+    /// The stream's clock domain.
+    pub stream: ClockDomain,
+    /// This receiver's clock source.
+    pub source: ClockSource,
+}
+
+impl std::fmt::Display for ClockMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.stream {
+            ClockDomain::Master => "its master's own clock, read from the master's time service",
+            ClockDomain::Ntp => "UTC of an NTP server",
+            ClockDomain::System => "the hosts' system clocks (CLOCK_REALTIME)",
+        };
+        if matches!(self.source, ClockSource::Auto | ClockSource::Ntp(None)) {
+            // Only an `ntp` stream that names no server can leave these without a clock.
+            return write!(
+                f,
+                "the stream is stamped in clock domain {} ({what}) but names no NTP server, and \
+                 this receiver has none configured: nothing plays",
+                self.stream.name()
+            );
+        }
+        write!(
+            f,
+            "the stream is stamped in clock domain {} ({what}), but this receiver reads {}: \
+             that clock cannot place its stamps in time, so nothing plays",
+            self.stream.name(),
+            self.source
+        )
+    }
+}
+
+/// The clock read for the followed stream, as its domain and the [`ClockSource`] decide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ActiveClock {
+    /// No stream status yet: nothing to read.
+    Unknown,
+    /// Time queries to this server, whose timestamps count as said.
+    Query(SocketAddr, ServerClock),
+    /// This host's system clock, supplied by the shell.
+    System,
+    /// The stream's domain and the clock source do not match.
+    Mismatch(ClockMismatch),
 }
 
 /// Settings of a [`Receiver`].
@@ -58,7 +132,7 @@ impl Default for ReceiverConfig {
     fn default() -> Self {
         ReceiverConfig {
             master: None,
-            clock: ClockSource::Master,
+            clock: ClockSource::Auto,
             resend: true,
             stream_timeout_ns: 2_000_000_000,
             receiver_ssrc: 0x5753_5958,
@@ -85,6 +159,41 @@ impl StreamInfo {
     /// Where the master's time service and NACKs are.
     pub fn control_addr(&self) -> SocketAddr {
         SocketAddr::new(self.source.ip(), self.status.time_port)
+    }
+
+    /// The NTP server the stream's status names (clock domain `ntp`). A server on the master's
+    /// own host, which the master names by its loopback address, is reached at the master's
+    /// address.
+    pub fn ntp_server(&self) -> Option<SocketAddr> {
+        let s = self.status.ntp_server?;
+        if s.ip().is_loopback() || s.ip().is_unspecified() {
+            Some(SocketAddr::new(self.source.ip(), s.port()))
+        } else {
+            Some(s)
+        }
+    }
+}
+
+/// What `source` reads for a stream described by `info`.
+fn resolve_clock(source: ClockSource, info: &StreamInfo) -> ActiveClock {
+    let domain = info.status.clock_domain;
+    match (source, domain) {
+        (ClockSource::Auto | ClockSource::Master, ClockDomain::Master) => {
+            ActiveClock::Query(info.control_addr(), ServerClock::Timeline)
+        }
+        (ClockSource::Ntp(Some(a)), ClockDomain::Ntp) => ActiveClock::Query(a, ServerClock::NtpUtc),
+        (ClockSource::Auto | ClockSource::Ntp(None), ClockDomain::Ntp) => match info.ntp_server() {
+            Some(a) => ActiveClock::Query(a, ServerClock::NtpUtc),
+            None => ActiveClock::Mismatch(ClockMismatch {
+                stream: domain,
+                source,
+            }),
+        },
+        (ClockSource::Auto | ClockSource::System, ClockDomain::System) => ActiveClock::System,
+        _ => ActiveClock::Mismatch(ClockMismatch {
+            stream: domain,
+            source,
+        }),
     }
 }
 
@@ -120,6 +229,10 @@ pub enum Event {
     /// clock, so nothing can play: what the time exchange did meanwhile. Reported once per
     /// stream (again after the clock was had and lost).
     NoClock(ClockDiagnosis),
+    /// The followed stream's clock domain cannot be read by the configured clock source:
+    /// nothing of it plays. Reported at its status message, once (again only after the
+    /// clock changed).
+    ClockMismatch(ClockMismatch),
 }
 
 /// A stream followed this long with no clock estimate is reported ([`Event::NoClock`]).
@@ -138,7 +251,7 @@ pub enum TimeRefusal {
     ServerRefused,
     /// The clock model set it aside as an outlier or a step suspect.
     Outlier,
-    /// No clock is being read here (the clock is supplied by the shell).
+    /// No clock is being queried here (the system clock, a mismatched domain, or no stream).
     NotQuerying,
 }
 
@@ -250,8 +363,8 @@ struct Followed {
 pub struct Receiver {
     cfg: ReceiverConfig,
     stream: Option<Followed>,
-    time: Option<TimeClient>,
-    time_server: Option<SocketAddr>,
+    time: TimeClient,
+    active: ActiveClock,
     external_clock: Option<ClockEstimate>,
     loss: LossTracker,
     events: VecDeque<Event>,
@@ -263,6 +376,9 @@ pub struct Receiver {
     /// is no stream); and whether that was reported.
     no_clock_since: Option<LocalNs>,
     no_clock_reported: bool,
+    /// The mismatch last reported ([`Event::ClockMismatch`]), so a restarted master with the
+    /// same domain is not reported again.
+    mismatch_reported: Option<ClockMismatch>,
 }
 
 const MAX_EVENTS: usize = 32;
@@ -277,17 +393,12 @@ const OUTPUT_MARGIN_NS: i64 = 2_000_000;
 impl Receiver {
     /// A receiver that follows no stream yet.
     pub fn new(cfg: ReceiverConfig) -> Self {
-        let (time, time_server) = match cfg.clock {
-            ClockSource::Master => (Some(TimeClient::new(Default::default())), None),
-            ClockSource::Ntp(addr) => (Some(TimeClient::new(Default::default())), Some(addr)),
-            ClockSource::External => (None, None),
-        };
         Receiver {
             loss: LossTracker::new(cfg.loss),
             cfg,
             stream: None,
-            time,
-            time_server,
+            time: TimeClient::new(TimeClientConfig::default()),
+            active: ActiveClock::Unknown,
             external_clock: None,
             events: VecDeque::with_capacity(MAX_EVENTS),
             stats: ReceiverStats::default(),
@@ -296,6 +407,7 @@ impl Receiver {
             last_refusal: None,
             no_clock_since: None,
             no_clock_reported: false,
+            mismatch_reported: None,
         }
     }
 
@@ -312,40 +424,65 @@ impl Receiver {
         self.stream.as_ref().and_then(|s| s.info.as_ref())
     }
 
-    /// The current estimate of the timeline from the local clock.
+    /// The current estimate of the timeline from the local clock (none while the stream's
+    /// clock domain does not match the clock source).
     pub fn clock(&self) -> Option<ClockEstimate> {
-        match &self.time {
-            Some(t) => t.estimate(),
-            None => self.external_clock,
+        match self.active {
+            ActiveClock::Query(..) => self.time.estimate(),
+            ActiveClock::System => self.external_clock,
+            ActiveClock::Unknown | ActiveClock::Mismatch(_) => None,
         }
     }
 
-    /// Whether the clock model is locked (always, for an external clock that was set).
+    /// Whether the clock model is locked (always, for a system clock that was supplied).
     pub fn clock_locked(&self) -> bool {
-        match &self.time {
-            Some(t) => t.model().is_locked(),
-            None => self.external_clock.is_some(),
+        match self.active {
+            ActiveClock::Query(..) => self.time.model().is_locked(),
+            ActiveClock::System => self.external_clock.is_some(),
+            ActiveClock::Unknown | ActiveClock::Mismatch(_) => false,
         }
     }
 
     /// The time client, when the clock is queried over the network.
     pub fn time_client(&self) -> Option<&TimeClient> {
-        self.time.as_ref()
+        matches!(self.active, ActiveClock::Query(..)).then_some(&self.time)
+    }
+
+    /// Whether the followed stream's clock is this host's system clock: the shell then
+    /// supplies its estimate with [`Receiver::set_external_clock`] (and runs no time queries).
+    pub fn wants_system_clock(&self) -> bool {
+        self.active == ActiveClock::System
+    }
+
+    /// The followed stream's clock domain, when the clock source cannot read it.
+    pub fn clock_mismatch(&self) -> Option<ClockMismatch> {
+        match self.active {
+            ActiveClock::Mismatch(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Where time queries go, if anywhere.
+    fn time_server(&self) -> Option<SocketAddr> {
+        match self.active {
+            ActiveClock::Query(server, _) => Some(server),
+            _ => None,
+        }
     }
 
     /// What the time exchange has done so far (for status, and logs when it will not lock).
     pub fn clock_diagnosis(&self) -> ClockDiagnosis {
-        let t = self.time.as_ref().map(|t| t.stats()).unwrap_or_default();
+        let t = self.time.stats();
         ClockDiagnosis {
-            server: self.time_server,
+            server: self.time_server(),
             sent: t.sent,
             answered: t.answered,
             wrong_source: self.stats.time_wrong_source,
             refused: (self.stats.time_rejected - self.stats.time_wrong_source),
             timeouts: t.timeouts,
-            last_refusal: match self.time {
-                None => Some(TimeRefusal::NotQuerying),
-                Some(_) => self.last_refusal,
+            last_refusal: match self.active {
+                ActiveClock::Query(..) => self.last_refusal,
+                _ => Some(TimeRefusal::NotQuerying),
             },
         }
     }
@@ -370,8 +507,11 @@ impl Receiver {
         &self.loss
     }
 
-    /// Supplies the clock estimate when the source is [`ClockSource::External`].
+    /// Supplies the clock estimate while [`Receiver::wants_system_clock`] (ignored otherwise).
     pub fn set_external_clock(&mut self, est: ClockEstimate) {
+        if self.active != ActiveClock::System {
+            return;
+        }
         self.external_clock = Some(est);
         self.clock_generation += 1;
     }
@@ -513,10 +653,11 @@ impl Receiver {
         latency_ns: i64,
         suspect: Option<i64>,
     ) -> Option<i64> {
-        if self.cfg.clock != ClockSource::Master {
+        // Only a master's own clock restarts with it.
+        if !matches!(self.active, ActiveClock::Query(_, ServerClock::Timeline)) {
             return None;
         }
-        let t = self.time.as_mut()?;
+        let t = &mut self.time;
         let est = t.estimate()?;
         let ahead = est.to_local(p.play_time).ns().saturating_sub(now.ns());
         if ahead <= latency_ns.saturating_add(STALE_SLACK_NS) && ahead >= -STALE_SLACK_NS {
@@ -559,37 +700,60 @@ impl Receiver {
                 old.status.format != status.format
                     || old.status.time_port != status.time_port
                     || old.status.clock_domain != status.clock_domain
+                    || old.status.ntp_server != status.ntp_server
+                    || old.status.positions() != status.positions()
                     || old.status.frames_per_packet != status.frames_per_packet
             }
         };
         s.info = Some(info);
         if changed {
             self.loss.reset();
-            if self.cfg.clock == ClockSource::Master {
-                let server = info.control_addr();
-                if self.time_server != Some(server) {
-                    // Another master host: its clock is another clock.
-                    if self.time_server.is_some_and(|old| old.ip() != server.ip()) {
-                        if let Some(t) = self.time.as_mut() {
-                            t.reset(now);
-                        }
-                    }
-                    self.time_server = Some(server);
+            self.set_active(now, resolve_clock(self.cfg.clock, &info));
+            self.push_event(Event::StreamStarted(info));
+            if let ActiveClock::Mismatch(m) = self.active {
+                if self.mismatch_reported != Some(m) {
+                    self.mismatch_reported = Some(m);
+                    self.push_event(Event::ClockMismatch(m));
                 }
             }
-            self.push_event(Event::StreamStarted(info));
         } else if resumed {
             self.push_event(Event::StreamResumed(info));
         }
     }
 
+    /// Switches to the clock `next` (the followed stream's status changed).
+    fn set_active(&mut self, now: LocalNs, next: ActiveClock) {
+        if next == self.active {
+            return;
+        }
+        match (self.active, next) {
+            // Another port of the same host: the same clock.
+            (ActiveClock::Query(old, old_kind), ActiveClock::Query(new, new_kind))
+                if old.ip() == new.ip() && old_kind == new_kind => {}
+            // Another server, or one that counts differently: another clock, read afresh.
+            (_, ActiveClock::Query(_, kind)) => {
+                self.time.set_server_clock(kind);
+                self.time.reset(now);
+                self.last_refusal = None;
+            }
+            _ => {}
+        }
+        if !matches!(next, ActiveClock::Mismatch(_)) {
+            self.mismatch_reported = None;
+        }
+        self.external_clock = None;
+        self.active = next;
+        self.clock_generation += 1;
+    }
+
     fn on_time(&mut self, now: LocalNs, from: SocketAddr, bytes: &[u8]) {
-        let Some(t) = self.time.as_mut() else {
+        let Some(server) = self.time_server() else {
             self.stats.time_rejected += 1;
             self.last_refusal = Some(TimeRefusal::NotQuerying);
             return;
         };
-        if self.time_server != Some(from) {
+        let t = &mut self.time;
+        if server != from {
             self.stats.time_rejected += 1;
             self.stats.time_wrong_source += 1;
             self.last_refusal = Some(TimeRefusal::WrongSource(from));
@@ -634,8 +798,8 @@ impl Receiver {
     /// bytes). Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: LocalNs, buf: &mut [u8]) -> Option<Transmit> {
         self.check_stream(now);
-        if let (Some(t), Some(server)) = (self.time.as_mut(), self.time_server) {
-            if let Some(req) = t.poll_transmit(now) {
+        if let Some(server) = self.time_server() {
+            if let Some(req) = self.time.poll_transmit(now) {
                 if buf.len() >= req.len() {
                     buf[..req.len()].copy_from_slice(&req);
                     return Some(Transmit {
@@ -645,7 +809,8 @@ impl Receiver {
                 }
             }
         }
-        if !self.cfg.resend {
+        // Nothing of a stream whose clock cannot be read plays: no use asking for it.
+        if !self.cfg.resend || self.clock_mismatch().is_some() {
             return None;
         }
         let info = *self.stream()?;
@@ -698,8 +863,8 @@ impl Receiver {
     fn check_no_clock(&mut self, now: LocalNs) {
         // Only a clock read over the network can fail to come; a silent stream waits anyway.
         let heard = self.stream.as_ref().is_some_and(|s| !s.lost_reported);
-        let waiting =
-            self.time.is_some() && heard && self.stream().is_some() && self.clock().is_none();
+        let querying = matches!(self.active, ActiveClock::Query(..));
+        let waiting = querying && heard && self.stream().is_some() && self.clock().is_none();
         if !waiting {
             self.no_clock_since = None;
             self.no_clock_reported = false;
@@ -716,10 +881,10 @@ impl Receiver {
     /// When to call [`Receiver::poll_transmit`] again at the latest.
     pub fn poll_timeout(&self) -> LocalNs {
         let mut t = LocalNs::MAX;
-        if let (Some(c), Some(_)) = (&self.time, self.time_server) {
-            t = t.min(c.poll_timeout());
+        if self.time_server().is_some() {
+            t = t.min(self.time.poll_timeout());
         }
-        if self.cfg.resend {
+        if self.cfg.resend && self.clock_mismatch().is_none() {
             if let Some(l) = self.loss.poll_timeout() {
                 t = t.min(l);
             }
@@ -774,16 +939,27 @@ mod tests {
     }
 
     fn status(ssrc: u32) -> Vec<u8> {
+        status_in(ssrc, ClockDomain::Master, None)
+    }
+
+    /// A stream in clock domain `system`: read from this host's clock, no time queries.
+    fn sys_status(ssrc: u32) -> Vec<u8> {
+        status_in(ssrc, ClockDomain::System, None)
+    }
+
+    fn status_in(ssrc: u32, clock_domain: ClockDomain, ntp_server: Option<SocketAddr>) -> Vec<u8> {
         let s = Status {
             ssrc,
             format: StreamFormat::DEFAULT,
-            clock_domain: ClockDomain::Master,
+            clock_domain,
             frames_per_packet: FPP as u16,
             time_port: 45301,
             latency_ns: 100 * MS,
             packets_sent: 0,
             flags: 0,
             name: StatusName::truncated("test"),
+            ntp_server,
+            channel_map: None,
         };
         let mut b = vec![0u8; 200];
         let n = s.encode(&mut b).unwrap();
@@ -865,10 +1041,10 @@ mod tests {
     #[test]
     fn a_stream_heard_again_after_it_was_lost_is_resumed() {
         let mut r = Receiver::new(ReceiverConfig {
-            clock: ClockSource::External,
+            clock: ClockSource::System,
             ..ReceiverConfig::default()
         });
-        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &sys_status(7));
         r.handle_datagram(LocalNs::from_ns(0), master(), &audio(7, 1, 0));
         events(&mut r);
         let mut buf = [0u8; 1500];
@@ -877,13 +1053,13 @@ mod tests {
         // Back after the partition: one event, on the first message (audio or status).
         r.handle_datagram(LocalNs::from_ns(12_000 * MS), master(), &audio(7, 1300, 0));
         r.handle_datagram(LocalNs::from_ns(12_001 * MS), master(), &audio(7, 1301, 0));
-        r.handle_datagram(LocalNs::from_ns(12_002 * MS), master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(12_002 * MS), master(), &sys_status(7));
         assert!(
             matches!(events(&mut r).as_slice(), [Event::StreamResumed(i)] if i.status.ssrc == 7)
         );
         r.poll_transmit(LocalNs::from_ns(15_000 * MS), &mut buf);
         assert_eq!(events(&mut r), vec![Event::StreamLost { ssrc: 7 }]);
-        r.handle_datagram(LocalNs::from_ns(16_000 * MS), master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(16_000 * MS), master(), &sys_status(7));
         assert!(matches!(
             events(&mut r).as_slice(),
             [Event::StreamResumed(_)]
@@ -1108,10 +1284,10 @@ mod tests {
     #[test]
     fn lost_packets_are_asked_for_from_the_master() {
         let mut r = Receiver::new(ReceiverConfig {
-            clock: ClockSource::External,
+            clock: ClockSource::System,
             ..ReceiverConfig::default()
         });
-        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &sys_status(7));
         r.handle_datagram(LocalNs::from_ns(0), master(), &audio(7, 10, 1_000 * MS));
         r.handle_datagram(LocalNs::from_ns(MS), master(), &audio(7, 14, 1_020 * MS));
         let mut buf = [0u8; 1500];
@@ -1129,11 +1305,11 @@ mod tests {
         assert_eq!(r.stats().nacks_sent, 1);
         // With resends off, nothing is asked.
         let mut quiet = Receiver::new(ReceiverConfig {
-            clock: ClockSource::External,
+            clock: ClockSource::System,
             resend: false,
             ..ReceiverConfig::default()
         });
-        quiet.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
+        quiet.handle_datagram(LocalNs::from_ns(0), master(), &sys_status(7));
         quiet.handle_datagram(LocalNs::from_ns(0), master(), &audio(7, 10, 0));
         quiet.handle_datagram(LocalNs::from_ns(0), master(), &audio(7, 14, 0));
         assert!(quiet
@@ -1144,10 +1320,10 @@ mod tests {
     #[test]
     fn losses_beyond_one_nacks_capacity_go_out_in_several() {
         let mut r = Receiver::new(ReceiverConfig {
-            clock: ClockSource::External,
+            clock: ClockSource::System,
             ..ReceiverConfig::default()
         });
-        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
+        r.handle_datagram(LocalNs::from_ns(0), master(), &sys_status(7));
         // Every 20th packet lost: each needs its own FCI entry, 99 of them.
         let mut lost = Vec::new();
         for seq in 1..2000u16 {
@@ -1260,6 +1436,259 @@ mod tests {
             events(&mut r).as_slice(),
             [Event::ClockStale { off_ns }] if (*off_ns - 2_000 * MS).abs() < 10 * MS
         ));
+    }
+
+    /// Feeds `r` the stream `status` (and lost audio, sequence gaps that would ask for
+    /// resends) for 10 s; returns the events and the datagrams it wanted to send.
+    fn run_stream(r: &mut Receiver, status: &[u8]) -> (Vec<Event>, Vec<Transmit>) {
+        let mut buf = [0u8; 1500];
+        let (mut seen, mut sent) = (Vec::new(), Vec::new());
+        let mut now = LocalNs::from_ns(MS);
+        let mut seq = 0u16;
+        while now < LocalNs::from_ns(10_000 * MS) {
+            r.handle_datagram(now, master(), status);
+            seq = seq.wrapping_add(2);
+            r.handle_datagram(now, master(), &audio(7, seq, (now + 100 * MS).ns()));
+            while let Some(t) = r.poll_transmit(now, &mut buf) {
+                sent.push(t);
+            }
+            seen.extend(events(r));
+            now = r.poll_timeout().clamp(now + MS, now + 100 * MS);
+        }
+        (seen, sent)
+    }
+
+    fn mismatches(seen: &[Event]) -> Vec<ClockMismatch> {
+        seen.iter()
+            .filter_map(|e| match e {
+                Event::ClockMismatch(m) => Some(*m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_ntp_server_against_a_master_stream_is_refused_at_once_and_once() {
+        let ntp: SocketAddr = "192.0.2.9:123".parse().unwrap();
+        let mut r = Receiver::new(ReceiverConfig {
+            clock: ClockSource::Ntp(Some(ntp)),
+            ..ReceiverConfig::default()
+        });
+        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
+        // At the first status message, with the stream.
+        let first = events(&mut r);
+        assert!(
+            matches!(
+                first.as_slice(),
+                [Event::StreamStarted(_), Event::ClockMismatch(_)]
+            ),
+            "{first:?}"
+        );
+        let (seen, sent) = run_stream(&mut r, &status(7));
+        assert!(mismatches(&seen).is_empty(), "said once: {seen:?}");
+        assert!(
+            !seen.iter().any(|e| matches!(e, Event::NoClock(_))),
+            "the mismatch says why, not a diagnosis of queries never made: {seen:?}"
+        );
+        assert!(sent.is_empty(), "no time queries, no NACKs: {sent:?}");
+        assert!(r.clock().is_none() && !r.clock_locked());
+        let m = r.clock_mismatch().unwrap();
+        assert_eq!(
+            m,
+            ClockMismatch {
+                stream: ClockDomain::Master,
+                source: ClockSource::Ntp(Some(ntp))
+            }
+        );
+        let text = m.to_string();
+        assert!(
+            text.contains("clock domain master")
+                && text.contains("NTP server 192.0.2.9:123")
+                && text.contains("nothing plays"),
+            "{text}"
+        );
+        assert_eq!(
+            r.clock_diagnosis().last_refusal,
+            Some(TimeRefusal::NotQuerying)
+        );
+        // An answer from that server (it was never asked) moves nothing.
+        let reply = NtpPacket::server_reply(
+            &NtpPacket::decode(&NtpPacket::client_request(1).encode()).unwrap(),
+            1 << 40,
+            1 << 40,
+        );
+        r.handle_datagram(LocalNs::from_ns(11_000 * MS), ntp, &reply.encode());
+        assert!(r.clock().is_none());
+    }
+
+    #[test]
+    fn every_source_that_cannot_read_the_streams_domain_is_refused() {
+        let ntp: SocketAddr = "192.0.2.9:123".parse().unwrap();
+        let with_server = |d| status_in(7, d, Some(ntp));
+        for (source, domain) in [
+            (ClockSource::Master, ClockDomain::Ntp),
+            (ClockSource::Master, ClockDomain::System),
+            (ClockSource::Ntp(Some(ntp)), ClockDomain::System),
+            (ClockSource::Ntp(None), ClockDomain::Master),
+            (ClockSource::System, ClockDomain::Master),
+            (ClockSource::System, ClockDomain::Ntp),
+        ] {
+            let mut r = Receiver::new(ReceiverConfig {
+                clock: source,
+                ..ReceiverConfig::default()
+            });
+            let (seen, sent) = run_stream(&mut r, &with_server(domain));
+            assert_eq!(
+                mismatches(&seen),
+                vec![ClockMismatch {
+                    stream: domain,
+                    source
+                }],
+                "{source:?} vs {domain:?}"
+            );
+            assert!(sent.is_empty() && !r.wants_system_clock() && r.clock().is_none());
+        }
+        // `auto` is refused only by an `ntp` stream that names no server.
+        let mut r = Receiver::new(ReceiverConfig::default());
+        let (seen, _) = run_stream(&mut r, &status_in(7, ClockDomain::Ntp, None));
+        let m = mismatches(&seen);
+        assert_eq!(m.len(), 1);
+        assert!(m[0].to_string().contains("names no NTP server"), "{}", m[0]);
+    }
+
+    #[test]
+    fn auto_follows_the_streams_domain() {
+        // `system`: this host's clock, supplied by the shell; no queries.
+        let mut r = Receiver::new(ReceiverConfig::default());
+        let (seen, _) = run_stream(&mut r, &sys_status(7));
+        assert!(mismatches(&seen).is_empty() && r.wants_system_clock());
+        assert_eq!(r.clock_diagnosis().sent, 0, "no time queries");
+        assert!(r.time_client().is_none());
+        assert!(r.clock().is_none(), "until the shell supplies it");
+        let est = ClockEstimate {
+            ref_local: LocalNs::from_ns(0),
+            ref_timeline: TimelineNs::from_ns(1_796_601_600 * 1_000_000_000),
+            rate: 1.0,
+            uncertainty_ns: 0,
+        };
+        r.set_external_clock(est);
+        assert_eq!(r.clock(), Some(est));
+        // The master switches to `master`: its time service is asked, the system clock
+        // forgotten (and no longer taken).
+        r.handle_datagram(LocalNs::from_ns(20_000 * MS), master(), &status(7));
+        assert!(r.clock().is_none() && !r.wants_system_clock());
+        r.set_external_clock(est);
+        assert!(r.clock().is_none());
+        let mut buf = [0u8; 1500];
+        let t = r
+            .poll_transmit(LocalNs::from_ns(20_000 * MS), &mut buf)
+            .unwrap();
+        assert_eq!(t.to, "10.0.0.1:45301".parse().unwrap());
+    }
+
+    /// Answers `r`'s queries to `server` as an NTP server whose UTC (counted from 1900) is
+    /// `utc_offset` ahead of our local clock, for 3 s from `now`.
+    fn serve_ntp(r: &mut Receiver, stream: &[u8], server: SocketAddr, utc_offset: i64) {
+        let mut buf = [0u8; 1500];
+        let mut now = LocalNs::from_ns(MS);
+        while now < LocalNs::from_ns(3_000 * MS) {
+            r.handle_datagram(now, master(), stream);
+            while let Some(t) = r.poll_transmit(now, &mut buf) {
+                assert_eq!(t.to, server);
+                let req = NtpPacket::decode(&buf[..t.len]).unwrap();
+                let t2 = ns_from_ntp64(req.transmit_ts) + 200_000 + utc_offset;
+                let reply = NtpPacket::server_reply(&req, ntp64_from_ns(t2), ntp64_from_ns(t2));
+                r.handle_datagram(now + 400_000, server, &reply.encode());
+            }
+            now = r.poll_timeout().clamp(now + MS, now + 100 * MS);
+        }
+    }
+
+    #[test]
+    fn an_ntp_stream_is_read_from_its_server_on_the_utc_timeline_from_1970() {
+        // 2026-12-07 in NTP seconds (since 1900); the timeline counts from 1970.
+        let unix_s = 1_796_601_600i64;
+        let utc_offset = (unix_s + crate::time::NTP_TO_UNIX_S as i64) * 1_000_000_000;
+        // The master names the NTP server on its own host by its loopback address: we reach
+        // it at the master's address.
+        let stream = status_in(
+            7,
+            ClockDomain::Ntp,
+            Some("127.0.0.1:11123".parse().unwrap()),
+        );
+        let mut r = Receiver::new(ReceiverConfig::default());
+        serve_ntp(
+            &mut r,
+            &stream,
+            "10.0.0.1:11123".parse().unwrap(),
+            utc_offset,
+        );
+        let est = r.clock().expect("locked to the stream's NTP server");
+        let t = est.to_timeline(LocalNs::from_ns(3_000 * MS));
+        assert!(
+            (t - TimelineNs::from_ns(unix_s * 1_000_000_000 + 3_000 * MS)).abs() < 1_000,
+            "{t}"
+        );
+        // A receiver given its own server reads that one instead.
+        let own: SocketAddr = "192.0.2.9:123".parse().unwrap();
+        let mut r = Receiver::new(ReceiverConfig {
+            clock: ClockSource::Ntp(Some(own)),
+            ..ReceiverConfig::default()
+        });
+        serve_ntp(&mut r, &stream, own, utc_offset);
+        assert!(r.clock().is_some() && r.clock_mismatch().is_none());
+        // `--clock ntp` without a server of its own reads the one the stream names.
+        let mut r = Receiver::new(ReceiverConfig {
+            clock: ClockSource::Ntp(None),
+            ..ReceiverConfig::default()
+        });
+        serve_ntp(
+            &mut r,
+            &stream,
+            "10.0.0.1:11123".parse().unwrap(),
+            utc_offset,
+        );
+        assert!(r.clock().is_some());
+    }
+
+    #[test]
+    fn a_master_that_names_another_ntp_server_is_followed_there() {
+        let mut r = Receiver::new(ReceiverConfig::default());
+        let first: SocketAddr = "192.0.2.9:123".parse().unwrap();
+        let second: SocketAddr = "192.0.2.10:123".parse().unwrap();
+        let mut buf = [0u8; 1500];
+        r.handle_datagram(
+            LocalNs::from_ns(0),
+            master(),
+            &status_in(7, ClockDomain::Ntp, Some(first)),
+        );
+        let t = r.poll_transmit(LocalNs::from_ns(0), &mut buf).unwrap();
+        assert_eq!(t.to, first);
+        r.handle_datagram(
+            LocalNs::from_ns(MS),
+            master(),
+            &status_in(7, ClockDomain::Ntp, Some(second)),
+        );
+        let t = r
+            .poll_transmit(LocalNs::from_ns(50 * MS), &mut buf)
+            .unwrap();
+        assert_eq!(t.to, second);
+    }
+
+    #[test]
+    fn a_master_that_changes_to_a_readable_domain_is_played() {
+        let mut r = Receiver::new(ReceiverConfig {
+            clock: ClockSource::System,
+            ..ReceiverConfig::default()
+        });
+        r.handle_datagram(LocalNs::from_ns(0), master(), &status(7));
+        assert_eq!(mismatches(&events(&mut r)).len(), 1);
+        r.handle_datagram(LocalNs::from_ns(MS), master(), &sys_status(7));
+        assert!(mismatches(&events(&mut r)).is_empty());
+        assert!(r.clock_mismatch().is_none() && r.wants_system_clock());
+        // Back to `master`: refused again, and said again.
+        r.handle_datagram(LocalNs::from_ns(2 * MS), master(), &status(7));
+        assert_eq!(mismatches(&events(&mut r)).len(), 1);
     }
 
     proptest! {

@@ -92,6 +92,12 @@ pub struct SenderConfig {
     pub time_port: u16,
     /// Clock domain of the stamps, announced in the status message.
     pub clock_domain: ClockDomain,
+    /// Clock domain `ntp`: the NTP server the timeline is read from, announced in the status
+    /// message so receivers read the same one.
+    pub ntp_server: Option<SocketAddr>,
+    /// The positions of the channels, announced in the status message (`None`: the default
+    /// order for the channel count, see `channels::ChannelMap::default_for`).
+    pub channel_map: Option<crate::channels::ChannelMap>,
     /// Stop sending after this much all-zero input; `None` never stops.
     pub silence_timeout_ns: Option<i64>,
     /// Start a new run when capture times depart from the prediction by more than this, ns.
@@ -121,6 +127,8 @@ impl SenderConfig {
             name: String::from("WaveSync"),
             time_port: 45301,
             clock_domain: ClockDomain::Master,
+            ntp_server: None,
+            channel_map: None,
             silence_timeout_ns: p.silence_timeout_ns,
             resync_threshold_ns: p.resync_threshold_ns,
             ssrc,
@@ -377,6 +385,8 @@ impl SenderCore {
             packets_sent: self.stats.packets_sent,
             flags: self.cfg.flags,
             name: StatusName::truncated(&self.cfg.name),
+            ntp_server: self.cfg.ntp_server,
+            channel_map: self.cfg.channel_map,
         }
     }
 

@@ -22,9 +22,13 @@
 //!   engine's clock, the sender's and the PipeWire module's capture times). Every use of it
 //!   names that assumption.
 //!
-//! In clock domains `system` and `ntp` the timeline is CLOCK_REALTIME, which is not a
-//! [`LocalNs`]: it is read as a raw count and boxed with [`TimelineNs::from_ns`] where it is
-//! declared to be the timeline.
+//! In clock domains `system` and `ntp` the timeline is UTC counted from the Unix epoch
+//! (1970-01-01), as CLOCK_REALTIME counts it: in `system` it is this host's CLOCK_REALTIME,
+//! read as a raw count and boxed with [`TimelineNs::from_ns`] where it is declared to be the
+//! timeline; in `ntp` it is an NTP server's clock, whose answers count from 1900 and are
+//! moved to the Unix epoch by [`utc_timeline_from_ntp64`]. Counted from 1970 the UTC timeline
+//! stays inside the valid range until 2106 (counted from 1900, as NTP does, it would leave it
+//! in February 2036), and the two domains share one timeline.
 //!
 //! On the wire, timeline instants travel as 64-bit NTP-format timestamps (RFC 5905: 32 bits of
 //! seconds, 32 bits of fraction), counted from the domain's epoch ([`ntp64_from_timeline`],
@@ -182,6 +186,19 @@ pub fn timeline_from_ntp64(ntp: u64) -> TimelineNs {
     TimelineNs::from_ns(ns_from_ntp64(ntp))
 }
 
+/// Seconds from the NTP epoch (1900-01-01 UTC) to the Unix epoch (1970-01-01 UTC).
+pub const NTP_TO_UNIX_S: u32 = 2_208_988_800;
+
+/// Decodes an NTP server's UTC timestamp (seconds since 1900, RFC 5905) as an instant of the
+/// UTC timeline of clock domains `ntp` and `system`, which counts from the Unix epoch
+/// (1970-01-01 UTC, as CLOCK_REALTIME does). The era is taken to be the one that puts the
+/// instant between 1970 and 2106 (the seconds are subtracted modulo 2^32), so the NTP era
+/// change of February 2036 passes unnoticed; the result is always in the timeline's range.
+pub fn utc_timeline_from_ntp64(ntp: u64) -> TimelineNs {
+    let secs = ((ntp >> 32) as u32).wrapping_sub(NTP_TO_UNIX_S) as u64;
+    timeline_from_ntp64((secs << 32) | (ntp & 0xffff_ffff))
+}
+
 /// Encodes nanoseconds since the epoch as a 64-bit NTP timestamp (seconds.fraction), rounding
 /// the fraction to nearest. Negative inputs clamp to 0; inputs beyond 2^32 s wrap the seconds
 /// field as NTP eras do. For timeline instants use [`ntp64_from_timeline`], which refuses
@@ -247,6 +264,27 @@ mod tests {
         // Everything a decoder can produce is in range.
         assert!(timeline_in_range(timeline_from_ntp64(u64::MAX)));
         assert!(timeline_in_range(timeline_from_ntp64(0)));
+    }
+
+    #[test]
+    fn utc_from_an_ntp_server_counts_from_1970_across_the_2036_era_change() {
+        // 2026-12-07 00:00:00 UTC: 1796601600 s after 1970.
+        let unix = 1_796_601_600u64;
+        let ntp = (unix + NTP_TO_UNIX_S as u64) << 32 | (1 << 31);
+        assert_eq!(
+            utc_timeline_from_ntp64(ntp),
+            TimelineNs::from_ns(unix as i64 * NS_PER_SEC + NS_PER_SEC / 2)
+        );
+        // 2036-02-07 06:28:16 UTC is second 0 of NTP era 1: 2^32 - 2208988800 s after 1970.
+        let era1 = (1u64 << 32) - NTP_TO_UNIX_S as u64;
+        assert_eq!(
+            utc_timeline_from_ntp64(5 << 32),
+            TimelineNs::from_ns((era1 + 5) as i64 * NS_PER_SEC)
+        );
+        assert_eq!(
+            utc_timeline_from_ntp64((NTP_TO_UNIX_S as u64) << 32),
+            TimelineNs::from_ns(0)
+        );
     }
 
     proptest! {

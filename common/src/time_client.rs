@@ -25,7 +25,9 @@
 //! request is answered at most once, and kiss-o'-death or "unsynchronised" answers are refused.
 
 use crate::clock::{ClockConfig, ClockEstimate, ClockEvent, ClockModel, Exchange};
-use crate::time::{ntp64_from_ns, timeline_from_ntp64, LocalNs};
+use crate::time::{
+    ntp64_from_ns, timeline_from_ntp64, utc_timeline_from_ntp64, LocalNs, TimelineNs,
+};
 use crate::wire::ntp::{NtpPacket, MODE_SERVER};
 use crate::wire::DecodeError;
 
@@ -63,8 +65,31 @@ pub struct TimeClientConfig {
     pub response_timeout_ns: i64,
     /// Pause after a kiss-o'-death before querying again. Default 60 s.
     pub kod_backoff_ns: i64,
+    /// What the server's timestamps count. Default [`ServerClock::Timeline`].
+    pub server_clock: ServerClock,
     /// The clock model's tuning.
     pub clock: ClockConfig,
+}
+
+/// What a time server's timestamps count, and so how they map onto the timeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerClock {
+    /// The timeline itself (a WaveSync master's time service, any clock domain).
+    #[default]
+    Timeline,
+    /// UTC since 1900, as every NTP server answers: mapped onto the UTC timeline of clock
+    /// domain `ntp` (counted from 1970, [`utc_timeline_from_ntp64`]).
+    NtpUtc,
+}
+
+impl ServerClock {
+    /// The timeline instant of a server's timestamp.
+    pub fn to_timeline(self, ntp: u64) -> TimelineNs {
+        match self {
+            ServerClock::Timeline => timeline_from_ntp64(ntp),
+            ServerClock::NtpUtc => utc_timeline_from_ntp64(ntp),
+        }
+    }
 }
 
 impl Default for TimeClientConfig {
@@ -80,6 +105,7 @@ impl Default for TimeClientConfig {
             confirm_delay_ns: 30_000_000,
             response_timeout_ns: 1_000_000_000,
             kod_backoff_ns: 60_000_000_000,
+            server_clock: ServerClock::Timeline,
             clock: ClockConfig::default(),
         }
     }
@@ -271,8 +297,8 @@ impl TimeClient {
         self.stats.answered += 1;
         let event = self.model.add_exchange(Exchange {
             t1: req.t1,
-            t2: timeline_from_ntp64(pkt.receive_ts),
-            t3: timeline_from_ntp64(pkt.transmit_ts),
+            t2: self.cfg.server_clock.to_timeline(pkt.receive_ts),
+            t3: self.cfg.server_clock.to_timeline(pkt.transmit_ts),
             t4: now_rx,
         });
         match event {
@@ -290,6 +316,12 @@ impl TimeClient {
             ClockEvent::Updated | ClockEvent::Locked => {}
         }
         Ok(event)
+    }
+
+    /// Sets what the server's timestamps count (for the next answers; a new server is a new
+    /// clock: [`Self::reset`] too).
+    pub fn set_server_clock(&mut self, kind: ServerClock) {
+        self.cfg.server_clock = kind;
     }
 
     /// Forgets the clock model and starts over with a burst (e.g. the stream changed master).

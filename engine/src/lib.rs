@@ -13,10 +13,15 @@
 //!                                     <-> control socket (NTP requests/replies, NACKs/resends)
 //! ```
 //!
-//! The timeline is CLOCK_MONOTONIC in ns (clock domain `master`): capture times pushed must be
-//! on it, and the time service answers with it. The engine reads its clock as a `LocalNs` and
-//! names the identity where it uses it as the timeline
-//! ([`TimelineNs::from_master_monotonic`]).
+//! Capture times are pushed as this host's CLOCK_MONOTONIC ([`LocalNs`]); the network thread
+//! maps them, its receive stamps and its `now` to the timeline of the configured clock domain
+//! ([`EngineClock`], `domain.rs`): CLOCK_MONOTONIC itself in `master` (the default), this
+//! host's CLOCK_REALTIME in `system`, an NTP server's clock as estimated by the common time
+//! client in `ntp`. The time service answers on that timeline.
+
+mod domain;
+
+pub use domain::{EngineClock, NTP_FIRST_ESTIMATE};
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -28,11 +33,11 @@ use std::thread::JoinHandle;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use rtrb::{Consumer, Producer, RingBuffer};
-use wavesync_common::format::{ClockDomain, StreamFormat};
+use wavesync_common::format::StreamFormat;
 use wavesync_common::packetizer::{ConfigError, PacketizerConfig};
 use wavesync_common::protect::{OpenStats, OVERHEAD};
 use wavesync_common::sender::{SenderConfig, SenderCore, SenderStats, Target};
-use wavesync_common::time::{frames_to_ns, TimelineNs, NS_PER_SEC};
+use wavesync_common::time::{frames_to_ns, LocalNs, TimelineNs, NS_PER_SEC};
 use wavesync_common::wire::rtp::{DEFAULT_MAX_UDP_PAYLOAD, HEADER_LEN};
 use wavesync_common::wire::status::FLAG_AUTHENTICATED;
 
@@ -52,6 +57,9 @@ pub struct EngineConfig {
     pub frames_per_packet: u16,
     /// Sender name in the status message.
     pub name: String,
+    /// The channels' positions, announced in the status message (`None`: the default order
+    /// for the channel count).
+    pub channel_map: Option<wavesync_common::channels::ChannelMap>,
     /// Where the stream goes: multicast groups and unicast receivers, IPv4 and IPv6 mixed.
     pub destinations: Vec<SocketAddr>,
     /// How the stream sockets send (TTL, interface, loop, broadcast, source address).
@@ -71,6 +79,8 @@ pub struct EngineConfig {
     pub key_file: Option<PathBuf>,
     /// With a key: encrypt the audio payloads (else readable, still authenticated).
     pub encrypt: bool,
+    /// The clock the stamps are on (the stream's clock domain).
+    pub clock: EngineClock,
 }
 
 impl EngineConfig {
@@ -84,6 +94,7 @@ impl EngineConfig {
             latency_ns: p.latency_ns,
             frames_per_packet: p.frames_per_packet,
             name: String::from("WaveSync"),
+            channel_map: None,
             destinations,
             net: NetOptions::default(),
             control_port: defaults::CONTROL_PORT,
@@ -93,6 +104,7 @@ impl EngineConfig {
             stats_interval_ns: None,
             key_file: None,
             encrypt: true,
+            clock: EngineClock::Master,
         }
     }
 }
@@ -124,6 +136,41 @@ pub enum EngineError {
     /// The key file could not be used.
     #[error(transparent)]
     Key(#[from] KeyFileError),
+    /// Clock domain `ntp`: the NTP server's clock could not be read at start.
+    #[error(
+        "no estimate of the clock of NTP server {server} after {}: {sent} queries, \
+         {answered} answered, {refused} answers refused{}",
+        humantime(NTP_FIRST_ESTIMATE),
+        if *answered == 0 { " (is an NTP server running there?)" } else { "" }
+    )]
+    NtpUnavailable {
+        /// The server.
+        server: SocketAddr,
+        /// Queries sent.
+        sent: u64,
+        /// Answers used.
+        answered: u64,
+        /// Answers refused (invalid, unsynchronised, outliers).
+        refused: u64,
+    },
+}
+
+fn humantime(d: std::time::Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+impl From<domain::OpenError> for EngineError {
+    fn from(e: domain::OpenError) -> Self {
+        match e {
+            domain::OpenError::Net(e) => EngineError::Net(e),
+            domain::OpenError::Ntp(n) => EngineError::NtpUnavailable {
+                server: n.server,
+                sent: n.sent,
+                answered: n.answered,
+                refused: n.rejected,
+            },
+        }
+    }
 }
 
 /// What a front end calls the settings an [`EngineError`] can blame: its command-line options
@@ -182,7 +229,7 @@ pub struct EngineStats {
 
 #[derive(Clone, Copy, Debug)]
 struct Header {
-    capture_time: TimelineNs,
+    capture_time: LocalNs,
     frames: u32,
 }
 
@@ -214,11 +261,11 @@ pub struct AudioInput {
 }
 
 impl AudioInput {
-    /// Queues interleaved samples whose first frame was captured at `capture_time` (timeline
-    /// ns). A trailing partial frame is ignored. Returns false, and counts the push in
+    /// Queues interleaved samples whose first frame was captured at `capture_time` (this
+    /// host's CLOCK_MONOTONIC; the network thread maps it to the timeline). A trailing partial frame is ignored. Returns false, and counts the push in
     /// [`EngineStats::input_refused`], when the ring has no room for all of it (nothing is
     /// queued then).
-    pub fn push(&mut self, capture_time: TimelineNs, samples: &[f32]) -> bool {
+    pub fn push(&mut self, capture_time: LocalNs, samples: &[f32]) -> bool {
         let frames = samples.len() / self.channels;
         let n = frames * self.channels;
         if n == 0 {
@@ -342,10 +389,26 @@ impl Engine {
         }
         scfg.name = cfg.name.clone();
         scfg.time_port = control_port;
-        scfg.clock_domain = ClockDomain::Master;
+        scfg.clock_domain = cfg.clock.domain();
+        scfg.ntp_server = cfg.clock.ntp_server();
+        scfg.channel_map = cfg.channel_map;
         scfg.silence_timeout_ns = cfg.silence_timeout_ns;
         scfg.resync_threshold_ns = cfg.resync_threshold_ns;
         let core = SenderCore::new(scfg)?;
+        let timeline = domain::Timeline::open(cfg.clock)?;
+        match (cfg.clock, timeline.estimate()) {
+            (EngineClock::Ntp(server), Some(e)) => log::info!(
+                "clock domain ntp: the timeline is NTP server {server}'s clock (UTC), read at \
+                 {:+.6} s from ours, uncertainty {} us",
+                e.offset_ns() as f64 / 1e9,
+                e.uncertainty_ns / 1000
+            ),
+            (EngineClock::System, _) => log::info!(
+                "clock domain system: the timeline is this host's CLOCK_REALTIME; receivers \
+                 must keep theirs in step (chrony, PTP)"
+            ),
+            _ => {}
+        }
 
         let channels = cfg.format.channels.max(1) as usize;
         let ring_frames = (cfg.ring_ns.max(10_000_000) as i128 * cfg.format.rate as i128
@@ -375,6 +438,7 @@ impl Engine {
             events: Events::default(),
             protection,
             room_lines: (TimelineNs::MIN, 0, 0),
+            timeline,
         };
         let thread = std::thread::Builder::new()
             .name("wavesync-net".into())
@@ -513,6 +577,8 @@ struct NetThread {
     protection: Option<Arc<Protection>>,
     /// Room event lines: start of the current second, lines logged in it, lines left out.
     room_lines: (TimelineNs, u32, u64),
+    /// The map from CLOCK_MONOTONIC to the timeline (and its NTP reader).
+    timeline: domain::Timeline,
 }
 
 impl NetThread {
@@ -530,8 +596,8 @@ impl NetThread {
                 self.core.flush();
             }
             let local_now = clock::monotonic_ns();
-            // Clock domain `master`, on the master: the timeline is this host's monotonic clock.
-            let now = TimelineNs::from_master_monotonic(local_now);
+            self.timeline.poll(local_now);
+            let now = self.timeline.to_timeline(local_now);
             self.transmit(now, &mut out);
             self.log_events(&before, now);
             self.log_rooms(now);
@@ -560,9 +626,8 @@ impl NetThread {
                     if d.kernel_stamp {
                         self.stats.control_kernel_stamped += 1;
                     }
-                    // Clock domain `master`, on the master: the receive stamp (monotonic) is
-                    // the timeline instant the time service answers with.
-                    let at = TimelineNs::from_master_monotonic(d.at);
+                    // The receive stamp (monotonic) on the timeline the service answers with.
+                    let at = self.timeline.to_timeline(d.at);
                     self.core.handle_control(at, d.from, &buf[..d.len]);
                 }
                 Ok(None) => return,
@@ -584,11 +649,12 @@ impl NetThread {
                 Err(_) => break,
             };
             let (a, b) = chunk.as_slices();
+            let capture = self.timeline.to_timeline(h.capture_time);
             // A refused block is counted by the core and logged by `log_events`.
-            let _ = self.core.push_audio(h.capture_time, a);
+            let _ = self.core.push_audio(capture, a);
             if !b.is_empty() {
                 let offset = frames_to_ns((a.len() / self.channels) as i64, self.rate);
-                let _ = self.core.push_audio(h.capture_time + offset, b);
+                let _ = self.core.push_audio(capture + offset, b);
             }
             chunk.commit_all();
             self.stats.frames_in += h.frames as u64;
@@ -749,13 +815,23 @@ impl NetThread {
 
     fn wait(&mut self, now: TimelineNs) {
         let due = self.core.poll_timeout();
-        let ms = ((due.ns().saturating_sub(now.ns())).max(0) + 999_999) / 1_000_000;
+        let mut wait_ns = due.ns().saturating_sub(now.ns());
+        if let Some(t) = self.timeline.poll_timeout() {
+            wait_ns = wait_ns.min(t - clock::monotonic_ns());
+        }
+        let ms = (wait_ns.max(0).saturating_add(999_999)) / 1_000_000;
         let ms = ms.clamp(0, 100) as u16;
+        // The NTP reader's socket, in domain `ntp` (else the eventfd again, not polled).
+        let (ntp, n) = match self.timeline.fd() {
+            Some(fd) => (fd, 3),
+            None => (self.shared.wake.as_fd(), 2),
+        };
         let mut fds = [
             PollFd::new(self.shared.wake.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.control.fd(), PollFlags::POLLIN),
+            PollFd::new(ntp, PollFlags::POLLIN),
         ];
-        let _ = poll(&mut fds, PollTimeout::from(ms));
+        let _ = poll(&mut fds[..n], PollTimeout::from(ms));
         let mut b = [0u8; 8];
         let _ = nix::unistd::read(self.shared.wake.as_fd().as_raw_fd(), &mut b);
     }
@@ -788,6 +864,64 @@ mod tests {
         c
     }
 
+    /// The first audio packet and the status message an engine sends for one pushed block.
+    fn first_packet(rx: &UdpSocket) -> (TimelineNs, wavesync_common::wire::status::Status) {
+        let mut buf = [0u8; 2048];
+        let (mut play, mut status) = (None, None);
+        while play.is_none() || status.is_none() {
+            let n = rx.recv(&mut buf).unwrap();
+            match classify(&buf[..n]) {
+                Kind::Audio => play = Some(AudioPacket::decode(&buf[..n]).unwrap().play_time),
+                Kind::Status => {
+                    status = Some(wavesync_common::wire::status::Status::decode(&buf[..n]).unwrap())
+                }
+                _ => {}
+            }
+        }
+        (play.unwrap(), status.unwrap())
+    }
+
+    #[test]
+    fn in_clock_domain_system_the_stamps_are_on_the_realtime_clock() {
+        let rx = listener();
+        let mut c = config(rx.local_addr().unwrap());
+        c.clock = EngineClock::System;
+        let (engine, mut input) = Engine::start(c).unwrap();
+        let capture = clock::monotonic_ns();
+        let real = clock::realtime_ns();
+        assert!(input.push(capture, &[0.5f32; 2 * 240]));
+        let (play, status) = first_packet(&rx);
+        engine.stop().unwrap();
+        assert_eq!(
+            status.clock_domain,
+            wavesync_common::format::ClockDomain::System
+        );
+        assert_eq!(status.ntp_server, None);
+        // CLOCK_REALTIME of the capture plus the latency, to within the reads' spacing.
+        let off = play.ns() - (real + 150 * MS);
+        assert!(off.abs() < MS, "{off} ns off the realtime clock");
+    }
+
+    #[test]
+    fn an_ntp_server_that_never_answers_stops_the_start_with_the_reason() {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rx = listener();
+        let mut c = config(rx.local_addr().unwrap());
+        c.clock = EngineClock::Ntp(silent.local_addr().unwrap());
+        let started = std::time::Instant::now();
+        let e = match Engine::start(c) {
+            Ok(_) => panic!("started without the NTP server's clock"),
+            Err(e) => e,
+        };
+        assert!(started.elapsed() >= NTP_FIRST_ESTIMATE);
+        assert!(
+            matches!(e, EngineError::NtpUnavailable { sent, answered: 0, .. } if sent > 0),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(text.contains("is an NTP server running there?"), "{text}");
+    }
+
     #[test]
     fn audio_input_can_move_to_the_realtime_thread() {
         assert_send::<AudioInput>();
@@ -797,7 +931,7 @@ mod tests {
     fn pushed_audio_comes_out_as_stamped_packets_and_stop_flushes() {
         let rx = listener();
         let (engine, mut input) = Engine::start(config(rx.local_addr().unwrap())).unwrap();
-        let t0 = TimelineNs::from_master_monotonic(clock::monotonic_ns());
+        let t0 = clock::monotonic_ns();
         // 600 frames: two full packets and a partial one, sent at stop.
         let samples: Vec<f32> = (0..1200).map(|i| (i as f32 - 600.0) / 1024.0).collect();
         assert!(input.push(t0, &samples[..800]));
@@ -830,7 +964,8 @@ mod tests {
         let n = rx.recv(&mut buf).unwrap();
         let last = AudioPacket::decode(&buf[..n]).unwrap();
         assert_eq!(last.frames(2), 120);
-        assert_eq!(got[0].2, t0 + 150 * MS);
+        // Clock domain `master`: the timeline is the capture clock.
+        assert_eq!(got[0].2, TimelineNs::from_master_monotonic(t0) + 150 * MS);
         assert!(got[0].3 && !got[1].3);
         assert_eq!(got[1].1 - got[0].1, 240);
         assert_eq!(got[1].2 - got[0].2, frames_to_ns(240, 48_000));
@@ -885,7 +1020,7 @@ mod tests {
         let (engine, mut input) = Engine::start(c).unwrap();
         assert_eq!(input.free_frames(), 480);
         let big = vec![0.25f32; 2 * 1000];
-        let now = || TimelineNs::from_master_monotonic(clock::monotonic_ns());
+        let now = clock::monotonic_ns;
         assert!(!input.push(now(), &big));
         assert!(input.push(now(), &big[..2 * 400]));
         let s = engine.stop().unwrap();
@@ -942,10 +1077,7 @@ mod tests {
         c.frames_per_packet = 361; // 1472 bytes: no room for the trailer
         let (engine, mut input) = Engine::start(c).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert!(input.push(
-            TimelineNs::from_master_monotonic(clock::monotonic_ns()),
-            &vec![0.5f32; 2 * 400]
-        ));
+        assert!(input.push(clock::monotonic_ns(), &vec![0.5f32; 2 * 400]));
         let mut opener = Opener::new(key.clone());
         let mut buf = [0u8; 2048];
         let (mut status, mut audio) = (None, None);

@@ -3,6 +3,7 @@
 //! `docs/lab.md`.
 
 pub mod analyze;
+pub mod attack;
 pub mod feed;
 pub mod histogram;
 pub mod impair;

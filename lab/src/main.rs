@@ -14,7 +14,7 @@ use wavesync_lab::report::{self, LabReport, PeerFigures, RxCounters, Usage};
 use wavesync_lab::stamps::{self, AnchorLog};
 use wavesync_lab::topology::{self, Topology};
 use wavesync_lab::xcorr::{self, XcorrConfig};
-use wavesync_lab::{probe, signal};
+use wavesync_lab::{attack, probe, signal};
 
 #[derive(Parser, Debug)]
 #[command(name = "wavesync-lab", version, about = "WaveSync sync lab tools")]
@@ -61,6 +61,13 @@ enum Cmd {
         /// The receiver's --status-socket.
         socket: PathBuf,
     },
+    /// Attacks the stream from a host without the key (forged, replayed and spoofed
+    /// datagrams of every kind; see docs/lab.md); writes what it sent as JSON.
+    Attack(AttackArgs),
+    /// Judges an attack: the attacker's JSON, each room's status before and after and its
+    /// played audio, and the master's log; prints one JSON line, exit status 1 if a check
+    /// failed.
+    AttackJudge(AttackJudgeArgs),
     /// Sends a few multicast datagrams (topology check).
     ProbeSend(ProbeArgs),
     /// Waits for multicast datagrams from probe-send; exit status 0 if all arrived.
@@ -126,6 +133,53 @@ struct TopologyArgs {
     /// Prefix of the namespaces' names.
     #[arg(long, default_value = "wslab")]
     prefix: String,
+}
+
+#[derive(Args, Debug)]
+struct AttackArgs {
+    /// The stream's multicast group and port.
+    #[arg(long)]
+    group: SocketAddrV4,
+    /// The attacker's own address (joins the group there).
+    #[arg(long)]
+    iface: Ipv4Addr,
+    /// The address the rooms take the stream and time from (the forged source).
+    #[arg(long)]
+    spoof: Ipv4Addr,
+    /// The master's address (forged NACKs go straight to it).
+    #[arg(long)]
+    master: Ipv4Addr,
+    /// The master's control port.
+    #[arg(long, default_value_t = 45301)]
+    control_port: u16,
+    /// A room's control socket (forged time replies and commands go there; repeat).
+    #[arg(long)]
+    room: Vec<SocketAddrV4>,
+    /// How long to attack, s.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Forged datagrams of each kind per second.
+    #[arg(long, default_value_t = 50)]
+    rate_hz: u32,
+    /// Age of a captured packet when it is replayed, ms.
+    #[arg(long, default_value_t = 2000)]
+    replay_after_ms: u64,
+    /// Where to write what was sent (JSON).
+    #[arg(long)]
+    stats: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct AttackJudgeArgs {
+    /// The attacker's JSON (from `attack --stats`).
+    #[arg(long)]
+    attack: PathBuf,
+    /// A room as LABEL=STATUS_BEFORE.json,STATUS_AFTER.json,AUDIO.f32 (repeat).
+    #[arg(long)]
+    room: Vec<String>,
+    /// The master's log.
+    #[arg(long)]
+    master_log: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -303,6 +357,10 @@ struct RelayArgs {
     /// Stream rate, for --anchors.
     #[arg(long, default_value_t = 48_000)]
     rate: u32,
+    /// For --anchors: the stream's timeline is CLOCK_REALTIME already (clock domains `system`
+    /// and `ntp`, the NTP server serving this host's clock), not the master's CLOCK_MONOTONIC.
+    #[arg(long)]
+    realtime_timeline: bool,
     #[command(flatten)]
     impair: ImpairArgs,
 }
@@ -347,6 +405,9 @@ fn relay(a: RelayArgs) -> Result<(), String> {
     if let Some(path) = &a.anchors {
         let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut log = AnchorLog::new(file, a.rate);
+        if a.realtime_timeline {
+            log = log.on_realtime_timeline();
+        }
         let mut failed = false;
         relay.set_observer(Box::new(move |d| {
             if let Err(e) = log.observe(d) {
@@ -686,6 +747,66 @@ fn topology_cmd(a: TopologyArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn attack_cmd(a: AttackArgs) -> Result<(), String> {
+    if !(a.seconds > 0.0 && a.seconds < 86_400.0) {
+        return Err("--seconds must be within 0..86400".into());
+    }
+    let cfg = attack::AttackConfig {
+        group: a.group,
+        iface: a.iface,
+        spoof: a.spoof,
+        control_port: a.control_port,
+        master: a.master,
+        rooms: a.room,
+        duration: Duration::from_secs_f64(a.seconds),
+        rate_hz: a.rate_hz,
+        replay_after: Duration::from_millis(a.replay_after_ms),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let _ = ctrlc::set_handler(move || s.store(true, Ordering::Relaxed));
+    let stats = attack::run(&cfg, &|| stop.load(Ordering::Relaxed))
+        .map_err(|e| format!("attack (needs CAP_NET_RAW for its raw socket): {e}"))?;
+    let json = serde_json::to_string(&stats).map_err(|e| e.to_string())?;
+    std::fs::write(&a.stats, format!("{json}\n"))
+        .map_err(|e| format!("{}: {e}", a.stats.display()))?;
+    eprintln!("attack: {json}");
+    Ok(())
+}
+
+fn attack_judge(a: AttackJudgeArgs) -> Result<(), String> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let json = |p: &std::path::Path| -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&read(p)?).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let stats: attack::AttackStats = serde_json::from_slice(&read(&a.attack)?)
+        .map_err(|e| format!("{}: {e}", a.attack.display()))?;
+    let mut rooms = Vec::new();
+    for r in &a.room {
+        let bad = || format!("--room {r}: want LABEL=BEFORE.json,AFTER.json,AUDIO.f32");
+        let (label, files) = r.split_once('=').ok_or_else(bad)?;
+        let f: Vec<&str> = files.split(',').collect();
+        let [before, after, audio] = f[..] else {
+            return Err(bad());
+        };
+        rooms.push((
+            label.to_string(),
+            json(before.as_ref())?,
+            json(after.as_ref())?,
+            // A room that played nothing left no file: judged as such.
+            std::fs::read(audio).unwrap_or_default(),
+        ));
+    }
+    let master = String::from_utf8_lossy(&read(&a.master_log)?).into_owned();
+    let v = attack::judge(stats, &rooms, &master);
+    println!("{}", serde_json::to_string(&v).map_err(|e| e.to_string())?);
+    if v.ok {
+        Ok(())
+    } else {
+        Err(format!("the attack got through: {}", v.problems.join("; ")))
+    }
+}
+
 fn probe_send(a: ProbeArgs) -> Result<(), String> {
     probe::send(
         a.group,
@@ -731,6 +852,8 @@ fn main() -> ExitCode {
             looped,
             chunk_frames,
         } => feed_cmd(&wav, &out, &unix_listen, looped, chunk_frames),
+        Cmd::Attack(a) => attack_cmd(a),
+        Cmd::AttackJudge(a) => attack_judge(a),
         Cmd::ProbeSend(a) => probe_send(a),
         Cmd::ProbeRecv(a) => probe_recv(a),
     };

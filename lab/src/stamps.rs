@@ -50,6 +50,13 @@ impl<W: Write> AnchorLog<W> {
         }
     }
 
+    /// For a stream whose timeline is CLOCK_REALTIME itself (clock domains `system` and
+    /// `ntp` in the lab, where the NTP server serves this host's clock): no offset to add.
+    pub fn on_realtime_timeline(mut self) -> Self {
+        self.offset_ns = 0;
+        self
+    }
+
     /// Looks at one datagram; non-audio datagrams are ignored. Returns the anchor written, if
     /// one was.
     pub fn observe(&mut self, datagram: &[u8]) -> std::io::Result<Option<Anchor>> {
@@ -218,6 +225,17 @@ mod tests {
         let n = p.encode(&mut buf).unwrap();
         buf.truncate(n);
         buf
+    }
+
+    #[test]
+    fn a_realtime_timeline_needs_no_offset() {
+        let mut log = AnchorLog::new(Vec::new(), 48_000).on_realtime_timeline();
+        let a = log
+            .observe(&packet(true, 7, 0, 5_000_000_000))
+            .unwrap()
+            .expect("an anchor");
+        assert_eq!(a.realtime_offset_ns, 0);
+        assert_eq!(a.play_time_ns, 5_000_000_000);
     }
 
     #[test]

@@ -1,41 +1,16 @@
 //! Channel position names (`FL`, `FR`, `AUX3`, ...) and their SPA ids.
 
-/// SPA's channel names in id order, starting at `SPA_AUDIO_CHANNEL_MONO` (2).
-const NAMED: &[&str] = &[
-    "MONO", "FL", "FR", "FC", "LFE", "SL", "SR", "FLC", "FRC", "RC", "RL", "RR", "TC", "TFL",
-    "TFC", "TFR", "TRL", "TRC", "TRR", "RLC", "RRC", "FLW", "FRW", "LFE2", "FLH", "FCH", "FRH",
-    "TFLC", "TFRC", "TSL", "TSR", "LLFE", "RLFE", "BC", "BLC", "BRC",
-];
-const FIRST_NAMED_ID: u32 = 2;
-const FIRST_AUX_ID: u32 = 4096;
+use wavesync_common::channels::{code_of, spa_id, ChannelMap};
 
-/// The SPA channel id of a position name, or `None` for an unknown name.
+/// The SPA channel id of a position name, or `None` for an unknown name (the wire's codes,
+/// `wavesync_common::channels`, follow SPA's order for the named positions).
 pub fn channel_id(name: &str) -> Option<u32> {
-    if let Some(i) = NAMED.iter().position(|n| n.eq_ignore_ascii_case(name)) {
-        return Some(FIRST_NAMED_ID + i as u32);
-    }
-    let upper = name.to_ascii_uppercase();
-    let n: u32 = upper.strip_prefix("AUX")?.parse().ok()?;
-    (n < 64).then_some(FIRST_AUX_ID + n)
+    spa_id(code_of(name)?)
 }
 
 /// PipeWire's usual map for `channels` channels when `audio.position` is not given.
 pub fn default_positions(channels: usize) -> Vec<String> {
-    let named: &[&str] = match channels {
-        1 => &["MONO"],
-        2 => &["FL", "FR"],
-        3 => &["FL", "FR", "LFE"],
-        4 => &["FL", "FR", "RL", "RR"],
-        5 => &["FL", "FR", "FC", "RL", "RR"],
-        6 => &["FL", "FR", "FC", "LFE", "RL", "RR"],
-        8 => &["FL", "FR", "FC", "LFE", "RL", "RR", "SL", "SR"],
-        _ => &[],
-    };
-    if named.is_empty() {
-        (0..channels).map(|i| format!("AUX{i}")).collect()
-    } else {
-        named.iter().map(|s| s.to_string()).collect()
-    }
+    ChannelMap::default_for(channels).names()
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use wavesync_common::format::{ClockDomain, SampleFormat, StreamFormat};
+use wavesync_common::format::{SampleFormat, StreamFormat};
 use wavesync_common::protect::OVERHEAD;
 use wavesync_common::wire::rtp::HEADER_LEN;
+use wavesync_engine::EngineClock;
 use wavesync_net::defaults;
 
 use crate::error::ConfigError;
@@ -58,8 +59,8 @@ pub struct ModuleConfig {
     pub positions: Vec<String>,
     /// UDP port of the time service; 0 picks a free port (announced in the status message).
     pub control_port: u16,
-    /// Which clock the timeline is on.
-    pub clock: ClockDomain,
+    /// Which clock the timeline is on (the clock domain, and the NTP server of `ntp`).
+    pub clock: EngineClock,
     /// `stream.props` as given (SPA JSON object text), applied to the node first.
     pub stream_props: Option<String>,
     /// Properties for the node: the `node.*`, `media.*` arguments and the defaults.
@@ -101,6 +102,7 @@ impl ModuleConfig {
                     "wavesync.packet.msec"
                         | "wavesync.control.port"
                         | "wavesync.clock"
+                        | "wavesync.clock.server"
                         | "wavesync.key.file"
                         | "wavesync.key.encrypt"
                 )
@@ -109,7 +111,8 @@ impl ModuleConfig {
                     "wavesync.*",
                     key,
                     "unknown option (known: wavesync.packet.msec, wavesync.control.port, \
-                     wavesync.clock, wavesync.key.file, wavesync.key.encrypt)",
+                     wavesync.clock, wavesync.clock.server, wavesync.key.file, \
+                     wavesync.key.encrypt)",
                 ));
             }
         }
@@ -286,16 +289,32 @@ impl ModuleConfig {
             Some(v) => parse_u32("wavesync.control.port", v, 0, 65_535)? as u16,
             None => defaults::CONTROL_PORT,
         };
-        let clock = match get("wavesync.clock") {
-            None | Some("master") => ClockDomain::Master,
-            Some(v @ ("ntp" | "system")) => {
+        let server = get("wavesync.clock.server");
+        let clock = match (get("wavesync.clock"), server) {
+            (None | Some("master"), None) => EngineClock::Master,
+            (Some("system"), None) => EngineClock::System,
+            (Some("ntp"), Some(s)) => EngineClock::Ntp(
+                wavesync_net::resolve::resolve(s, defaults::NTP_PORT)
+                    .map_err(|e| ConfigError::invalid("wavesync.clock.server", s, e.to_string()))?,
+            ),
+            (Some("ntp"), None) => {
                 return Err(ConfigError::invalid(
                     "wavesync.clock",
-                    v,
-                    "not supported yet: the sender engine serves the master clock only",
+                    "ntp",
+                    "needs the NTP server: wavesync.clock.server = <host[:port]>",
                 ))
             }
-            Some(v) => {
+            (v @ (Some("master" | "system") | None), Some(s)) => {
+                return Err(ConfigError::invalid(
+                    "wavesync.clock.server",
+                    s,
+                    format!(
+                        "an NTP server only makes sense with wavesync.clock = ntp, not {}",
+                        v.unwrap_or("master (the default)")
+                    ),
+                ))
+            }
+            (Some(v), _) => {
                 return Err(ConfigError::invalid(
                     "wavesync.clock",
                     v,
@@ -478,7 +497,8 @@ pub fn usage() -> String {
          ( local.ifname=<interface> ) ( audio.rate=<rate, default {rate}> ) \
          ( audio.channels=<channels, default {ch}> ) \
          ( audio.position=<channel map, default [ {pos} ]> ) ( audio.format=<L16|L24> ) \
-         ( wavesync.control.port=<port, default {ctl}> ) ( wavesync.clock=master ) \
+         ( wavesync.control.port=<port, default {ctl}> ) ( wavesync.clock=<master|system|ntp, default master> ) \
+         ( wavesync.clock.server=<NTP host[:port], with wavesync.clock=ntp> ) \
          ( stream.props={{ ... }} )",
         group = defaults::GROUP,
         port = defaults::PORT,
@@ -543,7 +563,7 @@ mod tests {
         // (1472 - 28) / 4 bytes per stereo L16 frame.
         assert_eq!(c.frames_per_packet, 361);
         assert_eq!(c.control_port, 45301);
-        assert_eq!(c.clock, ClockDomain::Master);
+        assert_eq!(c.clock, EngineClock::Master);
         assert_eq!(c.ttl, 1);
         assert!(!c.multicast_loop);
         assert!(c
@@ -627,6 +647,34 @@ mod tests {
     }
 
     #[test]
+    fn the_clock_domain_and_its_ntp_server() {
+        assert_eq!(
+            parse(&[("wavesync.clock", "system")]).unwrap().clock,
+            EngineClock::System
+        );
+        let c = parse(&[
+            ("wavesync.clock", "ntp"),
+            ("wavesync.clock.server", "127.0.0.1:11123"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.clock,
+            EngineClock::Ntp("127.0.0.1:11123".parse().unwrap())
+        );
+        let c = parse(&[
+            ("wavesync.clock", "ntp"),
+            ("wavesync.clock.server", "192.0.2.1"),
+        ])
+        .unwrap();
+        assert_eq!(c.clock, EngineClock::Ntp("192.0.2.1:123".parse().unwrap()));
+        assert_eq!(
+            crate::sender::engine_config(&c).clock,
+            c.clock,
+            "handed to the engine"
+        );
+    }
+
+    #[test]
     fn bad_arguments_say_what_is_wrong() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("destination.port", "99999")], "destination.port"),
@@ -640,7 +688,18 @@ mod tests {
             (&[("net.ttl", "0")], "net.ttl"),
             (&[("net.loop", "maybe")], "net.loop"),
             (&[("wavesync.clock", "gps")], "wavesync.clock"),
-            (&[("wavesync.clock", "system")], "not supported yet"),
+            (&[("wavesync.clock", "ntp")], "wavesync.clock.server"),
+            (
+                &[("wavesync.clock.server", "127.0.0.1")],
+                "only makes sense with wavesync.clock = ntp",
+            ),
+            (
+                &[
+                    ("wavesync.clock", "ntp"),
+                    ("wavesync.clock.server", "not a host"),
+                ],
+                "wavesync.clock.server",
+            ),
             (&[("wavesync.control.prot", "1")], "wavesync"),
             (&[("sess.name", &"x".repeat(65))], "sess.name"),
             (

@@ -41,9 +41,15 @@
 //! - `wavesync.control.port = <int>`: UDP port of the time service (NTPv4 on-wire format)
 //!   and of the receivers' NACKs; 0 picks a free port (the status message announces it).
 //!   Default `45301`.
-//! - `wavesync.clock = master`: the timeline's clock: this host's CLOCK_MONOTONIC; receivers
-//!   ask our time service. (`ntp` and `system`, CLOCK_REALTIME for hosts kept in sync by NTP
-//!   or PTP, are reserved: refused until the sender engine serves them.)
+//! - `wavesync.clock = master | system | ntp`: the clock domain, the timeline's clock.
+//!   `master` (default): this host's CLOCK_MONOTONIC; receivers ask our time service.
+//!   `system`: this host's CLOCK_REALTIME, for households whose hosts all keep it with chrony
+//!   or PTP; receivers read their own. `ntp`: the clock of the NTP server
+//!   `wavesync.clock.server`, read (never set) with the receivers' time client; the status
+//!   message names the server and receivers ask it too. See docs/timing.md, "Clock domains".
+//! - `wavesync.clock.server = <host[:port]>`: the NTP server of `wavesync.clock = ntp`
+//!   (required there, refused otherwise). Port default `123`. A server on this host may be
+//!   given as `127.0.0.1:PORT`: receivers reach it at this host's address.
 //! - `wavesync.key.file = <path>`: the household key (`wavesync key new PATH`): every datagram
 //!   is authenticated (and the audio encrypted), only authentic time requests and NACKs are
 //!   answered, packets leave room for the 36-byte protection trailer. Default: none, an open
@@ -84,6 +90,7 @@
 //!         #audio.format = L16
 //!         #wavesync.control.port = 45301
 //!         #wavesync.clock = master
+//!         #wavesync.clock.server = ntp.example.org
 //!         #wavesync.key.file = /home/me/.config/wavesync/key
 //!         stream.props = {
 //!             #node.description = "WaveSync"
@@ -97,7 +104,6 @@
 //! It can also run in its own client process, connected to the user's PipeWire:
 //! `pipewire -c wavesync-master.conf` (see `packaging/pipewire/` and `docs/module.md`).
 
-pub mod capture;
 pub mod channels;
 pub mod config;
 pub mod error;

@@ -4,7 +4,8 @@
 //! [`AudioInput::push`], which is real-time safe (lock-free rings, no allocation, one
 //! non-blocking eventfd write).
 
-use wavesync_common::time::TimelineNs;
+use wavesync_common::channels::ChannelMap;
+use wavesync_common::time::LocalNs;
 use wavesync_engine::{AudioInput, Engine, EngineConfig, SettingNames};
 use wavesync_net::NetOptions;
 
@@ -19,7 +20,7 @@ pub struct Sender {
 }
 
 impl BlockInput for AudioInput {
-    fn push(&mut self, capture_time: TimelineNs, samples: &[f32]) -> bool {
+    fn push(&mut self, capture_time: LocalNs, samples: &[f32]) -> bool {
         AudioInput::push(self, capture_time, samples)
     }
 }
@@ -30,6 +31,9 @@ pub fn engine_config(config: &ModuleConfig) -> EngineConfig {
     cfg.latency_ns = config.latency_ns;
     cfg.frames_per_packet = config.frames_per_packet;
     cfg.name = config.session_name.clone();
+    // The sink's positions travel with the stream, so every room plays each channel where
+    // the master meant it.
+    cfg.channel_map = ChannelMap::from_names(&config.positions);
     cfg.control_port = config.control_port;
     cfg.net = NetOptions {
         ttl: Some(config.ttl),
@@ -41,6 +45,7 @@ pub fn engine_config(config: &ModuleConfig) -> EngineConfig {
     cfg.stats_interval_ns = None;
     cfg.key_file = config.key_file.clone();
     cfg.encrypt = config.encrypt;
+    cfg.clock = config.clock;
     cfg
 }
 

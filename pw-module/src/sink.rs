@@ -28,9 +28,8 @@ use pipewire::sys as pw_sys;
 
 use wavesync_common::follow::{FollowConfig, Retimer};
 use wavesync_common::resample::Quality;
-use wavesync_common::time::{LocalNs, TimelineNs};
+use wavesync_common::time::LocalNs;
 
-use crate::capture::TimelineMap;
 use crate::channels::channel_id;
 use crate::config::ModuleConfig;
 use crate::pw::hook;
@@ -40,9 +39,10 @@ use crate::pw::props::Props;
 /// Where the process callback hands each block: the sender engine's real-time input.
 pub trait BlockInput: Send + 'static {
     /// Takes `samples` (interleaved, whole frames) whose first frame was captured at
-    /// `capture_time` on the timeline. Must not block, allocate or do I/O. Returns false if
-    /// the block was dropped (the sender is behind).
-    fn push(&mut self, capture_time: TimelineNs, samples: &[f32]) -> bool;
+    /// `capture_time` (CLOCK_MONOTONIC; the engine maps it to its clock domain's timeline).
+    /// Must not block, allocate or do I/O. Returns false if the block was dropped (the
+    /// sender is behind).
+    fn push(&mut self, capture_time: LocalNs, samples: &[f32]) -> bool;
 }
 
 /// What the process callback owns. Lives in a `Box` at a fixed address: PipeWire holds a
@@ -52,7 +52,6 @@ struct RtState {
     listener: spa_sys::spa_hook,
     channels: usize,
     rate: u32,
-    clock: TimelineMap,
     input: Box<dyn BlockInput>,
     /// The graph's position area (from `io_changed`), or null: its clock gives the cycle time.
     position: *mut spa_sys::spa_io_position,
@@ -87,7 +86,6 @@ impl Sink {
             listener: hook::new_hook(),
             channels: config.format.channels as usize,
             rate: config.format.rate,
-            clock: TimelineMap::new(config.clock),
             input,
             position: ptr::null_mut(),
             retimer: Retimer::new(
@@ -293,8 +291,7 @@ fn retime_and_push(rt: &mut RtState, cycle: LocalNs, samples: &[f32]) {
             .retimer
             .process(capture, &samples[done * ch..end], &mut rt.retimed);
         if r.frames > 0 {
-            let timeline = rt.clock.to_timeline(r.capture);
-            rt.input.push(timeline, &rt.retimed[..r.frames * ch]);
+            rt.input.push(r.capture, &rt.retimed[..r.frames * ch]);
         }
         if r.consumed == 0 {
             break;

@@ -140,6 +140,42 @@ fn played_signal_arrives_bit_exact_with_exact_stamps_at_now_plus_latency() {
     assert!(lo >= LEAD_MIN, "stamp far behind now + latency");
 }
 
+#[test]
+fn in_clock_domain_system_the_module_stamps_on_the_realtime_clock() {
+    use wavesync_common::format::ClockDomain;
+    use wavesync_common::wire::status::Status;
+    let (daemon, listener) = setup("wavesync.clock = system");
+    let scratch = Scratch::new("system");
+    let wav = scratch.path().join("signal.wav");
+    write_wav(&wav, &test_signal(RATE as usize / 2));
+    daemon.play("wavesync", &wav);
+    std::thread::sleep(Duration::from_millis(1000));
+    let datagrams = listener.finish();
+    let status = datagrams
+        .iter()
+        .find_map(|d| Status::decode(&d.bytes).ok())
+        .expect("a status message");
+    assert_eq!(status.clock_domain, ClockDomain::System);
+    let packets = audio_packets(&datagrams);
+    assert!(!packets.is_empty(), "no audio packets: {}", daemon.log());
+    // Arrival (CLOCK_MONOTONIC) moved to CLOCK_REALTIME: the stamps lead it by the latency,
+    // as they lead the monotonic arrival in domain `master`.
+    let real_minus_mono = wavesync_net::clock::realtime_minus_monotonic_ns();
+    let mut leads: Vec<i64> = packets
+        .iter()
+        .map(|p| p.play_time - (p.at + real_minus_mono))
+        .collect();
+    let med = median(&mut leads);
+    note(&format!(
+        "system: play time - arrival on CLOCK_REALTIME: median {:.2} ms (latency 100 ms)",
+        med as f64 / 1e6
+    ));
+    assert!(
+        leads.iter().all(|&l| (LEAD_MIN..=LEAD_MAX).contains(&l)),
+        "stamps on CLOCK_REALTIME + latency: {leads:?}"
+    );
+}
+
 /// `Props` of the node, as pw-dump shows them.
 fn channel_volumes(daemon: &Daemon, id: u64) -> Option<Vec<f64>> {
     let node = daemon

@@ -20,11 +20,16 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/wavesync/receiver.toml";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClockChoice {
-    /// Query the master's own time service (the default).
+    /// Follow the clock domain the stream names (the default): the master's time service, the
+    /// NTP server the master names, or this host's clock.
+    Auto,
+    /// Query the master's own time service (streams in clock domain `master` only).
     Master,
-    /// Query an NTP server (`ntp = "host"`), as master and receivers all do.
+    /// Query an NTP server (`ntp = "host"`, else the one the master names), as master and
+    /// receivers all do (streams in clock domain `ntp` only).
     Ntp,
-    /// Trust this host's clock as-is (already disciplined by PTP or chrony).
+    /// Trust this host's clock as-is, already disciplined by PTP or chrony (streams in clock
+    /// domain `system` only).
     System,
 }
 
@@ -38,6 +43,23 @@ pub enum OutputChoice {
     Virtual,
     /// A native PipeWire stream (exact timing on a PipeWire desktop; --device names the sink).
     Pipewire,
+    /// A native PulseAudio stream (PulseAudio desktops, Termux on Android; --device names the
+    /// sink).
+    Pulse,
+}
+
+impl OutputChoice {
+    /// The default: ALSA, or where this build has no ALSA output, PipeWire, then PulseAudio
+    /// (Termux builds only that one).
+    pub const DEFAULT: OutputChoice = if cfg!(feature = "alsa") {
+        OutputChoice::Alsa
+    } else if cfg!(feature = "pipewire") {
+        OutputChoice::Pipewire
+    } else if cfg!(feature = "pulse") {
+        OutputChoice::Pulse
+    } else {
+        OutputChoice::Virtual
+    };
 }
 
 /// `wavesync-receiver`: plays a WaveSync stream so every frame leaves the loudspeaker at its
@@ -60,25 +82,33 @@ pub struct Args {
     /// heard, then stick to it].
     #[arg(long, value_name = "HOST")]
     pub master: Option<String>,
-    /// Where the master's clock is read: master's time service, an NTP server, or this host's
-    /// clock as-is [default: master].
+    /// Where the stream's clock is read. auto: as the stream's clock domain says (the master's
+    /// time service, the NTP server the master names, or this host's clock); master, ntp,
+    /// system: only that, and a stream in another domain is refused (logged, shown in the
+    /// status, nothing played) [default: auto].
     #[arg(long, value_enum)]
     pub clock: Option<ClockChoice>,
-    /// NTP server to read the time from (implies --clock ntp), as HOST or HOST:PORT.
+    /// NTP server to read the time from (implies --clock ntp: streams in clock domain ntp
+    /// only), as HOST or HOST:PORT [default: the one the master names].
     #[arg(long, value_name = "HOST[:PORT]")]
     pub ntp: Option<String>,
     /// Output: a sound card (alsa), a PipeWire sink (pipewire: exact timing where PipeWire
-    /// runs; better than ALSA's `pipewire` device) or a simulated DAC (virtual) [default: alsa].
+    /// runs; better than ALSA's `pipewire` device), a PulseAudio sink (pulse: PulseAudio
+    /// desktops, Termux on Android) or a simulated DAC (virtual) [default: alsa; in a build
+    /// without ALSA, pipewire, then pulse].
     #[arg(long, value_enum)]
     pub output: Option<OutputChoice>,
     /// ALSA device name, e.g. default, hw:1,0, plughw:1,0 [default: default]; with
-    /// --output pipewire the sink's node name [default: the session manager's choice].
+    /// --output pipewire the sink's node name [default: the session manager's choice]; with
+    /// --output pulse the sink's name (`pactl list short sinks`) [default: the server's].
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
     /// ALSA device by its position in the list of playback devices (as the old tool did).
     #[arg(long, value_name = "N")]
     pub device_index: Option<u32>,
-    /// Device period in milliseconds: smaller reacts faster, costs more wake-ups [default: 5].
+    /// Device period in milliseconds: smaller reacts faster, costs more wake-ups [default:
+    /// from the stream's latency: ALSA a twelfth of it within 2-20 ms; PipeWire the graph's
+    /// own quantum unless the latency needs a smaller one; virtual 5].
     #[arg(long, value_name = "MS")]
     pub period_ms: Option<f64>,
     /// Device buffer in frames [default: 4 periods].
@@ -180,10 +210,12 @@ struct FileConfig {
 /// Where the clock comes from, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClockSource {
+    /// Whatever the stream's clock domain asks for.
+    Auto,
     /// The master's time service, at the port its status message announces.
     Master,
-    /// An NTP server.
-    Ntp(SocketAddr),
+    /// An NTP server: this one, or the one the stream names.
+    Ntp(Option<SocketAddr>),
     /// This host's CLOCK_REALTIME as-is.
     System,
 }
@@ -195,12 +227,21 @@ pub enum OutputConfig {
     Alsa {
         device: String,
         device_index: Option<u32>,
-        period_ms: f64,
+        /// `None`: from the stream's latency (see [`crate::output::alsa_period_ms`]).
+        period_ms: Option<f64>,
         buffer_frames: Option<u32>,
     },
     /// A native PipeWire stream into `target` (node name), or the default sink.
     PipeWire {
         target: Option<String>,
+        /// `None`: the graph's quantum is left alone unless the stream's latency needs a
+        /// smaller one.
+        period_ms: Option<f64>,
+        buffer_frames: Option<u32>,
+    },
+    /// A native PulseAudio stream into `sink` (sink name), or the server's default sink.
+    Pulse {
+        sink: Option<String>,
         period_ms: f64,
         buffer_frames: Option<u32>,
     },
@@ -215,6 +256,28 @@ pub enum OutputConfig {
         period_ms: f64,
         buffer_frames: Option<u32>,
     },
+}
+
+impl OutputConfig {
+    /// The output's name as `--output` spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OutputConfig::Alsa { .. } => "alsa",
+            OutputConfig::PipeWire { .. } => "pipewire",
+            OutputConfig::Pulse { .. } => "pulse",
+            OutputConfig::Virtual { .. } => "virtual",
+        }
+    }
+
+    /// Whether this build has the output (each sound system's is a cargo feature).
+    pub fn is_built(&self) -> bool {
+        match self {
+            OutputConfig::Alsa { .. } => cfg!(feature = "alsa"),
+            OutputConfig::PipeWire { .. } => cfg!(feature = "pipewire"),
+            OutputConfig::Pulse { .. } => cfg!(feature = "pulse"),
+            OutputConfig::Virtual { .. } => true,
+        }
+    }
 }
 
 /// The receiver's resolved configuration.
@@ -353,23 +416,29 @@ impl Config {
         let ntp = a.ntp.clone().or(f.ntp);
         let clock_choice = a.clock.or(f.clock);
         let clock = match (clock_choice, ntp) {
-            (Some(ClockChoice::Ntp), None) => {
-                return Err(bad("clock", "ntp", "needs an NTP server: --ntp HOST"))
-            }
+            (Some(ClockChoice::Ntp), None) => ClockSource::Ntp(None),
             (Some(ClockChoice::Ntp) | None, Some(n)) => {
-                ClockSource::Ntp(resolve_host_port("ntp", &n, defaults::NTP_PORT)?)
+                ClockSource::Ntp(Some(resolve_host_port("ntp", &n, defaults::NTP_PORT)?))
             }
-            (Some(ClockChoice::Master), Some(_)) | (Some(ClockChoice::System), Some(_)) => {
+            (
+                Some(c @ (ClockChoice::Master | ClockChoice::System | ClockChoice::Auto)),
+                Some(n),
+            ) => {
                 return Err(bad(
                     "ntp",
-                    "",
-                    "an NTP server only makes sense with --clock ntp",
+                    n,
+                    format!(
+                        "an NTP server only makes sense with --clock ntp, not {c:?} (with \
+                         --clock auto the server is the one the master names)"
+                    ),
                 ))
             }
             (Some(ClockChoice::System), None) => ClockSource::System,
-            (Some(ClockChoice::Master) | None, None) => ClockSource::Master,
+            (Some(ClockChoice::Master), None) => ClockSource::Master,
+            (Some(ClockChoice::Auto) | None, None) => ClockSource::Auto,
         };
-        let period_ms = a.period_ms.or(f.period_ms).unwrap_or(5.0);
+        let period_given = a.period_ms.or(f.period_ms);
+        let period_ms = period_given.unwrap_or(5.0);
         ms_to_ns("period-ms", period_ms, 0.5, 200.0)?;
         let buffer_frames = a.buffer_size.or(f.buffer_size);
         if let Some(b) = buffer_frames {
@@ -381,7 +450,7 @@ impl Config {
                 ));
             }
         }
-        let output = match a.output.or(f.output).unwrap_or(OutputChoice::Alsa) {
+        let output = match a.output.or(f.output).unwrap_or(OutputChoice::DEFAULT) {
             OutputChoice::Alsa => OutputConfig::Alsa {
                 device: a
                     .device
@@ -389,11 +458,16 @@ impl Config {
                     .or(f.device)
                     .unwrap_or_else(|| "default".to_string()),
                 device_index: a.device_index.or(f.device_index),
-                period_ms,
+                period_ms: period_given,
                 buffer_frames,
             },
             OutputChoice::Pipewire => OutputConfig::PipeWire {
                 target: a.device.clone().or(f.device),
+                period_ms: period_given,
+                buffer_frames,
+            },
+            OutputChoice::Pulse => OutputConfig::Pulse {
+                sink: a.device.clone().or(f.device),
                 period_ms,
                 buffer_frames,
             },
@@ -415,6 +489,16 @@ impl Config {
                 }
             }
         };
+        if !output.is_built() {
+            return Err(bad(
+                "output",
+                output.name(),
+                format!(
+                    "this receiver was built without it (cargo feature {:?})",
+                    output.name()
+                ),
+            ));
+        }
         let sink_latency_ns = ms_to_ns(
             "sink-latency",
             a.sink_latency.or(f.sink_latency).unwrap_or(0.0),
@@ -512,16 +596,18 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_multicast_master_clock_alsa() {
+    #[cfg(feature = "alsa")]
+    fn defaults_are_multicast_auto_clock_alsa() {
         let c = Config::from_toml(&args(&[]), "").unwrap();
         assert_eq!(c.listen, "239.255.77.77:45300".parse().unwrap());
-        assert_eq!(c.clock, ClockSource::Master);
+        assert_eq!(c.clock, ClockSource::Auto);
         assert!(matches!(c.output, OutputConfig::Alsa { ref device, .. } if device == "default"));
         assert_eq!(c.tolerance_ns, 2_000_000);
         assert!(c.drift_correction && c.resend);
     }
 
     #[test]
+    #[cfg(feature = "alsa")]
     fn command_line_wins_over_file() {
         let file = "listen = \"127.0.0.1:5000\"\nsink_latency = 1.5\ndevice = \"hw:1,0\"\n";
         let c = Config::from_toml(&args(&["--sink-latency", "-2"]), file).unwrap();
@@ -533,9 +619,44 @@ mod tests {
     #[test]
     fn ntp_implies_ntp_clock_with_default_port() {
         let c = Config::from_toml(&args(&["--ntp", "127.0.0.1"]), "").unwrap();
-        assert_eq!(c.clock, ClockSource::Ntp("127.0.0.1:123".parse().unwrap()));
-        let e = Config::from_toml(&args(&["--clock", "ntp"]), "").unwrap_err();
-        assert!(e.to_string().contains("--ntp HOST"), "{e}");
+        assert_eq!(
+            c.clock,
+            ClockSource::Ntp(Some("127.0.0.1:123".parse().unwrap()))
+        );
+        let c = Config::from_toml(&args(&["--clock", "ntp"]), "").unwrap();
+        assert_eq!(
+            c.clock,
+            ClockSource::Ntp(None),
+            "the server the stream names"
+        );
+        let e = Config::from_toml(&args(&["--clock", "master", "--ntp", "h"]), "").unwrap_err();
+        assert!(
+            e.to_string().contains("only makes sense with --clock ntp"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_clock_choice_comes_from_the_file_too() {
+        for (text, want) in [
+            ("clock = \"system\"", ClockSource::System),
+            ("clock = \"master\"", ClockSource::Master),
+            ("clock = \"auto\"", ClockSource::Auto),
+            (
+                "clock = \"ntp\"\nntp = \"127.0.0.1:11123\"",
+                ClockSource::Ntp(Some("127.0.0.1:11123".parse().unwrap())),
+            ),
+        ] {
+            assert_eq!(
+                Config::from_toml(&args(&[]), text).unwrap().clock,
+                want,
+                "{text}"
+            );
+        }
+        let c = Config::from_toml(&args(&["--clock", "auto"]), "clock = \"system\"").unwrap();
+        assert_eq!(c.clock, ClockSource::Auto, "the command line wins");
+        let e = Config::from_toml(&args(&[]), "clock = \"gps\"").unwrap_err();
+        assert!(e.to_string().contains("unknown variant"), "{e}");
     }
 
     #[test]
@@ -551,6 +672,45 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "alsa"))]
+    fn a_build_without_alsa_refuses_it_and_defaults_to_another() {
+        let e = Config::from_toml(&args(&["--output", "alsa"]), "").unwrap_err();
+        assert!(e.to_string().contains("built without it"), "{e}");
+        let c = Config::from_toml(&args(&[]), "").unwrap();
+        assert_ne!(c.output.name(), "alsa");
+        assert!(c.output.is_built());
+    }
+
+    #[test]
+    #[cfg(feature = "pulse")]
+    fn pulse_output_takes_the_sink_from_device() {
+        let c =
+            Config::from_toml(&args(&["--output", "pulse", "--device", "kitchen"]), "").unwrap();
+        assert_eq!(
+            c.output,
+            OutputConfig::Pulse {
+                sink: Some("kitchen".into()),
+                period_ms: 5.0,
+                buffer_frames: None,
+            }
+        );
+        let c = Config::from_toml(&args(&[]), "output = \"pulse\"\nbuffer_size = 960").unwrap();
+        assert!(
+            matches!(
+                c.output,
+                OutputConfig::Pulse {
+                    sink: None,
+                    buffer_frames: Some(960),
+                    ..
+                }
+            ),
+            "{:?}",
+            c.output
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "pipewire")]
     fn pipewire_output_takes_the_sink_from_device() {
         let c =
             Config::from_toml(&args(&["--output", "pipewire", "--device", "kitchen"]), "").unwrap();
@@ -558,14 +718,14 @@ mod tests {
             c.output,
             OutputConfig::PipeWire {
                 target: Some("kitchen".into()),
-                period_ms: 5.0,
+                period_ms: None,
                 buffer_frames: None
             }
         );
         let c = Config::from_toml(&args(&[]), "output = \"pipewire\"\nperiod_ms = 2.0").unwrap();
         assert!(matches!(
             c.output,
-            OutputConfig::PipeWire { target: None, period_ms, .. } if period_ms == 2.0
+            OutputConfig::PipeWire { target: None, period_ms: Some(p), .. } if p == 2.0
         ));
     }
 

@@ -115,7 +115,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             info!("{line}");
             next_line += Duration::from_secs_f64(cfg.status_interval_s);
         }
-        thread::sleep(Duration::from_millis(50));
+        // A few wake-ups a second: a signal, the duration or the output thread ending is
+        // seen within 200 ms.
+        thread::sleep(Duration::from_millis(200));
     }
     stop.store(true, Ordering::Relaxed);
     let _ = net_thread.join();

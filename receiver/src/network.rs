@@ -24,7 +24,6 @@ pub struct Network {
     stream: StampedSocket,
     control: StampedSocket,
     receiver: Receiver,
-    system_clock: bool,
     out: rtrb::Producer<Feed>,
     status: Shared,
     /// The output device's delay, from the output thread.
@@ -40,9 +39,10 @@ pub struct Network {
 
 fn rx_config(cfg: &Config) -> ReceiverConfig {
     let clock = match cfg.clock {
+        config::ClockSource::Auto => ClockSource::Auto,
         config::ClockSource::Master => ClockSource::Master,
         config::ClockSource::Ntp(a) => ClockSource::Ntp(a),
-        config::ClockSource::System => ClockSource::External,
+        config::ClockSource::System => ClockSource::System,
     };
     ReceiverConfig {
         master: cfg.master,
@@ -73,7 +73,6 @@ impl Network {
             stream,
             control,
             receiver: Receiver::new(rx_config(cfg)),
-            system_clock: cfg.clock == config::ClockSource::System,
             out,
             status,
             device_delay,
@@ -104,7 +103,7 @@ impl Network {
             Event::StreamStarted(info) => {
                 let s = info.status;
                 info!(
-                    "stream {:08x} from {} ({:?}): {} Hz, {} ch, {:?}, {} frames/packet, latency {} ms, clock {:?}",
+                    "stream {:08x} from {} ({:?}): {} Hz, {} ch, {:?}, {} frames/packet, latency {} ms, clock {}",
                     s.ssrc,
                     info.source,
                     s.name.as_str(),
@@ -113,7 +112,7 @@ impl Network {
                     s.format.sample,
                     s.frames_per_packet,
                     s.latency_ns / 1_000_000,
-                    s.clock_domain,
+                    s.clock_domain.name(),
                 );
                 self.send(Feed::Stream(info));
             }
@@ -136,11 +135,22 @@ impl Network {
             }
             Event::NoClock(d) => {
                 warn!("no clock of the master yet, so nothing plays: {d}");
-                let mut s = match self.status.lock() {
-                    Ok(s) => s,
-                    Err(p) => p.into_inner(),
+                self.set_clock_problem(d.to_string());
+            }
+            Event::ClockMismatch(m) => {
+                let fix = match m.source {
+                    ClockSource::Auto | ClockSource::Ntp(None) => "give this receiver --ntp HOST \
+                                                                    (the NTP server the master \
+                                                                    reads)"
+                        .to_string(),
+                    _ => format!(
+                        "run it with --clock auto (the default: follow the stream) or --clock {}",
+                        m.stream.name()
+                    ),
                 };
-                s.clock_problem = Some(d.to_string());
+                let why = format!("{m}; {fix}");
+                warn!("wrong clock for this stream: {why}");
+                self.set_clock_problem(why);
             }
             Event::ClockStale { off_ns } => warn!(
                 "the new stream's stamps are {:+.3} s off our clock of the master: it jumped; \
@@ -148,6 +158,14 @@ impl Network {
                 off_ns as f64 / 1e9
             ),
         }
+    }
+
+    fn set_clock_problem(&mut self, why: String) {
+        let mut s = match self.status.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        s.clock_problem = Some(why);
     }
 
     fn system_estimate() -> ClockEstimate {
@@ -193,6 +211,7 @@ impl Network {
             rate: i.status.format.rate,
             channels: i.status.format.channels,
             latency_ms: i.status.latency_ns as f64 / 1e6,
+            clock: i.status.clock_domain.name().to_string(),
         });
         // The output's lead over the DAC bounds when a resend is still of use.
         let device_delay_ns = self.device_delay.ns();
@@ -273,7 +292,10 @@ impl Network {
         let mut send_errors = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let now = clock_io::monotonic_ns();
-            if self.system_clock && now >= next_system_clock {
+            // Clock domain `system`: this host's clock, no time queries.
+            if self.receiver.wants_system_clock()
+                && (now >= next_system_clock || self.receiver.clock().is_none())
+            {
                 self.receiver.set_external_clock(Self::system_estimate());
                 next_system_clock = now + 1_000_000_000;
             }
@@ -339,6 +361,31 @@ impl Network {
                     }
                 }
             }
+            self.batch_pause();
+        }
+    }
+
+    /// With a long latency, waking for every packet buys nothing: the thread rests up to a
+    /// tenth of the latency (at most [`MAX_BATCH_NS`]) and then drains what came, never past
+    /// its next due query, NACK or report. Arrival times are the kernel's stamps, so the rest
+    /// moves no time measurement; a stream under [`MIN_BATCH_LATENCY_NS`] is read per packet.
+    fn batch_pause(&self) {
+        let Some(latency) = self.receiver.stream().map(|s| s.status.latency_ns) else {
+            return;
+        };
+        if latency < MIN_BATCH_LATENCY_NS {
+            return;
+        }
+        let now = clock_io::monotonic_ns();
+        let due = self.receiver.poll_timeout() - now;
+        let rest = (latency / 10).min(MAX_BATCH_NS).min(due);
+        if rest >= 1_000_000 {
+            std::thread::sleep(std::time::Duration::from_nanos(rest as u64));
         }
     }
 }
+
+/// The longest rest of the network thread between drains.
+const MAX_BATCH_NS: i64 = 20_000_000;
+/// Streams with less latency are read as each packet comes.
+const MIN_BATCH_LATENCY_NS: i64 = 60_000_000;

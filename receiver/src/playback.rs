@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::{info, warn};
+use wavesync_common::channels;
 use wavesync_common::clock::ClockEstimate;
 use wavesync_common::playout::{Playout, PlayoutConfig, PlayoutState, PlayoutStats};
 use wavesync_common::receiver::StreamInfo;
@@ -61,6 +62,8 @@ pub struct Playback {
     mixer: Mixer,
     /// Resyncs already logged (of the current playout's count).
     logged_resyncs: u64,
+    /// Where each stream channel goes in the device's order, when they differ.
+    reorder: Option<[usize; channels::MAX]>,
 }
 
 /// Frames of the last fill that the device did not take (its buffer was full: ALSA returns 0
@@ -201,6 +204,7 @@ impl Playback {
             unwritten: Unwritten::default(),
             lost_frames: 0,
             logged_resyncs: 0,
+            reorder: None,
         }
     }
 
@@ -224,8 +228,17 @@ impl Playback {
         if let Some(o) = self.output.as_mut() {
             o.close();
         }
-        let mut o = output::from_config(&self.cfg.output);
+        let mut o = output::for_stream(&self.cfg.output, &info.status);
         let oi = o.open(f.rate, f.channels)?;
+        // The device's channel order, when it differs from the stream's.
+        let stream_map = info.status.positions();
+        self.reorder = oi
+            .positions
+            .filter(|d| *d != stream_map)
+            .and_then(|d| stream_map.permutation_to(&d));
+        if let (Some(_), Some(d)) = (self.reorder, oi.positions) {
+            info!("channels reordered for the device: stream {stream_map}, device {d}");
+        }
         self.period_frames = oi.period_frames.max(16);
         self.buf = vec![0.0; self.period_frames * 4 * f.channels as usize];
         self.output = Some(o);
@@ -289,7 +302,10 @@ impl Playback {
                     p.push(pkt.at, &pkt.audio(), info.format().channels);
                 }
                 Feed::Stream(info) => {
-                    let same_format = self.stream.is_some_and(|s| s.format() == info.format());
+                    let same_format = self.stream.is_some_and(|s| {
+                        s.format() == info.format()
+                            && s.status.positions() == info.status.positions()
+                    });
                     self.stream = Some(info);
                     self.lost_since = None;
                     if same_format && self.output.is_some() {
@@ -456,6 +472,9 @@ impl Playback {
         let out = &mut self.buf[..frames * channels];
         let report = p.fill(t.next_frame_local, out);
         self.mixer.process(out, channels);
+        if let Some(perm) = &self.reorder {
+            channels::reorder(out, channels, perm);
+        }
         if report.error_ns.is_some() {
             self.last_error_ns = report.error_ns;
         }

@@ -154,6 +154,9 @@ pub struct StreamStatus {
     pub channels: u8,
     /// Sender's latency, ms.
     pub latency_ms: f64,
+    /// The stream's clock domain: master, ntp or system.
+    #[serde(default)]
+    pub clock: String,
 }
 
 impl StatusReport {

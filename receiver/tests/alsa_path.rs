@@ -10,7 +10,7 @@ mod support;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 use wavesync_common::sample::f32_to_i16;
@@ -94,17 +94,7 @@ fn expected(n: u64) -> [i16; 2] {
 fn lossless_run_reaches_the_alsa_device_bit_exact() {
     let scratch = Scratch::new("alsa-path");
     let (_pw, env) = Daemon::start(&scratch.path("pw"));
-    let home = scratch.path("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let raw = scratch.path("out.raw");
-    std::fs::write(
-        home.join(".asoundrc"),
-        format!(
-            "pcm.wstee {{\n  type file\n  slave.pcm \"pipewire\"\n  file \"{}\"\n  format \"raw\"\n}}\n",
-            raw.display()
-        ),
-    )
-    .expect("asoundrc");
+    let (home, raw) = file_pcm_home(&scratch, "wstee", "pipewire");
     let g = group(5);
     let sender = TestSender::start(g, 200, 0);
     let log = scratch.path("rx.err");
@@ -125,16 +115,7 @@ fn lossless_run_reaches_the_alsa_device_bit_exact() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"));
     let mut rx = RxProcess(cmd.spawn().expect("spawn wavesync-receiver"));
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = rx.0.try_wait().expect("wait") {
-            break Some(s);
-        }
-        if t0.elapsed() > Duration::from_secs(30) {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = rx.wait_for(Duration::from_secs(30));
     let stats = sender.stop();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     eprintln!("{text}\nsender: {} packets", stats.core.packets_sent);
@@ -142,14 +123,7 @@ fn lossless_run_reaches_the_alsa_device_bit_exact() {
         status.is_some_and(|s| s.success()),
         "receiver failed: {status:?}"
     );
-    let format = text
-        .lines()
-        .find_map(|l| l.split("output open: ").nth(1))
-        .and_then(|l| {
-            l.rsplit_once('(')
-                .map(|(_, f)| f.trim_end_matches(')').to_string())
-        })
-        .expect("the receiver logged the device format");
+    let format = logged_device_format(&text).expect("the receiver logged the device format");
     let bytes = std::fs::read(&raw).expect("the tee wrote its file");
     let samples = decode(&bytes, &format);
     let frames: Vec<[Option<i16>; 2]> = samples.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
@@ -171,15 +145,19 @@ fn lossless_run_reaches_the_alsa_device_bit_exact() {
     // receiver inserted, or the start of a piece the receiver jumped to (a resync, when the
     // device's timeline slipped). Every jump must be one the receiver counted, and no frame
     // may be anything but an exact copy of the signal or silence.
-    let resyncs: u64 = text
-        .lines()
-        .find_map(|l| l.split(" resyncs ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|r| r.parse().ok())
-        .expect("the receiver logged its resyncs");
+    // The receiver's own count of where it jumped: resyncs, and underruns (the device
+    // restarts where the stream is due).
+    let counter = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.split(&format!(" {name} ")).nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("the receiver logged no {name} count"))
+    };
+    let resyncs = counter("resyncs") + counter("underruns");
     let walk = walk_pieces(&frames[start..], n0);
     eprintln!(
-        "device format {format}; {} frames written, audio from frame {start}; {} exact frames in {} piece(s) (longest {:.2} s), {} silent, {} off the signal; receiver resyncs {resyncs}",
+        "device format {format}; {} frames written, audio from frame {start}; {} exact frames in {} piece(s) (longest {:.2} s), {} silent, {} off the signal; receiver resyncs and underruns {resyncs}",
         frames.len(),
         walk.exact,
         walk.jumps + 1,
@@ -193,7 +171,7 @@ fn lossless_run_reaches_the_alsa_device_bit_exact() {
     );
     assert!(
         walk.jumps as u64 <= resyncs,
-        "{} jumps in the signal but the receiver counted {resyncs} resyncs",
+        "{} jumps in the signal but the receiver counted {resyncs} resyncs and underruns",
         walk.jumps
     );
     assert!(

@@ -1,5 +1,6 @@
 //! The ALSA output through alsa-lib PCMs that need no hardware: `null` (opens, negotiates,
 //! takes writes; its delay is meaningless) and `file` (the bytes reach the file exactly).
+#![cfg(feature = "alsa")]
 
 #[path = "../../test-support/skip.rs"]
 mod skip;

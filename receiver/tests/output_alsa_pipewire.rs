@@ -4,6 +4,7 @@
 //!
 //! A separate test binary: it points this process's PipeWire environment at the private
 //! daemon.
+#![cfg(feature = "alsa")]
 
 use std::time::{Duration, Instant};
 

@@ -4,6 +4,7 @@
 //! is consuming, and close returns.
 //!
 //! A separate test binary: it points this process's PipeWire environment at its own daemon.
+#![cfg(feature = "alsa")]
 
 #[path = "../../test-support/skip.rs"]
 mod skip;

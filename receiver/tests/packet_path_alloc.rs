@@ -27,30 +27,32 @@ fn decode_feed_and_push_never_allocate() {
     assert_eq!(alloc_count::count(|| vec![0u8; 10].len()).1, 1);
     let master: SocketAddr = "10.0.0.1:40000".parse().expect("address");
     let mut rx = Receiver::new(ReceiverConfig {
-        clock: ClockSource::External,
+        clock: ClockSource::System,
         ..ReceiverConfig::default()
-    });
-    rx.set_external_clock(ClockEstimate {
-        ref_local: LocalNs::from_ns(0),
-        ref_timeline: TimelineNs::from_ns(0),
-        rate: 1.0,
-        uncertainty_ns: 0,
     });
     let mut b = vec![0u8; 1500];
     let status = Status {
         ssrc: 7,
         format: StreamFormat::DEFAULT,
-        clock_domain: ClockDomain::Master,
+        clock_domain: ClockDomain::System,
         frames_per_packet: FPP as u16,
         time_port: 45301,
         latency_ns: 100 * MS,
         packets_sent: 0,
         flags: 0,
         name: StatusName::truncated("test"),
+        ntp_server: None,
+        channel_map: None,
     };
     let n = status.encode(&mut b).expect("status fits");
     rx.handle_datagram(LocalNs::from_ns(0), master, &b[..n]);
     while rx.poll_event().is_some() {}
+    rx.set_external_clock(ClockEstimate {
+        ref_local: LocalNs::from_ns(0),
+        ref_timeline: TimelineNs::from_ns(0),
+        rate: 1.0,
+        uncertainty_ns: 0,
+    });
 
     let (mut tx, mut ring) = feed::channel();
     let mut playout: Playout = Playout::new(PlayoutConfig::new(48_000, 2));

@@ -7,8 +7,8 @@ use wavesync_common::format::{SampleFormat, StreamFormat};
 use wavesync_common::packetizer::PacketizerConfig;
 
 use crate::input::{InputOptions, InputSpec, RawFormat};
-use wavesync_engine::{EngineConfig, SettingNames};
-use wavesync_net::resolve::resolve_all;
+use wavesync_engine::{EngineClock, EngineConfig, SettingNames};
+use wavesync_net::resolve::{resolve, resolve_all};
 use wavesync_net::{defaults, NetError, NetOptions};
 
 /// Wire sample format.
@@ -18,6 +18,18 @@ pub enum WireFormat {
     L16,
     /// 24-bit (RTP L24).
     L24,
+}
+
+/// The clock the stamps are on (the stream's clock domain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClockArg {
+    /// This host's CLOCK_MONOTONIC; receivers ask this sender's time service (the default).
+    Master,
+    /// The NTP server given with --ntp, read (never set) like the receivers read it; the
+    /// receivers are told to ask it too.
+    Ntp,
+    /// This host's CLOCK_REALTIME as-is, for hosts that all keep theirs with chrony or PTP.
+    System,
 }
 
 /// Stream audio to WaveSync receivers.
@@ -116,6 +128,15 @@ pub struct Args {
     /// With --key-file: leave the audio readable (still authenticated).
     #[arg(long, requires = "key_file")]
     pub no_encrypt: bool,
+    /// The clock the stamps are on (the clock domain receivers follow with their default
+    /// --clock auto): master (this host's monotonic clock, served to the receivers), ntp (the
+    /// --ntp server's clock) or system (this host's CLOCK_REALTIME, kept by chrony or PTP).
+    #[arg(long, value_enum, default_value = "master")]
+    pub clock: ClockArg,
+    /// The NTP server of --clock ntp, as HOST or HOST:PORT (port default 123); receivers are
+    /// told to ask it too (one on this host, given as 127.0.0.1:PORT, at this host's address).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub ntp: Option<String>,
 }
 
 /// A setting that cannot work.
@@ -231,6 +252,21 @@ impl Args {
         engine.stats_interval_ns = (stats > 0).then_some(stats);
         engine.key_file = self.key_file.clone();
         engine.encrypt = !self.no_encrypt;
+        engine.clock = match (self.clock, &self.ntp) {
+            (ClockArg::Master, None) => EngineClock::Master,
+            (ClockArg::System, None) => EngineClock::System,
+            (ClockArg::Ntp, Some(n)) => EngineClock::Ntp(resolve(n, defaults::NTP_PORT)?),
+            (ClockArg::Ntp, None) => {
+                return Err(ArgsError::Range(
+                    "--clock ntp needs the NTP server: --ntp HOST[:PORT]".into(),
+                ))
+            }
+            (c, Some(_)) => {
+                return Err(ArgsError::Range(format!(
+                    "--ntp only makes sense with --clock ntp, not {c:?}"
+                )))
+            }
+        };
         let input = self
             .input
             .clone()
@@ -286,6 +322,29 @@ mod tests {
         assert!(c.engine.net.multicast_loop);
         assert_eq!(c.sample, SampleFormat::L16);
         assert_eq!(c.frames_per_packet(StreamFormat::DEFAULT), 361);
+    }
+
+    #[test]
+    fn the_clock_domain_and_its_ntp_server() {
+        let clock = |line: &str| parse(line).unwrap().to_config().map(|c| c.engine.clock);
+        assert_eq!(clock("-i tone").unwrap(), EngineClock::Master);
+        assert_eq!(
+            clock("-i tone --clock system").unwrap(),
+            EngineClock::System
+        );
+        assert_eq!(
+            clock("-i tone --clock ntp --ntp 127.0.0.1:11123").unwrap(),
+            EngineClock::Ntp("127.0.0.1:11123".parse().unwrap())
+        );
+        assert_eq!(
+            clock("-i tone --clock ntp --ntp 192.0.2.1").unwrap(),
+            EngineClock::Ntp("192.0.2.1:123".parse().unwrap())
+        );
+        let e = clock("-i tone --clock ntp").unwrap_err().to_string();
+        assert!(e.contains("--ntp HOST"), "{e}");
+        let e = clock("-i tone --ntp 192.0.2.1").unwrap_err().to_string();
+        assert!(e.contains("only makes sense with --clock ntp"), "{e}");
+        assert!(parse("-i tone --clock gps").is_err());
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! up or a signal asks to stop.
 
 use wavesync_common::format::StreamFormat;
-use wavesync_common::time::TimelineNs;
 
 use crate::args::RunConfig;
 use crate::input::{self, Block, InputError};
@@ -58,9 +57,7 @@ pub fn run(cfg: &RunConfig, stop: impl Fn() -> bool) -> Result<EngineStats, RunE
         }
         match input.next_block(&mut buf) {
             Ok(Block::Audio { capture, frames }) => {
-                // The engine's clock domain is `master`: the sender's monotonic clock is the
-                // timeline.
-                let capture = TimelineNs::from_master_monotonic(capture);
+                // On CLOCK_MONOTONIC: the engine maps it to its clock domain's timeline.
                 if !audio.push(capture, &buf[..frames * ch]) {
                     let refused = engine.stats().input_refused;
                     if refused > refused_logged * 2 {
@@ -82,12 +79,15 @@ pub fn run(cfg: &RunConfig, stop: impl Fn() -> bool) -> Result<EngineStats, RunE
     let stats = engine.stop()?;
     let c = stats.core;
     log::info!(
-        "stopped: {} packets, {} runs ({} resyncs), {} time replies, {} resends",
+        "stopped: {} packets, {} runs ({} resyncs), {} time replies, {} NACKs, {} resends, \
+         {} control datagrams refused by the key",
         c.packets_sent,
         c.runs_started,
         c.resyncs,
         c.ntp_replies,
-        c.resends_sent
+        c.nacks_received,
+        c.resends_sent,
+        stats.refused.refused()
     );
     result.map(|()| stats).map_err(RunError::from)
 }

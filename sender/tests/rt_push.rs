@@ -6,7 +6,6 @@ use std::cell::Cell;
 use std::net::UdpSocket;
 
 use wavesync_common::format::StreamFormat;
-use wavesync_common::time::TimelineNs;
 use wavesync_engine::{Engine, EngineConfig};
 use wavesync_net::clock::monotonic_ns;
 
@@ -44,7 +43,7 @@ fn push_never_allocates() {
     let (engine, mut input) = Engine::start(cfg).unwrap();
     let block = vec![0.25f32; 2 * 256];
     let huge = vec![0.25f32; 2 * 48_000];
-    let t0 = TimelineNs::from_master_monotonic(monotonic_ns());
+    let t0 = monotonic_ns();
     let before = ALLOCS.with(|c| c.get());
     let mut accepted = 0;
     let mut refused = 0;

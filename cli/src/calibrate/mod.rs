@@ -2,8 +2,9 @@
 //! rooms' trims are set so that all arrive there together (docs/calibrate.md).
 //!
 //! ```text
-//! wavesync calibrate [--master HOST[:PORT]] [--mic SOURCE] [--play SINK] [--rooms a,b,...]
-//!                    [--level DB] [--seconds S] [--mic-delay MS] [--dry-run] [--json]
+//! wavesync calibrate [--master HOST[:PORT]] [--key-file PATH] [--mic SOURCE] [--play SINK]
+//!                    [--rooms a,b,...] [--level DB] [--seconds S] [--mic-delay MS] [--dry-run]
+//!                    [--json]
 //! ```
 //!
 //! The probe ([`wavesync_common::calibrate::probe`]) plays into the master without a break
@@ -16,7 +17,6 @@
 pub mod play;
 pub mod record;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::json;
@@ -26,12 +26,12 @@ use wavesync_common::calibrate::solve::{check_repeat, solve, Plan};
 use wavesync_common::wire::control::{Command, Outcome};
 use wavesync_net::clock::monotonic_ns;
 
-use crate::rooms::{command_room, fetch_rooms, take_master};
+use crate::rooms::Control;
 use play::{PlaySpec, Player};
 use record::Recorder;
 
-const USAGE: &str = "usage: wavesync calibrate [--master HOST[:PORT]] [--mic SOURCE] \
-[--play SINK] [--rooms a,b,...] [--level DB] [--seconds S] [--mic-delay MS] [--dry-run] [--json]
+const USAGE: &str = "usage: wavesync calibrate [--master HOST[:PORT]] [--key-file PATH] \
+[--mic SOURCE] [--play SINK] [--rooms a,b,...] [--level DB] [--seconds S] [--mic-delay MS] [--dry-run] [--json]
 
   --mic SOURCE     the microphone: pulse[:SOURCE] (default: the default source), or
                    fifo:PATH / unix:PATH / - with raw f32le mono 48 kHz
@@ -61,9 +61,9 @@ const FLOOR: Duration = Duration::from_millis(500);
 const SETTLE: Duration = Duration::from_millis(800);
 
 /// The command line.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 struct Options {
-    master: SocketAddr,
+    control: Control,
     mic: String,
     play: PlaySpec,
     rooms: Option<Vec<String>>,
@@ -76,9 +76,9 @@ struct Options {
 
 fn parse(args: &[String]) -> Result<Option<Options>, String> {
     let mut args = args.to_vec();
-    let master = take_master(&mut args)?;
+    let control = Control::from_args(&mut args)?;
     let mut o = Options {
-        master,
+        control,
         mic: "pulse".into(),
         play: PlaySpec::Pulse(Some("wavesync".into())),
         rooms: None,
@@ -159,7 +159,7 @@ struct Saved {
 /// Puts every room's on/off state (and, once trims were touched, its trim) back when dropped:
 /// on success, on an error, on Ctrl-C.
 struct Restore {
-    master: SocketAddr,
+    control: Control,
     saved: Vec<Saved>,
     /// Rooms may have been switched on or off.
     onoff_touched: bool,
@@ -180,7 +180,7 @@ impl Restore {
                 cmds.push(Command::Trim(s.trim_us));
             }
             for c in cmds {
-                if let Err(e) = set(self.master, &s.name, &c) {
+                if let Err(e) = set(&self.control, &s.name, &c) {
                     failed.push(format!("{}: {c}: {e}", s.name));
                 }
             }
@@ -214,11 +214,11 @@ fn wait(d: Duration) -> Result<(), String> {
 /// Waits until every room in `names` has been playing one stream run (one SSRC) for
 /// [`STEADY`]: a master that paused on silence (or whose pipe ran dry) starts a new run with the
 /// probe, and its rooms need a moment to lock; a report from before that still says "playing".
-fn wait_playing(master: SocketAddr, names: &[String]) -> Result<(), String> {
+fn wait_playing(control: &Control, names: &[String]) -> Result<(), String> {
     let start = std::time::Instant::now();
     let mut steady: Option<(std::time::Instant, Vec<u32>)> = None;
     loop {
-        let table = fetch_rooms(master)?;
+        let table = control.rooms()?;
         let now: Vec<Option<u32>> = names
             .iter()
             .map(|n| {
@@ -263,11 +263,11 @@ fn wait_playing(master: SocketAddr, names: &[String]) -> Result<(), String> {
 
 /// Sends one command; again (up to three times) when the receiver did not acknowledge in time
 /// or the master was busy: commands carry absolute values, so repeating one is harmless.
-fn set(master: SocketAddr, name: &str, c: &Command) -> Result<(), String> {
+fn set(control: &Control, name: &str, c: &Command) -> Result<(), String> {
     let transient = [Outcome::NoAnswer.describe(), Outcome::Busy.describe()];
     let mut tries = 0;
     loop {
-        match command_room(master, name, c) {
+        match control.command(name, c) {
             Ok(_) => return Ok(()),
             Err(e) if tries < 2 && transient.iter().any(|t| e.ends_with(t)) => tries += 1,
             Err(e) => return Err(e),
@@ -291,7 +291,7 @@ pub fn run_calibrate(args: &[String]) -> Result<(), String> {
         return Ok(());
     };
     let probe = Probe::new(RATE, o.level_db).map_err(|e| format!("--level: {e}"))?;
-    let table = fetch_rooms(o.master)?;
+    let table = o.control.rooms()?;
     let online: Vec<_> = table.iter().filter(|e| !e.offline).collect();
     let known = || {
         table
@@ -335,7 +335,7 @@ pub fn run_calibrate(args: &[String]) -> Result<(), String> {
 
     wavesync_sender::signal::install();
     let mut restore = Restore {
-        master: o.master,
+        control: o.control.clone(),
         saved: online
             .iter()
             .map(|e| Saved {
@@ -382,7 +382,7 @@ pub fn run_calibrate(args: &[String]) -> Result<(), String> {
     if !o.dry_run {
         restore.trims_touched = true;
         for (n, r) in measured.names.iter().zip(&plan.rooms) {
-            set(o.master, n, &Command::Trim(r.new_trim_us))?;
+            set(&o.control, n, &Command::Trim(r.new_trim_us))?;
         }
         // Set: nothing to put back any more.
         restore.trims_touched = false;
@@ -410,9 +410,9 @@ fn measure_rooms(
     let player = Player::start(&o.play, probe.clone())?;
     restore.onoff_touched = true;
     for s in &restore.saved {
-        set(o.master, &s.name, &Command::Off)?;
+        set(&o.control, &s.name, &Command::Off)?;
     }
-    wait_playing(o.master, names)?;
+    wait_playing(&o.control, names)?;
     wait(LEAD_IN)?;
     let floor_to = monotonic_ns().ns();
     let floor_from = floor_to - FLOOR.as_nanos() as i64;
@@ -423,10 +423,10 @@ fn measure_rooms(
             let again = if i == names.len() { " again" } else { "" };
             eprintln!("wavesync calibrate: {n}: playing the probe{again}");
         }
-        set(o.master, n, &Command::On)?;
+        set(&o.control, n, &Command::On)?;
         let on = monotonic_ns().ns();
         wait(Duration::from_secs_f64(o.seconds))?;
-        set(o.master, n, &Command::Off)?;
+        set(&o.control, n, &Command::Off)?;
         spans.push((on + SETTLE.as_nanos() as i64, monotonic_ns().ns()));
     }
     let played = player.stop();

@@ -15,7 +15,6 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::Value;
 use wavesync_common::format::StreamFormat;
-use wavesync_common::time::TimelineNs;
 use wavesync_engine::{Engine, EngineConfig};
 use wavesync_net::clock;
 use wavesync_receiver::config::{Args, Config};
@@ -57,10 +56,19 @@ pub fn start_master(
     dests: Vec<SocketAddr>,
     control_port: u16,
     stop: Arc<AtomicBool>,
-    mut fill: impl FnMut(u64, &mut [f32]) + Send + 'static,
+    fill: impl FnMut(u64, &mut [f32]) + Send + 'static,
 ) -> (u16, JoinHandle<()>) {
     let mut cfg = EngineConfig::new(StreamFormat::DEFAULT, dests);
     cfg.control_port = control_port;
+    start_master_with(cfg, stop, fill)
+}
+
+/// [`start_master`] with a configuration of the caller's (a key, ...).
+pub fn start_master_with(
+    mut cfg: EngineConfig,
+    stop: Arc<AtomicBool>,
+    mut fill: impl FnMut(u64, &mut [f32]) + Send + 'static,
+) -> (u16, JoinHandle<()>) {
     cfg.name = "rooms-test".into();
     // Streams through silence (calibration's master is silent between runs), as a player
     // that keeps playing would.
@@ -70,7 +78,7 @@ pub fn start_master(
     let h = thread::spawn(move || {
         let block = 480usize;
         // Clock domain `master`: the timeline is this host's CLOCK_MONOTONIC.
-        let mono = || TimelineNs::from_master_monotonic(clock::monotonic_ns());
+        let mono = clock::monotonic_ns;
         let t0 = mono();
         let mut n = 0u64;
         let mut buf = vec![0f32; block * 2];
@@ -100,6 +108,17 @@ pub fn two_tones(n: u64, buf: &mut [f32]) {
 
 /// A receiver daemon in a thread, for `secs` seconds.
 pub fn start_receiver(s: &Scratch, name: &str, port: u16, secs: u32) -> JoinHandle<()> {
+    start_receiver_with(s, name, port, secs, &[])
+}
+
+/// [`start_receiver`] with more options (`--key-file PATH`, ...).
+pub fn start_receiver_with(
+    s: &Scratch,
+    name: &str,
+    port: u16,
+    secs: u32,
+    extra: &[&str],
+) -> JoinHandle<()> {
     let p = |ext: &str| {
         s.path(&format!("{name}.{ext}"))
             .to_str()
@@ -107,29 +126,33 @@ pub fn start_receiver(s: &Scratch, name: &str, port: u16, secs: u32) -> JoinHand
             .to_string()
     };
     std::fs::write(s.path("empty.toml"), "").expect("config");
-    let args = Args::parse_from([
-        "wavesync-receiver".to_string(),
-        "--config".into(),
-        s.path("empty.toml").to_str().expect("utf-8").into(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-        "--output".into(),
-        "virtual".into(),
-        "--virtual-audio".into(),
-        p("f32"),
-        "--virtual-log".into(),
-        p("log"),
-        "--status-socket".into(),
-        p("sock"),
-        "--state-file".into(),
-        p("state.toml"),
-        "--name".into(),
-        name.into(),
-        "--status-interval".into(),
-        "0".into(),
-        "--duration".into(),
-        secs.to_string(),
-    ]);
+    let args = Args::parse_from(
+        [
+            "wavesync-receiver".to_string(),
+            "--config".into(),
+            s.path("empty.toml").to_str().expect("utf-8").into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--output".into(),
+            "virtual".into(),
+            "--virtual-audio".into(),
+            p("f32"),
+            "--virtual-log".into(),
+            p("log"),
+            "--status-socket".into(),
+            p("sock"),
+            "--state-file".into(),
+            p("state.toml"),
+            "--name".into(),
+            name.into(),
+            "--status-interval".into(),
+            "0".into(),
+            "--duration".into(),
+            secs.to_string(),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|a| a.to_string())),
+    );
     let cfg = Config::load(&args).expect("receiver config");
     thread::spawn(move || wavesync_receiver::daemon::run(cfg).expect("receiver ran"))
 }

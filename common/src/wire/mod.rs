@@ -197,6 +197,8 @@ mod tests {
             packets_sent: 0,
             flags: 0,
             name: status::StatusName::truncated("x"),
+            ntp_server: None,
+            channel_map: None,
         };
         let n = status.encode(&mut buf).unwrap();
         assert_eq!(classify(&buf[..n]), Kind::Status);

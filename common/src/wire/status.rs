@@ -7,10 +7,24 @@
 //! 12 version (1)  13 sample format code  14 channels  15 clock domain code
 //! 16..20 rate  20..22 frames per packet  22..24 time service port
 //! 24..28 latency in us  28..36 packets sent  36..40 flags (bit 0: authenticated)
-//! 40 name length  41.. name (UTF-8, <= 64 bytes), zero padding to a 4-byte boundary
+//! 40 name length  41.. name (UTF-8, <= 64 bytes)
+//! then, only in clock domain `ntp` when the master names its NTP server:
+//!   family (4 or 6)  port (2 bytes)  address (4 or 16 bytes)
+//! (or, when a channel map follows and no server is named, one zero byte)
+//! then, when the master names its channels' positions:
+//!   'M' (0x4d)  count (= channels)  one position code per channel (crate::channels)
+//! zero padding to a 4-byte boundary
 //! ```
+//!
+//! The server block sits where older decoders see padding or trailing bytes, which they
+//! ignore; a zero byte there means "no server". The channel map follows it; decoders that
+//! predate it stop at the zero byte or the server. Without a map, a stream's channels are in
+//! [`ChannelMap::default_for`] order.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::{be_u16, be_u32, be_u64, need, room, DecodeError, EncodeError};
+use crate::channels::{self, ChannelMap};
 use crate::format::{ClockDomain, SampleFormat, StreamFormat};
 
 /// RTCP packet type of an APP message.
@@ -21,8 +35,16 @@ pub const APP_NAME: [u8; 4] = *b"WSYN";
 pub const VERSION: u8 = 1;
 /// Flags bit: every packet of the stream is authenticated with the pre-shared key.
 pub const FLAG_AUTHENTICATED: u32 = 1;
-/// Longest encoded status message (a 64-byte name).
-pub const MAX_LEN: usize = 41 + StatusName::MAX + 3;
+/// Longest encoded status message (a 64-byte name, an IPv6 server, a 64-channel map).
+pub const MAX_LEN: usize =
+    (41 + StatusName::MAX + SERVER_V6_LEN + MAP_HEADER_LEN + channels::MAX).next_multiple_of(4);
+
+/// Tag of the channel-map block.
+const MAP_TAG: u8 = b'M';
+const MAP_HEADER_LEN: usize = 2;
+
+const SERVER_V4_LEN: usize = 1 + 2 + 4;
+const SERVER_V6_LEN: usize = 1 + 2 + 16;
 
 const FIXED_LEN: usize = 41;
 
@@ -91,12 +113,39 @@ pub struct Status {
     pub flags: u32,
     /// The sender's human-readable name.
     pub name: StatusName,
+    /// Clock domain `ntp`: the NTP server whose clock is the timeline, as the master reaches
+    /// it (receivers may be told to use another with their own setting).
+    pub ntp_server: Option<SocketAddr>,
+    /// The positions of the channels, when the master names them (its count is the stream's
+    /// channels); `None`: [`ChannelMap::default_for`] the channels.
+    pub channel_map: Option<ChannelMap>,
 }
 
 impl Status {
     /// Bytes [`Status::encode`] writes.
     pub fn encoded_len(&self) -> usize {
-        (FIXED_LEN + self.name.len as usize).next_multiple_of(4)
+        let map = self.map_on_wire().map_or(0, |m| MAP_HEADER_LEN + m.len());
+        let server = match self.ntp_server {
+            None if map > 0 => 1,
+            None => 0,
+            Some(SocketAddr::V4(_)) => SERVER_V4_LEN,
+            Some(SocketAddr::V6(_)) => SERVER_V6_LEN,
+        };
+        (FIXED_LEN + self.name.len as usize + server + map).next_multiple_of(4)
+    }
+
+    /// The map written: one that fits the stream's channels.
+    fn map_on_wire(&self) -> Option<&ChannelMap> {
+        self.channel_map
+            .as_ref()
+            .filter(|m| m.len() == self.format.channels as usize)
+    }
+
+    /// The positions of the stream's channels: as the master named them, or the default.
+    pub fn positions(&self) -> ChannelMap {
+        self.map_on_wire()
+            .copied()
+            .unwrap_or_else(|| ChannelMap::default_for(self.format.channels as usize))
     }
 
     /// Writes the message to `out`; returns the bytes written. The latency is rounded down to
@@ -128,7 +177,33 @@ impl Status {
         let name = self.name.as_str().as_bytes();
         out[40] = name.len() as u8;
         out[41..41 + name.len()].copy_from_slice(name);
-        out[41 + name.len()..].fill(0);
+        let mut at = 41 + name.len();
+        out[at..].fill(0);
+        if let Some(server) = self.ntp_server {
+            out[at + 1..at + 3].copy_from_slice(&server.port().to_be_bytes());
+            match server.ip() {
+                IpAddr::V4(a) => {
+                    out[at] = 4;
+                    at += 3;
+                    out[at..at + 4].copy_from_slice(&a.octets());
+                    at += 4;
+                }
+                IpAddr::V6(a) => {
+                    out[at] = 6;
+                    at += 3;
+                    out[at..at + 16].copy_from_slice(&a.octets());
+                    at += 16;
+                }
+            }
+        }
+        if let Some(m) = self.map_on_wire() {
+            if self.ntp_server.is_none() {
+                at += 1; // the zero byte: no server
+            }
+            out[at] = MAP_TAG;
+            out[at + 1] = m.len() as u8;
+            out[at + 2..at + 2 + m.len()].copy_from_slice(m.codes());
+        }
         Ok(len)
     }
 
@@ -186,6 +261,14 @@ impl Status {
         }
         let name = std::str::from_utf8(&buf[FIXED_LEN..FIXED_LEN + name_len])
             .map_err(|_| DecodeError::Malformed("name is not UTF-8"))?;
+        let rest = &buf[FIXED_LEN + name_len..];
+        let ntp_server = decode_server(rest)?;
+        let after_server = match ntp_server {
+            Some(SocketAddr::V4(_)) => SERVER_V4_LEN,
+            Some(SocketAddr::V6(_)) => SERVER_V6_LEN,
+            None => 1,
+        };
+        let channel_map = decode_map(rest.get(after_server..).unwrap_or(&[]), channels)?;
         Ok(Status {
             ssrc: be_u32(buf, 4),
             format: StreamFormat {
@@ -200,8 +283,60 @@ impl Status {
             packets_sent: be_u64(buf, 28),
             flags: be_u32(buf, 36),
             name: StatusName::truncated(name),
+            ntp_server,
+            channel_map,
         })
     }
+}
+
+/// The optional channel-map block (see the module documentation): absent or padding is `None`.
+fn decode_map(rest: &[u8], channels: u8) -> Result<Option<ChannelMap>, DecodeError> {
+    if rest.first() != Some(&MAP_TAG) {
+        return Ok(None);
+    }
+    need(rest, MAP_HEADER_LEN)?;
+    let n = rest[1] as usize;
+    if n != channels as usize {
+        return Err(DecodeError::Malformed(
+            "channel map count differs from channels",
+        ));
+    }
+    need(rest, MAP_HEADER_LEN + n)?;
+    ChannelMap::from_codes(&rest[MAP_HEADER_LEN..MAP_HEADER_LEN + n])
+        .map(Some)
+        .ok_or(DecodeError::Malformed(
+            "channel map: unknown or repeated position",
+        ))
+}
+
+/// The optional server block after the name (see the module documentation).
+fn decode_server(rest: &[u8]) -> Result<Option<SocketAddr>, DecodeError> {
+    let Some(&family) = rest.first() else {
+        return Ok(None);
+    };
+    let len = match family {
+        0 => return Ok(None),
+        4 => SERVER_V4_LEN,
+        6 => SERVER_V6_LEN,
+        _ => {
+            return Err(DecodeError::Unsupported {
+                field: "NTP server address family",
+                value: family as u32,
+            })
+        }
+    };
+    need(rest, len)?;
+    let port = be_u16(rest, 1);
+    let ip = if family == 4 {
+        let mut o = [0u8; 4];
+        o.copy_from_slice(&rest[3..7]);
+        IpAddr::V4(Ipv4Addr::from(o))
+    } else {
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&rest[3..19]);
+        IpAddr::V6(Ipv6Addr::from(o))
+    };
+    Ok(Some(SocketAddr::new(ip, port)))
 }
 
 #[cfg(test)]
@@ -220,7 +355,93 @@ mod tests {
             packets_sent: 0x0102_0304_0506_0708,
             flags: FLAG_AUTHENTICATED,
             name: StatusName::truncated("kitchen"),
+            ntp_server: None,
+            channel_map: None,
         }
+    }
+
+    #[test]
+    fn a_channel_map_travels_after_the_name_with_or_without_a_server() {
+        for server in [
+            None,
+            Some("192.0.2.7:123".parse().unwrap()),
+            Some("[2001:db8::1]:11123".parse().unwrap()),
+        ] {
+            let mut s = example();
+            s.format.channels = 6;
+            s.ntp_server = server;
+            s.channel_map = Some(ChannelMap::default_for(6));
+            let mut out = [0u8; MAX_LEN];
+            let n = s.encode(&mut out).unwrap();
+            assert_eq!(n % 4, 0);
+            let d = Status::decode(&out[..n]).unwrap();
+            assert_eq!(d, s, "{server:?}");
+            assert_eq!(d.positions().to_string(), "FL,FR,FC,LFE,RL,RR");
+        }
+        // Without a map: the default order; a map of the wrong size is not written.
+        let mut s = example();
+        assert_eq!(s.positions(), ChannelMap::default_for(2));
+        s.channel_map = Some(ChannelMap::default_for(6));
+        let mut out = [0u8; MAX_LEN];
+        let n = s.encode(&mut out).unwrap();
+        assert_eq!(Status::decode(&out[..n]).unwrap().channel_map, None);
+        // A stereo map in another order (e.g. a swapped cable).
+        s.channel_map = ChannelMap::from_names(&["FR", "FL"]);
+        let n = s.encode(&mut out).unwrap();
+        assert_eq!(
+            Status::decode(&out[..n]).unwrap().positions().to_string(),
+            "FR,FL"
+        );
+    }
+
+    #[test]
+    fn bad_channel_maps_are_refused() {
+        let mut s = example();
+        s.channel_map = Some(ChannelMap::default_for(2));
+        let mut out = [0u8; MAX_LEN];
+        let n = s.encode(&mut out).unwrap();
+        let at = FIXED_LEN + 7 + 1; // after "kitchen" and the no-server byte
+        assert_eq!(out[at], MAP_TAG);
+        let mut bad = out;
+        bad[at + 1] = 3; // count != channels
+        assert!(Status::decode(&bad[..n]).is_err());
+        let mut bad = out;
+        bad[at + 3] = bad[at + 2]; // FL twice
+        assert!(Status::decode(&bad[..n]).is_err());
+        let mut bad = out;
+        bad[at + 2] = 99; // unknown position
+        assert!(Status::decode(&bad[..n]).is_err());
+    }
+
+    #[test]
+    fn an_ntp_server_travels_after_the_name() {
+        let mut s = example();
+        s.clock_domain = ClockDomain::Ntp;
+        s.ntp_server = Some("192.0.2.7:123".parse().unwrap());
+        let mut out = [0u8; MAX_LEN];
+        let n = s.encode(&mut out).unwrap();
+        // 41 + 7 + 7 = 55, padded to 56.
+        assert_eq!(n, 56);
+        assert_eq!(out[48..56], [4, 0, 123, 192, 0, 2, 7, 0]);
+        assert_eq!(Status::decode(&out[..n]), Ok(s));
+        s.ntp_server = Some("[2001:db8::1]:11123".parse().unwrap());
+        s.name = StatusName::truncated(&"n".repeat(64));
+        let n = s.encode(&mut out).unwrap();
+        assert_eq!(n, (41 + 64 + SERVER_V6_LEN).next_multiple_of(4));
+        assert_eq!(Status::decode(&out[..n]), Ok(s));
+        // The longest: with a 64-channel map too.
+        s.format.channels = 64;
+        s.channel_map = Some(ChannelMap::default_for(64));
+        let mut long = [0u8; MAX_LEN];
+        assert_eq!(s.encode(&mut long).unwrap(), MAX_LEN);
+        assert_eq!(Status::decode(&long), Ok(s));
+        // An unknown family is refused; one cut short too.
+        let mut b = out;
+        b[41 + 64] = 5;
+        assert!(matches!(
+            Status::decode(&b[..n]),
+            Err(DecodeError::Unsupported { .. })
+        ));
     }
 
     #[test]
@@ -330,7 +551,8 @@ mod tests {
             ssrc in any::<u32>(), rate in 1u32.., channels in 1u8.., l24 in any::<bool>(),
             domain in 0u8..3, fpp in any::<u16>(), port in any::<u16>(),
             latency_us in any::<u32>(), sent in any::<u64>(), flags in any::<u32>(),
-            name in "\\PC{0,70}",
+            name in "\\PC{0,70}", server in proptest::option::of((any::<IpAddr>(), any::<u16>())),
+            with_map in any::<bool>(),
         ) {
             let s = Status {
                 ssrc,
@@ -346,6 +568,9 @@ mod tests {
                 packets_sent: sent,
                 flags,
                 name: StatusName::truncated(&name),
+                ntp_server: server.map(|(ip, port)| SocketAddr::new(ip, port)),
+                channel_map: (with_map && channels as usize <= channels::MAX)
+                    .then(|| ChannelMap::default_for(channels as usize)),
             };
             let mut out = [0u8; MAX_LEN];
             let n = s.encode(&mut out).unwrap();

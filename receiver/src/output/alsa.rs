@@ -283,6 +283,11 @@ fn open_device(cfg: &AlsaConfig, rate: u32, channels: u8) -> Result<Device, Outp
         buffer_frames: buffer,
         device_format: format,
         device: name.clone(),
+        // ALSA's standard order (surround51: FL FR RL RR FC LFE), which `plug`, `default` and
+        // the cards' multichannel PCMs follow.
+        positions: Some(wavesync_common::channels::ChannelMap::alsa_order(
+            channels as usize,
+        )),
     };
     Ok(Device {
         pcm,

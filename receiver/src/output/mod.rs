@@ -1,6 +1,8 @@
-//! Output backends behind one small trait: the real ALSA device ([`alsa::AlsaOutput`]), a
-//! native PipeWire stream ([`pipewire::PipeWireOutput`]) and the virtual DAC used by tests and
-//! the lab ([`virtual_dac::VirtualDac`]).
+//! Output backends behind one small trait: the real ALSA device (`alsa::AlsaOutput`), a
+//! native PipeWire stream (`pipewire::PipeWireOutput`), a native PulseAudio stream
+//! (`pulse::PulseOutput`) and the virtual DAC used by tests and the lab
+//! ([`virtual_dac::VirtualDac`]). Each sound-system output is a cargo feature of the same name
+//! (all on by default); the virtual DAC is always built.
 //!
 //! The playback loop never knows which one it drives. Each cycle it asks
 //! [`Output::timing`] when the next written frame will leave the DAC (on this host's
@@ -21,14 +23,20 @@
 //! Shared pieces: [`convert`] (f32 -> device sample format, channel mapping) and [`pointer`]
 //! (turns status snapshots into a prediction, fitting coarse/batch pointers).
 
+#[cfg(feature = "alsa")]
 pub mod alsa;
 pub mod convert;
+#[cfg(feature = "pipewire")]
 pub mod pipewire;
 pub mod pointer;
+#[cfg(feature = "pulse")]
+pub mod pulse;
 pub mod virtual_dac;
 
 use std::fmt;
 use std::path::PathBuf;
+use wavesync_common::channels::ChannelMap;
+use wavesync_common::wire::status::Status;
 
 use wavesync_common::time::LocalNs;
 
@@ -81,6 +89,9 @@ pub struct OutputInfo {
     pub device_format: DeviceFormat,
     /// Human-readable device name (for logs).
     pub device: String,
+    /// The positions of the channels as the device takes them, when it says (the stream's
+    /// channels are reordered to match); `None`: in the stream's order.
+    pub positions: Option<ChannelMap>,
 }
 
 /// Errors of an output. [`OutputError::is_recoverable`] tells the ones a reopen (or
@@ -88,6 +99,7 @@ pub struct OutputInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     /// The device could not be opened (missing, busy, no permission).
+    #[cfg(feature = "alsa")]
     #[error("cannot open ALSA device {device:?}: {source}")]
     Open {
         /// Device name.
@@ -124,6 +136,7 @@ pub enum OutputError {
     #[error("the output is not open")]
     NotOpen,
     /// Another ALSA call failed.
+    #[cfg(feature = "alsa")]
     #[error("ALSA {op} failed: {source}")]
     Alsa {
         /// What we were doing.
@@ -147,6 +160,17 @@ pub enum OutputError {
         /// What went wrong.
         why: String,
     },
+    /// A PulseAudio call failed (no server, no sink, the connection dropped).
+    #[error("PulseAudio {op}: {why}")]
+    Pulse {
+        /// What we were doing.
+        op: &'static str,
+        /// What went wrong.
+        why: String,
+    },
+    /// This build of the receiver has no such output (its cargo feature was left out).
+    #[error("this receiver was built without the {0} output (cargo feature {0:?})")]
+    NotBuilt(&'static str),
     /// A parameter is out of range.
     #[error("bad output parameter {name}: {why}")]
     BadParameter {
@@ -190,80 +214,156 @@ pub trait Output: Send {
     fn close(&mut self);
 }
 
-/// Everything needed to build an output; [`OutputSpec::from`] maps the receiver's
-/// [`OutputConfig`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum OutputSpec {
-    /// A real ALSA device.
-    Alsa(alsa::AlsaConfig),
-    /// The virtual DAC.
-    Virtual(virtual_dac::VirtualConfig),
-    /// A native PipeWire stream.
-    PipeWire(pipewire::PipeWireConfig),
-}
-
-impl From<&OutputConfig> for OutputSpec {
-    fn from(c: &OutputConfig) -> Self {
-        match c {
-            OutputConfig::Alsa {
-                device,
-                device_index,
-                period_ms,
-                buffer_frames,
-            } => OutputSpec::Alsa(alsa::AlsaConfig {
-                device: device.clone(),
-                device_index: *device_index,
-                period_ms: *period_ms,
-                buffer_frames: *buffer_frames,
-                ..alsa::AlsaConfig::default()
-            }),
-            OutputConfig::Virtual {
-                ppm,
-                latency_ms,
-                coarse,
-                log,
-                audio,
-                period_ms,
-                buffer_frames,
-            } => OutputSpec::Virtual(virtual_dac::VirtualConfig {
-                ppm: *ppm,
-                latency_ms: *latency_ms,
-                coarse: *coarse,
-                log: log.clone(),
-                audio: audio.clone(),
-                period_ms: *period_ms,
-                buffer_frames: *buffer_frames,
-                ..virtual_dac::VirtualConfig::default()
-            }),
-            OutputConfig::PipeWire {
-                target,
-                period_ms,
-                buffer_frames,
-            } => OutputSpec::PipeWire(pipewire::PipeWireConfig {
-                target: target.clone(),
-                period_ms: *period_ms,
-                buffer_frames: *buffer_frames,
-                ..pipewire::PipeWireConfig::default()
-            }),
-        }
-    }
-}
-
-/// Builds (does not open) the output `spec` describes.
-pub fn build_output(spec: &OutputSpec) -> Box<dyn Output> {
-    match spec {
-        OutputSpec::Alsa(c) => Box::new(alsa::AlsaOutput::new(c.clone())),
-        OutputSpec::Virtual(c) => Box::new(virtual_dac::VirtualDac::new(c.clone())),
-        OutputSpec::PipeWire(c) => Box::new(pipewire::PipeWireOutput::new(c.clone())),
-    }
-}
-
-/// Builds (does not open) the output the receiver's configuration asks for.
+/// Builds (does not open) the output the receiver's configuration asks for. An output whose
+/// cargo feature this build left out fails to open with [`OutputError::NotBuilt`] (the
+/// configuration already refuses it, so this is only reached by direct callers).
 pub fn from_config(cfg: &OutputConfig) -> Box<dyn Output> {
-    build_output(&OutputSpec::from(cfg))
+    build(cfg, None)
 }
 
-/// Exponential backoff for reopening a failed device: 50 ms, 100 ms, ... up to 5 s.
+/// Builds (does not open) the output for the stream `status` describes: outputs whose period
+/// is not configured size their wake-ups from its latency (see [`alsa_period_ms`] and
+/// `PipeWireConfig::quantum_request`); the PipeWire output declares the stream's channel
+/// positions.
+pub fn for_stream(cfg: &OutputConfig, status: &Status) -> Box<dyn Output> {
+    build(cfg, Some(status))
+}
+
+/// [`from_config`], for a stream when there is one.
+#[cfg_attr(
+    not(any(feature = "alsa", feature = "pipewire")),
+    allow(unused_variables)
+)]
+fn build(cfg: &OutputConfig, stream: Option<&Status>) -> Box<dyn Output> {
+    match cfg {
+        #[cfg(feature = "alsa")]
+        OutputConfig::Alsa {
+            device,
+            device_index,
+            period_ms,
+            buffer_frames,
+        } => Box::new(alsa::AlsaOutput::new(alsa::AlsaConfig {
+            device: device.clone(),
+            device_index: *device_index,
+            period_ms: alsa_period_for(*period_ms, stream),
+            buffer_frames: *buffer_frames,
+            ..alsa::AlsaConfig::default()
+        })),
+        OutputConfig::Virtual {
+            ppm,
+            latency_ms,
+            coarse,
+            log,
+            audio,
+            period_ms,
+            buffer_frames,
+        } => Box::new(virtual_dac::VirtualDac::new(virtual_dac::VirtualConfig {
+            ppm: *ppm,
+            latency_ms: *latency_ms,
+            coarse: *coarse,
+            log: log.clone(),
+            audio: audio.clone(),
+            period_ms: *period_ms,
+            buffer_frames: *buffer_frames,
+            ..virtual_dac::VirtualConfig::default()
+        })),
+        #[cfg(feature = "pipewire")]
+        OutputConfig::PipeWire {
+            target,
+            period_ms,
+            buffer_frames,
+        } => Box::new(pipewire::PipeWireOutput::new(pipewire::PipeWireConfig {
+            target: target.clone(),
+            period_ms: *period_ms,
+            buffer_frames: *buffer_frames,
+            stream_latency_ns: stream.map(|s| s.latency_ns),
+            positions: stream.map(Status::positions),
+            ..pipewire::PipeWireConfig::default()
+        })),
+        #[cfg(feature = "pulse")]
+        OutputConfig::Pulse {
+            sink,
+            period_ms,
+            buffer_frames,
+        } => Box::new(pulse::PulseOutput::new(pulse::PulseConfig {
+            sink: sink.clone(),
+            period_ms: *period_ms,
+            buffer_frames: *buffer_frames,
+            ..pulse::PulseConfig::default()
+        })),
+        #[allow(unreachable_patterns)]
+        other => Box::new(NotBuilt(other.name())),
+    }
+}
+
+/// The period of an output whose configuration gives none and no stream says otherwise.
+pub const DEFAULT_PERIOD_MS: f64 = 5.0;
+
+/// The ALSA period for a stream of `latency_ns` when none is configured: a twelfth of the
+/// latency (the default buffer of four periods then takes a third of it), within 2-20 ms. At
+/// 150 ms that is 12.5 ms (80 wake-ups a second instead of 200); a sound server behind ALSA
+/// (pipewire-alsa) sizes its graph quantum from it too.
+pub fn alsa_period_ms(latency_ns: i64) -> f64 {
+    (latency_ns as f64 / 12.0 / 1e6).clamp(2.0, 20.0)
+}
+
+#[cfg(feature = "alsa")]
+/// The ALSA period: the configured one, else [`alsa_period_ms`] of the stream's latency, else
+/// (no stream: the device check) [`DEFAULT_PERIOD_MS`].
+fn alsa_period_for(configured: Option<f64>, stream: Option<&Status>) -> f64 {
+    configured
+        .or(stream.map(|s| alsa_period_ms(s.latency_ns)))
+        .unwrap_or(DEFAULT_PERIOD_MS)
+}
+
+/// The stand-in for an output this build left out: it never opens.
+struct NotBuilt(&'static str);
+
+impl Output for NotBuilt {
+    fn open(&mut self, _: u32, _: u8) -> Result<OutputInfo, OutputError> {
+        Err(OutputError::NotBuilt(self.0))
+    }
+    fn wait(&mut self, _: i32) -> Result<bool, OutputError> {
+        Err(OutputError::NotOpen)
+    }
+    fn timing(&mut self) -> Result<DacTiming, OutputError> {
+        Err(OutputError::NotOpen)
+    }
+    fn write(&mut self, _: &[f32], _: &WriteMeta) -> Result<usize, OutputError> {
+        Err(OutputError::NotOpen)
+    }
+    fn recover(&mut self, _: &OutputError) -> Result<(), OutputError> {
+        Err(OutputError::NotBuilt(self.0))
+    }
+    fn close(&mut self) {}
+}
+
+/// [`Output::recover`] of a sound-server stream (PipeWire, PulseAudio): an underrun while
+/// `is_open` is cured in place (the server plays on; the next [`Output::timing`] already
+/// accounts for the silence); anything else closes and reopens with the `shape` it had.
+#[cfg(any(feature = "pipewire", feature = "pulse"))]
+pub(crate) fn recover_stream<O: Output>(
+    out: &mut O,
+    is_open: bool,
+    shape: Option<(u32, u8)>,
+    err: &OutputError,
+    server: &str,
+) -> Result<(), OutputError> {
+    if matches!(err, OutputError::Underrun) && is_open {
+        return Ok(());
+    }
+    let Some((rate, channels)) = shape else {
+        return Err(OutputError::NotOpen);
+    };
+    out.close();
+    out.open(rate, channels).map(|_| {
+        log::info!("{server} output reconnected");
+    })
+}
+
+/// Exponential backoff for reopening a failed device: 50 ms, 100 ms, ... up to 1 s, so a device
+/// or sound server that comes back (a USB DAC plugged in, a PulseAudio or PipeWire restart) plays
+/// again within about a second; a failing open costs next to nothing.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Backoff {
     failures: u32,
@@ -272,7 +372,7 @@ pub struct Backoff {
 impl Backoff {
     /// Records a failure; returns how long to wait before the next attempt, in ms.
     pub fn next_delay_ms(&mut self) -> u64 {
-        let d = (50u64 << self.failures.min(7)).min(5_000);
+        let d = (50u64 << self.failures.min(7)).min(1_000);
         self.failures = self.failures.saturating_add(1);
         d
     }
@@ -307,4 +407,45 @@ impl fmt::Display for OutputInfo {
 /// Frames of `ms` milliseconds at `rate`, at least 1.
 pub(crate) fn ms_to_frames(ms: f64, rate: u32) -> usize {
     ((ms * rate as f64 / 1000.0).round() as usize).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(feature = "alsa")]
+    fn the_alsa_period_comes_from_the_latency_unless_configured() {
+        assert!((alsa_period_ms(150_000_000) - 12.5).abs() < 1e-9);
+        assert_eq!(alsa_period_ms(20_000_000), 2.0);
+        assert_eq!(alsa_period_ms(2_000_000_000), 20.0);
+        use wavesync_common::format::{ClockDomain, StreamFormat};
+        let status = Status {
+            ssrc: 1,
+            format: StreamFormat::DEFAULT,
+            clock_domain: ClockDomain::Master,
+            frames_per_packet: 361,
+            time_port: 45301,
+            latency_ns: 150_000_000,
+            packets_sent: 0,
+            flags: 0,
+            name: Default::default(),
+            ntp_server: None,
+            channel_map: None,
+        };
+        assert_eq!(alsa_period_for(None, Some(&status)), 12.5);
+        assert_eq!(alsa_period_for(Some(5.0), Some(&status)), 5.0);
+        // Without a stream (the device check), the old default.
+        assert_eq!(alsa_period_for(None, None), DEFAULT_PERIOD_MS);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_one_second_and_resets() {
+        let mut b = Backoff::default();
+        let delays: Vec<u64> = (0..8).map(|_| b.next_delay_ms()).collect();
+        assert_eq!(delays, [50, 100, 200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(b.failures(), 8);
+        b.reset();
+        assert_eq!(b.next_delay_ms(), 50);
+    }
 }

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, O
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use wavesync_common::channels::{self, ChannelMap};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -62,8 +63,14 @@ pub struct PipeWireConfig {
     /// The sink to play to (`target.object`: a node name or serial); `None` lets the session
     /// manager choose (the default sink, and it follows the user's choice).
     pub target: Option<String>,
-    /// The wake-up period the receiver asks the graph for (`node.latency`), in ms.
-    pub period_ms: f64,
+    /// The wake-up period the receiver asks the graph for (`node.latency`), in ms; `None`:
+    /// from the stream's latency ([`PipeWireConfig::quantum_request`]).
+    pub period_ms: Option<f64>,
+    /// The stream's latency, ns (set when a stream opens the output).
+    pub stream_latency_ns: Option<i64>,
+    /// The positions of the stream's channels (from its status message), declared to the
+    /// graph; `None`: PipeWire's default for the channel count.
+    pub positions: Option<ChannelMap>,
     /// Frames kept queued ahead of the graph; `None`: one graph cycle plus two periods.
     pub buffer_frames: Option<u32>,
     /// The node's name in the graph.
@@ -74,10 +81,39 @@ impl Default for PipeWireConfig {
     fn default() -> Self {
         PipeWireConfig {
             target: None,
-            period_ms: 5.0,
+            period_ms: None,
+            stream_latency_ns: None,
+            positions: None,
             buffer_frames: None,
             node_name: "wavesync-receiver".to_string(),
         }
+    }
+}
+
+/// PipeWire's default graph quantum (`default.clock.quantum`), frames.
+pub const DEFAULT_QUANTUM: usize = 1024;
+/// The smallest quantum asked for.
+const MIN_QUANTUM: usize = 32;
+/// The graph may take this share of the stream's latency (a quantum or two in the graph, the
+/// ring ahead of it): the rest is for the network and the packet time.
+const LATENCY_SHARE: i64 = 6;
+
+impl PipeWireConfig {
+    /// The quantum to ask the graph for (`node.latency`), in frames at `rate`: `--period-ms`
+    /// when given; otherwise none (the graph's quantum is the user's, left alone) unless the
+    /// stream's latency needs one smaller than PipeWire's default, then the largest power of
+    /// two within a sixth of the latency.
+    pub fn quantum_request(&self, rate: u32) -> Option<usize> {
+        if let Some(ms) = self.period_ms {
+            return Some(ms_to_frames(ms, rate));
+        }
+        let budget =
+            (self.stream_latency_ns? / LATENCY_SHARE) as i128 * rate as i128 / 1_000_000_000;
+        if budget >= DEFAULT_QUANTUM as i128 {
+            return None;
+        }
+        let budget = (budget.max(MIN_QUANTUM as i128)) as usize;
+        Some(1usize << (usize::BITS - 1 - budget.leading_zeros()))
     }
 }
 
@@ -148,7 +184,8 @@ struct Running {
     wake: Arc<EventFd>,
     rate: u32,
     channels: usize,
-    period: usize,
+    /// Frames per wake-up: the quantum asked for, or `None` to follow the graph's.
+    period: Option<usize>,
     /// Frames written into the ring since open.
     written: u64,
     warned_clock: bool,
@@ -167,11 +204,26 @@ impl Running {
         self.written.saturating_sub(consumed)
     }
 
+    /// Frames per wake-up of the output thread: the quantum asked for, else the graph's own
+    /// (PipeWire's default until the first cycle shows it).
+    fn period(&self) -> usize {
+        self.period.unwrap_or_else(
+            || match self.shared.quantum.load(Ordering::Acquire) as usize {
+                0 => DEFAULT_QUANTUM,
+                q => q,
+            },
+        )
+    }
+
     /// Frames the output thread should keep in the ring: one graph cycle plus two periods
-    /// (so a late wake-up of the output thread does not starve the next cycle).
+    /// (one when the period is the graph's quantum), so a late wake-up of the output thread
+    /// does not starve the next cycle.
     fn target(&self, configured: Option<u32>) -> usize {
         let quantum = self.shared.quantum.load(Ordering::Acquire) as usize;
-        let want = quantum.max(self.period) + 2 * self.period;
+        let period = self.period();
+        // Following the graph's quantum, one cycle of margin is a whole quantum already.
+        let margin = if self.period.is_some() { 2 } else { 1 };
+        let want = quantum.max(period) + margin * period;
         want.max(configured.unwrap_or(0) as usize)
             .min(RING_FRAMES - 1)
     }
@@ -275,34 +327,26 @@ fn pw_error(op: &'static str, why: impl ToString) -> OutputError {
     }
 }
 
-/// Channel positions for `channels` in ALSA's usual order.
-fn positions(channels: u8) -> Vec<u32> {
-    use spa::sys::*;
-    let all = [
-        SPA_AUDIO_CHANNEL_FL,
-        SPA_AUDIO_CHANNEL_FR,
-        SPA_AUDIO_CHANNEL_RL,
-        SPA_AUDIO_CHANNEL_RR,
-        SPA_AUDIO_CHANNEL_FC,
-        SPA_AUDIO_CHANNEL_LFE,
-        SPA_AUDIO_CHANNEL_SL,
-        SPA_AUDIO_CHANNEL_SR,
-    ];
-    match channels {
-        1 => vec![SPA_AUDIO_CHANNEL_MONO],
-        n if (n as usize) <= all.len() => all[..n as usize].to_vec(),
-        n => (0..n as u32).map(|i| SPA_AUDIO_CHANNEL_AUX0 + i).collect(),
-    }
+/// SPA channel ids of `map`, for `channels` (a map of another size gives PipeWire's default).
+fn positions(channels: u8, map: Option<&ChannelMap>) -> Vec<u32> {
+    let default = ChannelMap::default_for(channels as usize);
+    let map = map
+        .filter(|m| m.len() == channels as usize)
+        .unwrap_or(&default);
+    map.codes()
+        .iter()
+        .map(|&c| channels::spa_id(c).unwrap_or(spa::sys::SPA_AUDIO_CHANNEL_UNKNOWN))
+        .collect()
 }
 
 /// The EnumFormat pod: interleaved F32 (native endian) at `rate` and `channels`.
-fn format_pod(rate: u32, channels: u8) -> Result<Vec<u8>, OutputError> {
+fn format_pod(rate: u32, channels: u8, map: Option<&ChannelMap>) -> Result<Vec<u8>, OutputError> {
     let mut info = spa::param::audio::AudioInfoRaw::new();
     info.set_format(spa::param::audio::AudioFormat::F32LE);
     info.set_rate(rate);
     info.set_channels(channels as u32);
     let mut position = [0u32; spa::param::audio::MAX_CHANNELS];
-    for (slot, p) in position.iter_mut().zip(positions(channels)) {
+    for (slot, p) in position.iter_mut().zip(positions(channels, map)) {
         *slot = p;
     }
     info.set_position(position);
@@ -506,7 +550,7 @@ fn run_main_loop(a: LoopArgs) -> Result<(), String> {
         })
         .register();
 
-    let period = ms_to_frames(a.cfg.period_ms, a.rate);
+    let quantum = a.cfg.quantum_request(a.rate);
     let mut props = pw::properties::properties! {
         *pw::keys::MEDIA_TYPE => "Audio",
         *pw::keys::MEDIA_CATEGORY => "Playback",
@@ -515,11 +559,13 @@ fn run_main_loop(a: LoopArgs) -> Result<(), String> {
         *pw::keys::NODE_DESCRIPTION => "WaveSync receiver",
         *pw::keys::APP_NAME => "wavesync-receiver",
         *pw::keys::AUDIO_CHANNELS => a.channels.to_string(),
-        *pw::keys::NODE_LATENCY => format!("{period}/{}", a.rate),
         "node.rate" => format!("1/{}", a.rate),
     };
     if let Some(t) = &a.cfg.target {
         props.insert("target.object", t.as_str());
+    }
+    if let Some(q) = quantum {
+        props.insert(*pw::keys::NODE_LATENCY, format!("{q}/{}", a.rate));
     }
     let stream = pw::stream::StreamRc::new(core.clone(), &a.cfg.node_name, props)
         .map_err(|e| format!("cannot create the stream: {e}"))?;
@@ -567,7 +613,8 @@ fn run_main_loop(a: LoopArgs) -> Result<(), String> {
         .register()
         .map_err(|e| format!("cannot listen to the stream: {e}"))?;
 
-    let pod = format_pod(a.rate, a.channels).map_err(|e| e.to_string())?;
+    let pod =
+        format_pod(a.rate, a.channels, a.cfg.positions.as_ref()).map_err(|e| e.to_string())?;
     let pod = Pod::from_bytes(&pod).ok_or("the format pod does not parse")?;
     stream
         .connect(
@@ -623,7 +670,23 @@ impl Output for PipeWireOutput {
             .name("pipewire".into())
             .spawn(move || main_loop(args))
             .map_err(|e| pw_error("thread", e))?;
-        let period = ms_to_frames(self.cfg.period_ms, rate);
+        let period = self.cfg.quantum_request(rate);
+        match (period, self.cfg.period_ms) {
+            (None, _) => log::info!(
+                "PipeWire: leaving the graph's quantum alone (the stream's {:.0} ms latency \
+                 does not need a small one)",
+                self.cfg.stream_latency_ns.unwrap_or(0) as f64 / 1e6
+            ),
+            (Some(q), None) => log::info!(
+                "PipeWire: asking the graph for a quantum of at most {q} frames ({:.1} ms): \
+                 the stream's {:.0} ms latency needs it (PipeWire's default is {DEFAULT_QUANTUM})",
+                q as f64 * 1e3 / rate as f64,
+                self.cfg.stream_latency_ns.unwrap_or(0) as f64 / 1e6
+            ),
+            (Some(q), Some(_)) => log::info!(
+                "PipeWire: asking the graph for a quantum of at most {q} frames (--period-ms)"
+            ),
+        }
         let mut run = Running {
             thread: Some(thread),
             quit: quit_tx,
@@ -665,10 +728,12 @@ impl Output for PipeWireOutput {
             rate,
             channels,
             device_channels: channels as u32,
-            period_frames: period,
+            period_frames: period.unwrap_or(DEFAULT_QUANTUM),
             buffer_frames: buffer,
             device_format: DeviceFormat::FloatLe,
             device,
+            // The stream declares the stream's own positions: PipeWire maps them.
+            positions: None,
         })
     }
 
@@ -682,7 +747,7 @@ impl Output for PipeWireOutput {
             let room = r
                 .target(configured)
                 .saturating_sub(r.queued(consumed) as usize);
-            if room >= r.period.min(r.target(configured)) {
+            if room >= r.period().min(r.target(configured)) {
                 return Ok(true);
             }
             let left_ms = if timeout_ms < 0 {
@@ -758,17 +823,8 @@ impl Output for PipeWireOutput {
     }
 
     fn recover(&mut self, err: &OutputError) -> Result<(), OutputError> {
-        if matches!(err, OutputError::Underrun) && self.run.is_some() {
-            // The stream plays on; the next timing() already accounts for the silence.
-            return Ok(());
-        }
-        let Some((rate, channels)) = self.shape else {
-            return Err(OutputError::NotOpen);
-        };
-        self.close();
-        self.open(rate, channels).map(|_| {
-            log::info!("PipeWire output reconnected");
-        })
+        let (open, shape) = (self.run.is_some(), self.shape);
+        super::recover_stream(self, open, shape, err, "PipeWire")
     }
 
     fn close(&mut self) {
@@ -789,16 +845,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn positions_follow_alsa_order() {
+    fn the_quantum_asked_for_comes_from_the_latency_budget() {
+        let at = |latency_ms: i64, period_ms: Option<f64>| {
+            PipeWireConfig {
+                period_ms,
+                stream_latency_ns: Some(latency_ms * 1_000_000),
+                ..PipeWireConfig::default()
+            }
+            .quantum_request(48_000)
+        };
+        // 150 ms: a sixth is 25 ms, more than the default 1024 frames (21.3 ms): left alone.
+        assert_eq!(at(150, None), None);
+        assert_eq!(at(1000, None), None);
+        // 20 ms: a sixth is 160 frames: 128.
+        assert_eq!(at(20, None), Some(128));
+        // 100 ms: 800 frames: 512.
+        assert_eq!(at(100, None), Some(512));
+        // Tiny latencies still ask for a sane quantum.
+        assert_eq!(at(1, None), Some(MIN_QUANTUM));
+        // --period-ms wins whatever the latency.
+        assert_eq!(at(150, Some(5.0)), Some(240));
+        // No stream yet (the device check): nothing asked.
+        assert_eq!(PipeWireConfig::default().quantum_request(48_000), None);
+    }
+
+    #[test]
+    fn positions_are_the_streams() {
         use spa::sys::*;
-        assert_eq!(positions(1), vec![SPA_AUDIO_CHANNEL_MONO]);
+        assert_eq!(positions(1, None), vec![SPA_AUDIO_CHANNEL_MONO]);
         assert_eq!(
-            positions(2),
+            positions(2, None),
             vec![SPA_AUDIO_CHANNEL_FL, SPA_AUDIO_CHANNEL_FR]
         );
-        assert_eq!(positions(6)[5], SPA_AUDIO_CHANNEL_LFE);
-        assert_eq!(positions(10).len(), 10);
-        assert_eq!(positions(10)[9], SPA_AUDIO_CHANNEL_AUX0 + 9);
+        // 5.1 without a map: PipeWire's (and the module's) order, centre and LFE third.
+        assert_eq!(
+            positions(6, None),
+            vec![
+                SPA_AUDIO_CHANNEL_FL,
+                SPA_AUDIO_CHANNEL_FR,
+                SPA_AUDIO_CHANNEL_FC,
+                SPA_AUDIO_CHANNEL_LFE,
+                SPA_AUDIO_CHANNEL_RL,
+                SPA_AUDIO_CHANNEL_RR
+            ]
+        );
+        let swapped = ChannelMap::from_names(&["FR", "FL"]);
+        assert_eq!(
+            positions(2, swapped.as_ref()),
+            vec![SPA_AUDIO_CHANNEL_FR, SPA_AUDIO_CHANNEL_FL]
+        );
+        // A map of the wrong size is not used.
+        assert_eq!(positions(3, swapped.as_ref()).len(), 3);
+        assert_eq!(positions(10, None)[9], SPA_AUDIO_CHANNEL_AUX0 + 9);
     }
 
     #[test]
@@ -825,7 +923,7 @@ mod tests {
 
     #[test]
     fn format_pod_parses_back() {
-        let bytes = format_pod(44_100, 2).unwrap();
+        let bytes = format_pod(44_100, 2, None).unwrap();
         let pod = Pod::from_bytes(&bytes).unwrap();
         let mut info = spa::param::audio::AudioInfoRaw::new();
         info.parse(pod).unwrap();

@@ -286,6 +286,7 @@ impl Output for VirtualDac {
             period_frames: period as usize,
             buffer_frames: buffer as usize,
             device_format: DeviceFormat::FloatLe,
+            positions: None,
             device: format!(
                 "virtual ({:+} ppm, {} ms latency{})",
                 c.ppm,

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use wavesync_common::format::StreamFormat;
+use wavesync_common::format::{ClockDomain, StreamFormat};
 use wavesync_common::sender::{SenderConfig, SenderCore, SenderStats, Target};
 use wavesync_common::time::{LocalNs, TimelineNs};
 use wavesync_common::wire::rtp::AudioPacket;
@@ -117,8 +117,15 @@ pub struct SenderOpts {
     /// Answer NACKs (false: they are dropped on arrival).
     pub answer_nacks: bool,
     /// Its timeline: this process's CLOCK_MONOTONIC plus this, ns (another master, or one
-    /// whose clock restarted).
+    /// whose clock restarted; [`real_minus_mono`] for clock domain `system`).
     pub timeline_offset_ns: i64,
+    /// The clock domain its status message announces.
+    pub clock_domain: ClockDomain,
+    /// The channel positions its status message announces (`None`: none, the default order).
+    pub channel_map: Option<wavesync_common::channels::ChannelMap>,
+    /// Channel `c` of the signal scaled by `(c + 1) / 8`, so each channel is told apart by its
+    /// level (else channels alternate in sign only).
+    pub distinct_channels: bool,
 }
 
 impl Default for SenderOpts {
@@ -136,6 +143,9 @@ impl Default for SenderOpts {
             seed: 1,
             answer_nacks: true,
             timeline_offset_ns: 0,
+            clock_domain: ClockDomain::Master,
+            channel_map: None,
+            distinct_channels: false,
         }
     }
 }
@@ -304,6 +314,8 @@ impl TestSender {
         cfg.latency_ns = opts.latency_ms * 1_000_000;
         cfg.time_port = control_addr.port();
         cfg.name = "test".into();
+        cfg.clock_domain = opts.clock_domain;
+        cfg.channel_map = opts.channel_map;
         let packet_ms = cfg.frames_per_packet as f64 * 1e3 / fmt.rate as f64;
         let mut core = SenderCore::new(cfg).expect("sender config");
         let shared = Arc::new(Shared {
@@ -342,11 +354,13 @@ impl TestSender {
                 } else if due > sent_frames {
                     let n = ((due - sent_frames) as usize).min(chunk);
                     for i in 0..n {
-                        signal_at(
-                            sent_frames + i as u64,
-                            fmt.rate,
-                            &mut block[ch * i..ch * i + ch],
-                        );
+                        let frame = &mut block[ch * i..ch * i + ch];
+                        signal_at(sent_frames + i as u64, fmt.rate, frame);
+                        if opts.distinct_channels {
+                            for (c, v) in frame.iter_mut().enumerate() {
+                                *v *= (c + 1) as f32 / 8.0;
+                            }
+                        }
                     }
                     let capture = start + (sent_frames as i64 * 1_000_000_000) / rate as i64;
                     if let Err(e) = core.push_audio(timeline(capture), &block[..ch * n]) {
@@ -498,6 +512,33 @@ pub fn can_unshare_time() -> bool {
 
 /// A receiver process, killed on drop.
 pub struct RxProcess(pub Child);
+
+/// A home directory in `scratch` whose `.asoundrc` defines `pcm.NAME`: a `type file` tee into
+/// `slave` keeping a raw copy of everything written; returns (home, the raw file).
+pub fn file_pcm_home(scratch: &Scratch, name: &str, slave: &str) -> (PathBuf, PathBuf) {
+    let home = scratch.path("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let raw = scratch.path("out.raw");
+    std::fs::write(
+        home.join(".asoundrc"),
+        format!(
+            "pcm.{name} {{\n  type file\n  slave.pcm \"{slave}\"\n  file \"{}\"\n  format \"raw\"\n}}\n",
+            raw.display()
+        ),
+    )
+    .expect("asoundrc");
+    (home, raw)
+}
+
+/// The device sample format a receiver's log names (`output open: ... (S32_LE)`).
+pub fn logged_device_format(log: &str) -> Option<String> {
+    log.lines()
+        .find_map(|l| l.split("output open: ").nth(1))
+        .and_then(|l| {
+            l.rsplit_once('(')
+                .map(|(_, f)| f.trim_end_matches(')').to_string())
+        })
+}
 
 impl RxProcess {
     /// Waits up to `timeout` for it to end.
