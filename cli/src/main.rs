@@ -5,9 +5,12 @@
 //! - `wavesync pair` / `wavesync pair CODE HOST`: hand the key to a receiver with a short code;
 //! - `wavesync rooms` and `wavesync room NAME ...`: every room the master hears from, and
 //!   changing one (through the master's control port);
+//! - `wavesync calibrate`: a microphone hears each room and the trims are set so that all
+//!   arrive together;
 //! - `wavesync web`: the same as a page in a browser, and its JSON API;
 //! - `wavesync --rx ...` and `wavesync --tx ...`: the Python tool's command lines, unchanged.
 
+mod calibrate;
 mod key;
 mod pair;
 mod rooms;
@@ -25,6 +28,8 @@ usage: wavesync status [--json|--brief] [--socket PATH] show what this host's re
                                                   list the master's rooms
        wavesync room NAME volume 0..100|mute|unmute|trim +-MS|channels all|left|right|mono
                           |off|on|rename NEW [--master HOST[:PORT]]   change one room
+       wavesync calibrate [--mic SOURCE] [--rooms a,b] [--level DB] [--dry-run]
+                          set the trims so every room arrives together at a microphone
        wavesync web [--listen ADDR:PORT] [--master HOST[:PORT]]   a page for the rooms
        wavesync --rx [options]                    receive and play (the old command line)
        wavesync --tx SOURCE [options]             send (the old command line)
@@ -46,6 +51,8 @@ fn main() {
         pair::run_pair(&args[1..])
     } else if args.first().map(String::as_str) == Some("rooms") {
         rooms::run_rooms(&args[1..])
+    } else if args.first().map(String::as_str) == Some("calibrate") {
+        calibrate::run_calibrate(&args[1..])
     } else if args.first().map(String::as_str) == Some("room") {
         rooms::run_room(&args[1..])
     } else if args.first().map(String::as_str) == Some("web") {

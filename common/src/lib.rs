@@ -7,8 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod calibrate;
 pub mod channels;
 pub mod clock;
+pub mod correlate;
 pub mod dll;
 pub mod follow;
 pub mod format;

@@ -206,6 +206,10 @@ pub struct InputOptions {
     /// Frames per block of paced inputs, and the most frames read at once from live ones, as
     /// a duration (ns).
     pub block_ns: i64,
+    /// Resample live inputs to CLOCK_MONOTONIC when their clock departs from it ([`retime`]).
+    /// The sender does; a measurement (calibration's microphone) needs every sample as it was
+    /// captured, and fits the clock itself.
+    pub retime: bool,
 }
 
 impl Default for InputOptions {
@@ -216,6 +220,7 @@ impl Default for InputOptions {
             raw_format: RawFormat::S16Le,
             looped: false,
             block_ns: 5_000_000,
+            retime: true,
         }
     }
 }

@@ -80,7 +80,8 @@ impl PulseInput {
         })?;
         Ok(PulseInput {
             clock: LiveClock::new(&what, format.rate),
-            retimer: LiveRetimer::new(&what, format.rate, format.channels as usize, block),
+            retimer: LiveRetimer::new(&what, format.rate, format.channels as usize, block)
+                .enabled(opts.retime),
             simple,
             source,
             format,

@@ -22,6 +22,8 @@ pub struct LiveRetimer {
     input: Vec<f32>,
     /// What was logged: engaged, re-anchors.
     logged: (bool, u64),
+    /// Off: frames and stamps pass as they came.
+    enabled: bool,
 }
 
 impl LiveRetimer {
@@ -35,13 +37,23 @@ impl LiveRetimer {
             channels,
             input: vec![0.0; block_frames.max(1) * channels],
             logged: (false, 0),
+            enabled: true,
         }
+    }
+
+    /// With `false`, passes frames and capture times through untouched (for measurements).
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = on;
+        self
     }
 
     /// The most input frames (at most the block size) whose output fits in `out_frames`.
     pub fn input_frames_for(&self, out_frames: usize) -> usize {
         let block = self.input.len() / self.channels;
         let mut n = block.min(out_frames);
+        if !self.enabled {
+            return n;
+        }
         while n > 0 && self.retimer.max_output_frames(n) > out_frames {
             n = n * 9 / 10;
         }
@@ -59,6 +71,11 @@ impl LiveRetimer {
     /// output frames (0 is possible just after the loop engages).
     pub fn finish(&mut self, capture: LocalNs, frames: usize, out: &mut [f32]) -> (LocalNs, usize) {
         let n = (frames * self.channels).min(self.input.len());
+        if !self.enabled {
+            let n = n.min(out.len() / self.channels * self.channels);
+            out[..n].copy_from_slice(&self.input[..n]);
+            return (capture, n / self.channels);
+        }
         let r = self.retimer.process(capture, &self.input[..n], out);
         let st = self.retimer.stats();
         if st.engaged && !self.logged.0 {
@@ -179,6 +196,25 @@ mod tests {
     fn without_retiming_such_a_source_restarts_the_run() {
         let (_, resyncs, _, _) = pace(300.0, 200.0, false);
         assert!(resyncs >= 2, "{resyncs}");
+    }
+
+    #[test]
+    fn disabled_it_passes_a_drifting_source_untouched() {
+        let mut rt = LiveRetimer::new("test", 48_000, 2, 240).enabled(false);
+        let mut out = vec![0.0f32; 480];
+        // 2 ms late every block: the loop would engage; disabled, nothing changes.
+        for b in 0..400i64 {
+            let n = rt.input_frames_for(240);
+            assert_eq!(n, 240);
+            for (i, x) in rt.input(n).iter_mut().enumerate() {
+                *x = (b * 1000 + i as i64) as f32;
+            }
+            let at = LocalNs::from_ns(b * 5_100_000);
+            let (c, m) = rt.finish(at, n, &mut out);
+            assert_eq!((c, m), (at, 240));
+            assert_eq!(out[479], (b * 1000 + 479) as f32);
+        }
+        assert!(!rt.stats().engaged);
     }
 
     #[test]

@@ -76,7 +76,8 @@ impl<S: ByteSource> RawStream<S> {
         let frame_bytes = opts.raw_format.bytes() * format.channels as usize;
         Ok(RawStream {
             clock: LiveClock::new(&what, format.rate),
-            retimer: LiveRetimer::new(&what, format.rate, format.channels as usize, block),
+            retimer: LiveRetimer::new(&what, format.rate, format.channels as usize, block)
+                .enabled(opts.retime),
             src,
             raw: opts.raw_format,
             format,
