@@ -361,31 +361,7 @@ impl Network {
                     }
                 }
             }
-            self.batch_pause();
-        }
-    }
-
-    /// With a long latency, waking for every packet buys nothing: the thread rests up to a
-    /// tenth of the latency (at most [`MAX_BATCH_NS`]) and then drains what came, never past
-    /// its next due query, NACK or report. Arrival times are the kernel's stamps, so the rest
-    /// moves no time measurement; a stream under [`MIN_BATCH_LATENCY_NS`] is read per packet.
-    fn batch_pause(&self) {
-        let Some(latency) = self.receiver.stream().map(|s| s.status.latency_ns) else {
-            return;
-        };
-        if latency < MIN_BATCH_LATENCY_NS {
-            return;
-        }
-        let now = clock_io::monotonic_ns();
-        let due = self.receiver.poll_timeout() - now;
-        let rest = (latency / 10).min(MAX_BATCH_NS).min(due);
-        if rest >= 1_000_000 {
-            std::thread::sleep(std::time::Duration::from_nanos(rest as u64));
         }
     }
 }
 
-/// The longest rest of the network thread between drains.
-const MAX_BATCH_NS: i64 = 20_000_000;
-/// Streams with less latency are read as each packet comes.
-const MIN_BATCH_LATENCY_NS: i64 = 60_000_000;
