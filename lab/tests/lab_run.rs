@@ -84,6 +84,13 @@ fn lab_run_env(
     Some((res.status.success(), stdout, stderr))
 }
 
+/// The run's last line, its JSON figures, once the run succeeded (else its output, in the panic).
+fn final_json(ok: bool, stdout: &str, stderr: &str) -> serde_json::Value {
+    assert!(ok, "{stdout}\n{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}\n{stderr}"))
+}
+
 #[test]
 fn short_wired_run_plays_in_sync_agrees_black_box_and_cleans_up() {
     let Some((ok, stdout, stderr)) = lab_run(
@@ -93,10 +100,7 @@ fn short_wired_run_plays_in_sync_agrees_black_box_and_cleans_up() {
     ) else {
         return;
     };
-    assert!(ok, "{stdout}\n{stderr}");
-    let last = stdout.lines().last().unwrap_or_default();
-    let v: serde_json::Value =
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}\n{stderr}"));
+    let v = final_json(ok, &stdout, &stderr);
     assert_eq!(v["profile"], "wired");
     assert_eq!(v["receivers"], 2);
     // Both receivers played the same stream positions (or there would be no skew figures),
@@ -164,9 +168,7 @@ fn keyed_rooms_hold_against_an_attacker_on_the_bridge() {
         "{line}"
     );
     // The run's own figures: still in sync under attack.
-    let last = stdout.lines().last().unwrap_or_default();
-    let run: serde_json::Value =
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}\n{stderr}"));
+    let run = final_json(ok, &stdout, &stderr);
     let p99 = run["skew_p99_us"].as_f64().expect("skew");
     assert!(p99 < 1000.0, "skew p99 {p99} us under attack\n{stdout}");
 }
@@ -185,13 +187,10 @@ fn short_runs_in_the_system_and_ntp_domains_play_in_sync() {
         ) else {
             return;
         };
-        assert!(ok, "{clock}: {stdout}\n{stderr}");
-        let last = stdout.lines().last().unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(last)
-            .unwrap_or_else(|e| panic!("{clock}: {e}: {last:?}\n{stderr}"));
+        let v = final_json(ok, &stdout, &format!("{clock}: {stderr}"));
         assert!(
             v["profile"].as_str().is_some_and(|p| p.contains(clock)),
-            "{clock}: {last}"
+            "{clock}: {v}"
         );
         let p99 = v["skew_p99_us"]
             .as_f64()
@@ -214,10 +213,7 @@ fn a_pulse_room_and_a_late_pipewire_room_play_together_black_box() {
     ) else {
         return;
     };
-    assert!(ok, "{stdout}\n{stderr}");
-    let last = stdout.lines().last().unwrap_or_default();
-    let v: serde_json::Value =
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}\n{stderr}"));
+    let v = final_json(ok, &stdout, &stderr);
     // Measured here 50-350 us (the PulseAudio room early: pipewire-pulse's reply latency, see
     // docs/outputs.md); the target of 50 us is not met through pipewire-pulse. This
     // bound catches what the timing replies' two corrections fixed: the room 2.3 ms late.
